@@ -1,0 +1,206 @@
+"""StreamHub: the sources of one worker, and how they meet the other workers.
+
+- A publish is accepted only after the master's registry grants this worker the stream
+  (`Registry.claim`), so a stream has one publisher whichever worker each client lands on.
+- A player whose stream is published on another worker makes the hub start ONE pull from the
+  owning worker (an RTMP play over a unix socket, the same code an edge uses against an origin);
+  the pull feeds the local source like a publisher and every local player fans out from it. The
+  pull stops when its last local player leaves, or when the registry says the stream moved.
+- Forwarders run only where the publisher is (`source.origin`).
+
+The hub knows nothing of sockets: the worker injects the registry and the factories that make
+pulls and forwarders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+from typing import Any, Callable, Protocol
+
+from srv import log as srvlog
+from srv.app.source import LiveSource, Sink
+from srv.conf.model import ForwardConfig, ServerConfig, VhostConfig
+
+log = logging.getLogger("srv.hub")
+
+
+class Registry(Protocol):
+    async def claim(self, key: str) -> int | None:
+        """Ask the master for the stream; None when granted, else the owning worker slot."""
+    def release(self, key: str) -> None: ...
+
+
+def stream_key(vhost: str, app: str, stream: str) -> str:
+    return f"{vhost}/{app}/{stream}"
+
+
+class StreamHub:
+    def __init__(self, config: ServerConfig, slot: int, registry: Registry,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.slot = slot
+        self.registry = registry
+        self.loop = loop
+        self.sources: dict[str, LiveSource] = {}
+        self.owners: dict[str, int] = {}  # the master's table: stream -> owning slot
+        self.pulls: dict[str, Any] = {}
+        self.make_pull: Callable[[LiveSource, int], Any] | None = None
+        self.make_forwarder: Callable[[LiveSource, str, ForwardConfig], Any] | None = None
+
+    # ---- sources ---------------------------------------------------------------------------------
+
+    def source(self, key: str, vhost: VhostConfig) -> LiveSource:
+        src = self.sources.get(key)
+        if src is None:
+            src = self.sources[key] = LiveSource(key, vhost, self.loop)
+            src.on_empty = self._drop_source
+        return src
+
+    def _drop_source(self, src: LiveSource) -> None:
+        if self.sources.get(src.key) is src:
+            del self.sources[src.key]
+        self._stop_pull(src.key)
+
+    # ---- publish ---------------------------------------------------------------------------------
+
+    async def publish(self, key: str, vhost: VhostConfig, publisher: Any) -> str | None:
+        """Make `publisher` the source's publisher; returns None, or why it was refused."""
+        src = self.sources.get(key)
+        if src is not None and src.publisher is not None and src.origin:
+            return f"stream {key} is already being published on this worker"
+        owner = await self.registry.claim(key)
+        if owner is not None:
+            return f"stream {key} is already being published on worker {owner}"
+        if getattr(publisher, "closed", False):  # gone while we waited for the master
+            self.registry.release(key)
+            return "publisher went away"
+        self._stop_pull(key)
+        src = self.source(key, vhost)
+        if src.publisher is not None:  # a pull was feeding it; the local publisher wins
+            src.on_unpublish()
+            src = self.source(key, vhost)
+        src.on_publish(publisher, origin=True)
+        self._start_forwarders(src)
+        return None
+
+    def unpublish(self, key: str, publisher: Any) -> None:
+        src = self.sources.get(key)
+        if src is None or src.publisher is not publisher:
+            return
+        src.on_unpublish()
+        self.registry.release(key)
+
+    def _start_forwarders(self, src: LiveSource) -> None:
+        if self.make_forwarder is None:
+            return
+        app_stream = src.key.split("/", 1)[1]
+        for fw in src.vhost.forwards:
+            if not fw.enabled or not fnmatch.fnmatchcase(app_stream, fw.pattern):
+                continue
+            for dest in fw.destinations:
+                src.forwarders.append(self.make_forwarder(src, dest, fw))
+
+    # ---- play ------------------------------------------------------------------------------------
+
+    def play(self, key: str, vhost: VhostConfig, sink: Sink, encoding: int,
+             internal: bool = False) -> Any:
+        """Attach a player. `internal` players are other workers pulling: never pull for them."""
+        src = self.source(key, vhost)
+        consumer = src.add_consumer(sink, encoding, immediate=internal)
+        if not internal:
+            self._ensure_pull(key)
+        return consumer
+
+    def stop_play(self, consumer: Any) -> None:
+        src: LiveSource = consumer.source
+        src.remove_consumer(consumer)
+        if not any(not c.immediate for c in src.consumers()):
+            self._stop_pull(src.key)
+
+    # ---- other workers ---------------------------------------------------------------------------
+
+    def on_streams(self, table: dict[str, int]) -> None:
+        self.owners = dict(table)
+        for key in list(self.sources):
+            self._ensure_pull(key)
+
+    def on_published(self, key: str, slot: int) -> None:
+        self.owners[key] = slot
+        self._ensure_pull(key)
+
+    def on_unpublished(self, key: str, slot: int) -> None:
+        if self.owners.get(key) == slot:
+            del self.owners[key]
+        pull = self.pulls.get(key)
+        if pull is not None and pull.slot == slot:
+            self._stop_pull(key)
+
+    def _ensure_pull(self, key: str) -> None:
+        owner = self.owners.get(key)
+        src = self.sources.get(key)
+        if owner is None or owner == self.slot or src is None or self.make_pull is None:
+            return
+        if key in self.pulls or (src.publisher is not None and src.origin):
+            return
+        if not any(not c.immediate for c in src.consumers()):
+            return
+        log.log(srvlog.INFO, "pull %s from worker %d", key, owner)
+        self.pulls[key] = self.make_pull(src, owner)
+
+    def _stop_pull(self, key: str) -> None:
+        pull = self.pulls.pop(key, None)
+        if pull is not None:
+            pull.stop()
+            src = self.sources.get(key)
+            if src is not None and src.publisher is pull:
+                src.on_unpublish()
+
+    def pull_ended(self, pull: Any) -> None:
+        """A pull's connection ended by itself; try again if the stream is still elsewhere."""
+        if self.pulls.get(pull.source.key) is pull:
+            del self.pulls[pull.source.key]
+            src = pull.source
+            if src.publisher is pull:
+                src.on_unpublish()
+            self.loop.call_later(0.2, self._ensure_pull, src.key)
+
+    # ---- reload ----------------------------------------------------------------------------------
+
+    def apply_config(self, config: ServerConfig) -> None:
+        """Apply a reloaded config in place: sources keep their players and publishers."""
+        self.config = config
+        for src in list(self.sources.values()):
+            vhost_name = src.key.split("/", 1)[0]
+            vhost = config.vhost(vhost_name)
+            if vhost is None:
+                continue  # vhost removed: existing sessions finish on the old settings
+            old = src.vhost
+            src.configure(vhost)
+            if src.origin and src.publisher is not None and old.forwards != vhost.forwards:
+                self._reconcile_forwarders(src)
+
+    def _reconcile_forwarders(self, src: LiveSource) -> None:
+        """Start only the new destinations, stop only the removed ones; keep the rest connected."""
+        if self.make_forwarder is None:
+            return
+        app_stream = src.key.split("/", 1)[1]
+        wanted: dict[str, ForwardConfig] = {}
+        for fw in src.vhost.forwards:
+            if fw.enabled and fnmatch.fnmatchcase(app_stream, fw.pattern):
+                for dest in fw.destinations:
+                    wanted.setdefault(dest, fw)
+        keep = []
+        for f in src.forwarders:
+            if f.destination in wanted and wanted[f.destination] == f.config:
+                keep.append(f)
+                del wanted[f.destination]
+            else:
+                f.stop()
+        for dest, fw in wanted.items():
+            keep.append(self.make_forwarder(src, dest, fw))
+        src.forwarders[:] = keep
+
+    def stats(self) -> list[dict[str, Any]]:
+        return [s.stats() for s in self.sources.values()]

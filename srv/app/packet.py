@@ -1,0 +1,66 @@
+"""A published message as the hub keeps it: encoded for the wire at most once per format.
+
+Every player of a source receives the very same `bytes` objects: `rtmp(chunk_size)` is the
+message chunked with a fmt-0 header on message stream id 1 (the id every play gets), so it does
+not depend on any connection's chunk-stream state; `flv()` is the FLV tag for HTTP-FLV players.
+Both are built lazily, on the first player that needs them, and cached on the packet.
+"""
+
+from __future__ import annotations
+
+from srv.media import codec
+from srv.media.flv import encode_tag
+from srv.rtmp.chunk import CSID_AUDIO, CSID_DATA, CSID_VIDEO, encode_message
+
+AUDIO, VIDEO, DATA = 8, 9, 18
+PLAY_STREAM_ID = 1
+_CSID = {AUDIO: CSID_AUDIO, VIDEO: CSID_VIDEO, DATA: CSID_DATA}
+
+
+class Packet:
+    __slots__ = ("type_id", "timestamp", "payload", "is_keyframe", "is_header", "_rtmp", "_rtmp_size", "_flv")
+
+    def __init__(self, type_id: int, timestamp: int, payload: bytes) -> None:
+        self.type_id = type_id
+        self.timestamp = timestamp
+        self.payload = payload
+        if type_id == VIDEO:
+            self.is_header = codec.video_is_sequence_header(payload)
+            self.is_keyframe = not self.is_header and codec.video_is_keyframe(payload)
+        elif type_id == AUDIO:
+            self.is_header = codec.audio_is_sequence_header(payload)
+            self.is_keyframe = False
+        else:
+            self.is_header = True  # metadata travels with the headers
+            self.is_keyframe = False
+        self._rtmp: bytes | None = None
+        self._rtmp_size = 0
+        self._flv: bytes | None = None
+
+    def rtmp(self, chunk_size: int) -> bytes:
+        data = self._rtmp
+        if data is not None and self._rtmp_size == chunk_size:
+            return data
+        data = encode_message(self.type_id, PLAY_STREAM_ID, self.timestamp, self.payload,
+                              chunk_size, _CSID.get(self.type_id, CSID_DATA))
+        if self._rtmp is None:  # cache the first size asked for: in practice there is one
+            self._rtmp, self._rtmp_size = data, chunk_size
+        return data
+
+    def flv(self) -> bytes:
+        data = self._flv
+        if data is None:
+            data = self._flv = encode_tag(self.type_id, self.timestamp, self.payload)
+        return data
+
+    def encoded(self, encoding: int) -> bytes:
+        """`encoding` is an RTMP chunk size, or FLV (0) for an FLV tag."""
+        return self.flv() if encoding == FLV else self.rtmp(encoding)
+
+    def __repr__(self) -> str:
+        kind = {AUDIO: "audio", VIDEO: "video", DATA: "data"}.get(self.type_id, str(self.type_id))
+        flags = ("K" if self.is_keyframe else "") + ("H" if self.is_header else "")
+        return f"<Packet {kind} ts={self.timestamp} {len(self.payload)}B {flags}>"
+
+
+FLV = 0

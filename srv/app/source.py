@@ -1,0 +1,335 @@
+"""LiveSource and Consumer: one published stream and the players reading it.
+
+The source keeps one ring of packets shared by everyone; a consumer is only a cursor into it.
+The ring starts at the oldest position anyone still needs (the GOP cache's keyframe, or the
+slowest player within `queue_length`), so memory is bounded by the stream's bitrate, not by the
+number of players.
+
+Merged writes (SRS's `mw_latency`): the packets that arrived since the last flush are joined
+into ONE `bytes` per wire format, and every caught-up player gets that same object in one
+`transport.write` — one syscall per player per tick, no per-player copy. A player whose
+transport pushes back (`pause_writing`) simply stops advancing; when it resumes it catches up
+from its cursor, or, if it fell more than `queue_length` behind, skips whole GOPs to the latest
+keyframe (after the current sequence headers and metadata, which are never dropped). A player
+that stays paused longer than `queue_length` is disconnected.
+
+What a new player receives, in order: metadata, video and audio sequence headers, the cached
+GOP (from its keyframe), then live packets — so it decodes from its first frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Protocol
+
+from srv import log as srvlog
+from srv.app.packet import AUDIO, DATA, FLV, VIDEO, Packet
+from srv.conf.model import VhostConfig
+
+log = logging.getLogger("srv.source")
+
+
+class Sink(Protocol):
+    """What a consumer writes to: a player connection (RTMP, HTTP-FLV, a pulling worker)."""
+
+    def write(self, data: bytes) -> None: ...
+    def writelines(self, data: list[bytes]) -> None: ...
+    def on_unpublish(self) -> None: ...
+    def on_publish(self) -> None: ...
+    def close_slow(self, reason: str) -> None: ...
+
+
+class Consumer:
+    __slots__ = ("source", "sink", "encoding", "immediate", "pos", "paused", "paused_since",
+                 "dropped", "sent_bytes", "group")
+
+    def __init__(self, source: LiveSource, sink: Sink, encoding: int, immediate: bool) -> None:
+        self.source = source
+        self.sink = sink
+        self.encoding = encoding
+        self.immediate = immediate
+        self.pos = 0
+        self.paused = False
+        self.paused_since = 0.0
+        self.dropped = 0  # packets skipped because the player was too slow
+        self.sent_bytes = 0
+        self.group: ConsumerGroup | None = None
+
+    def pause(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self.paused_since = time.monotonic()
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            self.source.catch_up(self)
+
+
+class ConsumerGroup:
+    """Consumers that share one encoding and one flush schedule."""
+
+    __slots__ = ("encoding", "immediate", "consumers", "flushed", "handle")
+
+    def __init__(self, encoding: int, immediate: bool, flushed: int) -> None:
+        self.encoding = encoding
+        self.immediate = immediate
+        self.consumers: list[Consumer] = []
+        self.flushed = flushed
+        self.handle: asyncio.TimerHandle | asyncio.Handle | None = None
+
+
+class LiveSource:
+    def __init__(self, key: str, vhost: VhostConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self.key = key  # "vhost/app/stream"
+        self.vhost = vhost
+        self.loop = loop
+        self.publisher: Any = None
+        self.origin = False  # True when the publisher is a local client (not a pull)
+        self.meta: Packet | None = None
+        self.video_sh: Packet | None = None
+        self.audio_sh: Packet | None = None
+        self.ring: list[Packet] = []
+        self.base = 0  # sequence number of ring[0]
+        self.gop_start: int | None = None
+        self.video_seen = False
+        self.groups: dict[tuple[int, bool], ConsumerGroup] = {}
+        self.last_ts = -1
+        self.ts_delta = 0
+        self.await_first = False
+        # figures for the API and the exporter
+        self.publish_started = 0.0
+        self.frames = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.dropped = 0
+        self.forwarders: list[Any] = []
+        self.on_empty: Any = None  # hub callback when no publisher and no consumers remain
+        self.configure(vhost)
+
+    def configure(self, vhost: VhostConfig) -> None:
+        self.vhost = vhost
+        play = vhost.play
+        self.gop_cache = play.gop_cache
+        self.gop_max = play.gop_cache_max_frames
+        self.queue_length = play.queue_length
+        self.mw_latency = 0.0 if vhost.min_latency else play.mw_latency / 1000
+
+    # ---- publisher side ------------------------------------------------------------------------
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.ring)
+
+    def on_publish(self, publisher: Any, origin: bool) -> None:
+        self.publisher = publisher
+        self.origin = origin
+        self.publish_started = time.time()
+        self.await_first = self.last_ts >= 0  # continue timestamps for players that stayed
+        for c in self.consumers():
+            c.sink.on_publish()
+
+    def on_unpublish(self) -> None:
+        self.publisher = None
+        self.origin = False
+        self.meta = self.video_sh = self.audio_sh = None
+        self.video_seen = False
+        self.flush_all()
+        end = self.end
+        self.ring.clear()
+        self.base = end
+        self.gop_start = None
+        for g in self.groups.values():
+            g.flushed = end
+        for c in self.consumers():
+            c.pos = end
+            c.sink.on_unpublish()
+        for f in self.forwarders:
+            f.stop()
+        self.forwarders.clear()
+        self._maybe_empty()
+
+    def on_message(self, type_id: int, timestamp: int, payload: bytes) -> Packet:
+        """One audio, video or metadata message from the publisher (hot path)."""
+        if self.await_first:
+            self.await_first = False
+            self.ts_delta = self.last_ts + 1 - timestamp
+        ts = (timestamp + self.ts_delta) & 0xFFFFFFFF
+        pkt = Packet(type_id, ts, payload)
+        self.last_ts = ts
+        self.bytes_in += len(payload)
+        if type_id == VIDEO:
+            self.frames += 1
+            if pkt.is_header:
+                self.video_sh = pkt
+            else:
+                self.video_seen = True
+                if pkt.is_keyframe:
+                    self._new_gop()
+        elif type_id == AUDIO:
+            if pkt.is_header:
+                self.audio_sh = pkt
+            elif not self.video_seen and self.gop_start is None and self.video_sh is None:
+                self._new_gop()  # audio-only: cache from the first frame, bounded below
+        elif type_id == DATA:
+            self.meta = pkt
+        self.ring.append(pkt)
+        if self.gop_start is not None and self.end - self.gop_start > self.gop_max:
+            self.gop_start = None  # too long a GOP: stop caching until the next keyframe
+        for f in self.forwarders:
+            f.feed(pkt)
+        for g in self.groups.values():
+            if g.handle is None and g.consumers:
+                if g.immediate or not self.mw_latency:
+                    g.handle = self.loop.call_soon(self._flush_group, g)
+                else:
+                    g.handle = self.loop.call_later(self.mw_latency, self._flush_group, g)
+        if not self.groups:
+            self._trim()
+        return pkt
+
+    def _new_gop(self) -> None:
+        self.gop_start = self.end if self.gop_cache else None
+
+    # ---- consumers -----------------------------------------------------------------------------
+
+    def consumers(self) -> list[Consumer]:
+        return [c for g in self.groups.values() for c in g.consumers]
+
+    def add_consumer(self, sink: Sink, encoding: int, immediate: bool = False) -> Consumer:
+        """Attach a player; it first gets metadata, sequence headers and the GOP cache."""
+        c = Consumer(self, sink, encoding, immediate)
+        gkey = (encoding, immediate)
+        g = self.groups.get(gkey)
+        if g is None:
+            g = self.groups[gkey] = ConsumerGroup(encoding, immediate, self.end)
+        c.group = g
+        g.consumers.append(c)
+        start = self.gop_start if self.gop_start is not None else g.flushed
+        c.pos = min(start, g.flushed)
+        self._send_headers(c)
+        self.catch_up(c, upto=g.flushed)
+        return c
+
+    def remove_consumer(self, c: Consumer) -> None:
+        g = c.group
+        if g is not None and c in g.consumers:
+            g.consumers.remove(c)
+            if not g.consumers:
+                if g.handle is not None:
+                    g.handle.cancel()
+                del self.groups[(g.encoding, g.immediate)]
+        self._maybe_empty()
+
+    def _send_headers(self, c: Consumer) -> None:
+        first = self.ring[c.pos - self.base] if c.pos < self.end else None
+        out = []
+        for h in (self.meta, self.video_sh, self.audio_sh):
+            if h is not None and h is not first:
+                out.append(h.encoded(c.encoding))
+        if out:
+            self._write(c, out)
+
+    def catch_up(self, c: Consumer, upto: int | None = None) -> None:
+        """Write what `c` has not had yet, skipping whole GOPs when it is too far behind."""
+        if c.paused:
+            return
+        end = self.end if upto is None else upto
+        if c.pos < self.base or (c.pos < end and self._too_old(c.pos)):
+            self._skip(c)
+        if c.pos < end:
+            enc = c.encoding
+            self._write(c, [p.encoded(enc) for p in self.ring[c.pos - self.base:end - self.base]])
+            c.pos = end
+
+    def _too_old(self, pos: int) -> bool:
+        return self.last_ts - self.ring[pos - self.base].timestamp > self.queue_length * 1000
+
+    def _skip(self, c: Consumer) -> None:
+        """Drop whole GOPs: jump to the latest keyframe (or to now), headers first."""
+        target = self.gop_start if self.gop_start is not None and self.gop_start > c.pos else self.end
+        skipped = target - max(c.pos, self.base)
+        c.dropped += skipped
+        self.dropped += skipped
+        c.pos = target
+        log.log(srvlog.INFO, "%s: slow player skipped %d packets", self.key, skipped)
+        self._send_headers(c)
+
+    def _write(self, c: Consumer, parts: list[bytes]) -> None:
+        n = sum(map(len, parts))
+        c.sent_bytes += n
+        self.bytes_out += n
+        c.sink.writelines(parts)
+
+    def _flush_group(self, g: ConsumerGroup) -> None:
+        g.handle = None
+        start, end = g.flushed, self.end
+        if start < end and g.consumers:
+            enc = g.encoding
+            if start < self.base:
+                start = self.base
+            batch = b"".join([p.encoded(enc) for p in self.ring[start - self.base:]])
+            n = len(batch)
+            now = time.monotonic()
+            for c in list(g.consumers):
+                if c.pos == g.flushed and not c.paused:
+                    c.sink.write(batch)
+                    c.sent_bytes += n
+                    self.bytes_out += n
+                    c.pos = end
+                elif c.paused:
+                    if now - c.paused_since > max(self.queue_length, 1.0):
+                        c.sink.close_slow(f"player stalled for {now - c.paused_since:.1f}s "
+                                          f"(queue_length {self.queue_length:g}s); disconnecting")
+                    elif c.pos < self.end and (c.pos < self.base or self._too_old(c.pos)):
+                        self._skip(c)  # bound the ring: paused players lose whole GOPs
+                else:
+                    self.catch_up(c, upto=end)
+        g.flushed = end
+        self._trim()
+
+    def flush_all(self) -> None:
+        for g in list(self.groups.values()):
+            if g.handle is not None:
+                g.handle.cancel()
+            self._flush_group(g)
+
+    def _trim(self) -> None:
+        keep = self.end if self.gop_start is None else self.gop_start
+        for g in self.groups.values():
+            keep = min(keep, g.flushed)
+            for c in g.consumers:
+                keep = min(keep, c.pos)
+        cut = keep - self.base
+        if cut > 64 or (cut > 0 and cut == len(self.ring)):
+            del self.ring[:cut]
+            self.base = keep
+
+    def _maybe_empty(self) -> None:
+        if self.publisher is None and not self.groups and self.on_empty is not None:
+            self.on_empty(self)
+
+    # ---- figures -------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        cs = self.consumers()
+        return {
+            "key": self.key,
+            "publishing": self.publisher is not None,
+            "origin": self.origin,
+            "publish_started": self.publish_started,
+            "players": len(cs),
+            "frames": self.frames,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "dropped": self.dropped,
+            "meta": self.meta.payload if self.meta else None,
+            "video_sh": self.video_sh.payload if self.video_sh else None,
+            "audio_sh": self.audio_sh.payload if self.audio_sh else None,
+            "forwards": [f.stats() for f in self.forwarders],
+        }
+
+
+__all__ = ["LiveSource", "Consumer", "Sink", "FLV", "Packet"]

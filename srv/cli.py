@@ -1,0 +1,102 @@
+"""Command line, as SRS and nginx users know it.
+
+    srs -c conf/srs.conf            run (the master forks the workers)
+    srs -t -c conf/srs.conf         test the config: "... syntax is ok" / "... test is successful"
+    srs -s reload -c conf/srs.conf  signal the running master (reload|quit|stop|reopen) via its pid file
+    srs -v                          version
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from srv import __version__
+from srv import log as srvlog
+from srv.conf.errors import ConfigErrors
+from srv.conf.loader import load
+
+DEFAULT_CONF = "conf/srs.conf"
+SIGNAL_NAMES = {"reload": signal.SIGHUP, "quit": signal.SIGQUIT, "stop": signal.SIGTERM,
+                "reopen": signal.SIGUSR1}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="srs", description="srv: a live media server (RTMP, HTTP-FLV)")
+    p.add_argument("-c", dest="conf", default=DEFAULT_CONF, help=f"config file (default {DEFAULT_CONF})")
+    p.add_argument("-t", dest="test", action="store_true", help="test the config file and exit")
+    p.add_argument("-s", dest="signal", choices=sorted(SIGNAL_NAMES),
+                   help="send a signal to the running master: reload, quit (graceful), stop (fast), reopen (logs)")
+    p.add_argument("-v", "-V", "--version", dest="version", action="store_true", help="print the version")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.version:
+        print(__version__)
+        return 0
+    srvlog.setup("console", "trace")
+    try:
+        config = load(args.conf)
+    except ConfigErrors as e:
+        for err in e.errors:
+            print(f"srs: {err}", file=sys.stderr)
+        if args.test:
+            print(f"srs: configuration file {args.conf} test failed", file=sys.stderr)
+        return 1
+    if args.test:
+        for w in config.warnings:
+            print(f"srs: warning: {w}", file=sys.stderr)
+        print(f"srs: the configuration file {args.conf} syntax is ok", file=sys.stderr)
+        print(f"srs: configuration file {args.conf} test is successful", file=sys.stderr)
+        return 0
+    if args.signal:
+        return send_signal(config.pid, args.signal)
+    return run(config, args.conf)
+
+
+def send_signal(pid_path: str, name: str) -> int:
+    from srv.master.pidfile import read_pid
+    try:
+        pid = read_pid(pid_path)
+        os.kill(pid, SIGNAL_NAMES[name])
+    except (OSError, ValueError) as e:
+        print(f"srs: cannot {name}: {e}", file=sys.stderr)
+        return 1
+    print(f"srs: sent {SIGNAL_NAMES[name].name} ({name}) to master pid {pid}", file=sys.stderr)
+    return 0
+
+
+def run(config, conf_arg: str) -> int:  # type: ignore[no-untyped-def]
+    from srv.master.arbiter import Arbiter
+    from srv.master.listeners import ListenError
+    from srv.master.pidfile import PidFileLocked
+
+    if config.daemon:
+        daemonize()
+    srvlog.setup(config.srs_log_tank, config.srs_log_level, config.srs_log_file, role="master")
+    arbiter = Arbiter(config, f"-c {conf_arg}", dict(os.environ))
+    try:
+        return arbiter.run()
+    except (PidFileLocked, ListenError) as e:
+        print(f"srs: {e}", file=sys.stderr)
+        import logging
+        logging.getLogger("srv.master").error("%s", e)
+        return 1
+
+
+def daemonize() -> None:
+    """Classic double fork: the launcher returns at once, the master runs detached."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    fd = os.open(os.devnull, os.O_RDWR)
+    for std in (0, 1, 2):
+        os.dup2(fd, std)
+    if fd > 2:
+        os.close(fd)

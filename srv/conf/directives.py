@@ -1,0 +1,177 @@
+"""Every directive srv implements, grouped by feature, next to the dataclass it fills.
+
+This table is the meaning of the configuration language: ``builder`` validates a parsed tree
+against it, ``env`` derives the SRS_* environment overrides from it, ``diff`` uses
+``reloadable``, and a test checks each name appears in conf/full.conf.  Defaults are
+declared once, on the dataclasses in ``model``; ``default`` here repeats them in config
+spelling for docs and must agree (a test checks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from srv.conf import values as v
+from srv.conf.model import (
+    ExporterConfig,
+    ForwardConfig,
+    HttpApiConfig,
+    HttpRemuxConfig,
+    HttpServerConfig,
+    PlayConfig,
+    PublishConfig,
+    RawApiConfig,
+    ServerConfig,
+    VhostConfig,
+)
+from srv.conf.registry import MAIN, Registry, Spec
+
+_ANY = (0, None)
+_SOME = (1, None)
+
+# --- process and logging: ServerConfig ---------------------------------------------------
+_SERVER = [
+    Spec("listen", (MAIN,), v.endpoint, nargs=_SOME, default="1935", example="1935 127.0.0.1:1936",
+         doc="RTMP listen addresses, [ip:]port each; the master keeps the sockets across reloads."),
+    Spec("pid", (MAIN,), v.string, default="./objs/srs.pid", reloadable=False,
+         doc="pid file; also what `-s reload|stop` signals."),
+    Spec("workers", (MAIN,), v.integer(1, 1024), default="<cpu count>", example="4",
+         doc="worker processes (srv, not SRS); default: one per CPU."),
+    Spec("daemon", (MAIN,), v.flag, default="on", reloadable=False, example="off",
+         doc="detach from the terminal at start."),
+    Spec("srs_log_tank", (MAIN,), v.choice("console", "file"), default="file", reloadable=False,
+         env_aliases=("SRS_LOG_TANK",), example="console", doc="where logs go: console or file."),
+    Spec("srs_log_level", (MAIN,), v.choice("verbose", "info", "trace", "warn", "error"),
+         default="trace", env_aliases=("SRS_LOG_LEVEL",), doc="verbose, info, trace, warn or error."),
+    Spec("srs_log_file", (MAIN,), v.string, default="./objs/srs.log", reloadable=False,
+         env_aliases=("SRS_LOG_FILE",), doc="log file when srs_log_tank is file."),
+    Spec("max_connections", (MAIN,), v.integer(1, 1_000_000), default="1000",
+         doc="connections per worker beyond which new ones are closed at once."),
+    Spec("chunk_size", (MAIN,), v.integer(128, 65536), default="60000",
+         doc="outgoing RTMP chunk size, 128 to 65536."),
+    Spec("grace_start_wait", (MAIN,), v.milliseconds(), default="2300",
+         doc="graceful stop: ms to keep accepting after SIGQUIT before closing listeners."),
+    Spec("grace_final_wait", (MAIN,), v.milliseconds(), default="3200",
+         doc="graceful stop: ms to let sessions finish before exiting."),
+    Spec("force_grace_quit", (MAIN,), v.flag, default="off", example="on",
+         doc="treat SIGTERM like SIGQUIT (graceful)."),
+    Spec("pithy_print_ms", (MAIN,), v.milliseconds(1), default="10000",
+         doc="interval of the periodic per-stream log lines."),
+    Spec("http_api", (MAIN,), None, nargs=(0, 0), block=True, doc="HTTP API (/api/v1/...)."),
+    Spec("http_server", (MAIN,), None, nargs=(0, 0), block=True, doc="HTTP server for files and HTTP-FLV."),
+    Spec("exporter", (MAIN,), None, nargs=(0, 0), block=True, doc="Prometheus exporter."),
+    Spec("vhost", (MAIN,), v.vhost_name, nargs=(1, 1), block=True, multiple=True, field="vhosts",
+         arg_field="name", example="__defaultVhost__",
+         doc="a virtual host; __defaultVhost__ serves names no other vhost matches."),
+]
+
+# --- http_api { raw_api { } }: HttpApiConfig, RawApiConfig --------------------------------
+_HTTP_API = [
+    Spec("enabled", ("http_api",), v.flag, default="off", example="on"),
+    Spec("listen", ("http_api",), v.endpoint, default="1985"),
+    Spec("crossdomain", ("http_api",), v.flag, default="on", example="on",
+         doc="answer CORS requests."),
+    Spec("raw_api", ("http_api",), None, nargs=(0, 0), block=True, env=False),
+    Spec("enabled", ("http_api.raw_api",), v.flag, default="off", example="on"),
+    Spec("allow_reload", ("http_api.raw_api",), v.flag, default="off", example="on",
+         doc="allow /api/v1/raw?rpc=reload."),
+    Spec("allow_query", ("http_api.raw_api",), v.flag, default="off", example="on",
+         doc="allow /api/v1/raw?rpc=query."),
+]
+
+# --- http_server { }: HttpServerConfig ----------------------------------------------------
+_HTTP_SERVER = [
+    Spec("enabled", ("http_server",), v.flag, default="off", example="on"),
+    Spec("listen", ("http_server",), v.endpoint, default="8080"),
+    Spec("dir", ("http_server",), v.string, default="./objs/nginx/html", doc="document root."),
+    Spec("crossdomain", ("http_server",), v.flag, default="on", example="on"),
+]
+
+# --- exporter { }: ExporterConfig ---------------------------------------------------------
+_EXPORTER = [
+    Spec("enabled", ("exporter",), v.flag, default="off", example="on"),
+    Spec("listen", ("exporter",), v.endpoint, default="9972"),
+    Spec("label", ("exporter",), v.string, default='""', example="cn-beijing",
+         doc="value of the label= label on every metric."),
+    Spec("tag", ("exporter",), v.string, default='""', example="cn-edge",
+         doc="value of the tag= label on every metric."),
+]
+
+# --- vhost { }: VhostConfig ---------------------------------------------------------------
+_VHOST = [
+    Spec("enabled", ("vhost",), v.flag, default="on", example="on", doc="off rejects every client."),
+    Spec("chunk_size", ("vhost",), v.integer(128, 65536), default="<global chunk_size>", example="60000"),
+    Spec("min_latency", ("vhost",), v.flag, default="off", example="off",
+         doc="low-latency mode; the consumer decides what it changes (srv keeps mw_latency as set)."),
+    Spec("tcp_nodelay", ("vhost",), v.flag, default="off", example="off", doc="TCP_NODELAY on player sockets."),
+    Spec("play", ("vhost",), None, nargs=(0, 0), block=True),
+    Spec("publish", ("vhost",), None, nargs=(0, 0), block=True),
+    Spec("forward", ("vhost",), v.stream_pattern, nargs=(0, 1), block=True, multiple=True,
+         field="forwards", arg_field="pattern", env=False, example="live/game_*",
+         doc="push matching streams to other servers (srv: may repeat, optional app/stream pattern)."),
+    Spec("http_remux", ("vhost",), None, nargs=(0, 0), block=True),
+]
+
+# --- vhost { play { } }: PlayConfig -------------------------------------------------------
+_PLAY = [
+    Spec("gop_cache", ("vhost.play",), v.flag, default="on", example="on",
+         doc="keep the last GOP so a new player starts at once."),
+    Spec("gop_cache_max_frames", ("vhost.play",), v.integer(0), default="2500",
+         doc="bound on GOP cache messages (0: no bound)."),
+    Spec("queue_length", ("vhost.play",), v.seconds(0.0), default="30",
+         doc="seconds a player may fall behind; beyond it whole GOPs are dropped."),
+    Spec("mw_latency", ("vhost.play",), v.milliseconds(), default="350",
+         doc="merged write: ms of media gathered into one write per player."),
+    Spec("mw_msgs", ("vhost.play",), v.integer(0), default="8",
+         doc="merged write: messages gathered before a write."),
+]
+
+# --- vhost { publish { } }: PublishConfig -------------------------------------------------
+_PUBLISH = [
+    Spec("firstpkt_timeout", ("vhost.publish",), v.milliseconds(), default="20000",
+         doc="ms to wait for a publisher's first packet."),
+    Spec("normal_timeout", ("vhost.publish",), v.milliseconds(), default="5000",
+         doc="ms of silence after which a publisher is dropped."),
+]
+
+# --- vhost { forward [pattern] { } }: ForwardConfig ---------------------------------------
+_FORWARD = [
+    Spec("enabled", ("vhost.forward",), v.flag, default="off", example="on"),
+    Spec("destination", ("vhost.forward",), v.destination, nargs=_SOME, field="destinations",
+         default="<none>", example="127.0.0.1:1936 rtmp://cdn.example.com/live/[stream]?key=abc",
+         doc="host[:port] (same app/stream) or rtmp:// URLs; [vhost] [app] [stream] expand."),
+    Spec("backend", ("vhost.forward",), v.http_url, default="<none>",
+         example="http://127.0.0.1:8085/api/v1/forward",
+         doc="HTTP hook asked for the destination URLs of each stream."),
+    Spec("backoff_initial", ("vhost.forward",), v.milliseconds(), default="3000",
+         doc="ms before the first reconnect (srv)."),
+    Spec("backoff_max", ("vhost.forward",), v.milliseconds(), default="3000",
+         doc="reconnect delay doubles up to this many ms (srv)."),
+    Spec("queue_length", ("vhost.forward",), v.seconds(0.0), default="10",
+         doc="seconds of media queued for a slow destination (srv)."),
+]
+
+# --- vhost { http_remux { } }: HttpRemuxConfig --------------------------------------------
+_HTTP_REMUX = [
+    Spec("enabled", ("vhost.http_remux",), v.flag, default="off", example="on"),
+    Spec("mount", ("vhost.http_remux",), v.string, default="[vhost]/[app]/[stream].flv",
+         doc="URL path of HTTP-FLV streams; [vhost] [app] [stream] expand."),
+]
+
+SECTIONS: dict[str, type[Any]] = {
+    MAIN: ServerConfig,
+    "http_api": HttpApiConfig,
+    "http_api.raw_api": RawApiConfig,
+    "http_server": HttpServerConfig,
+    "exporter": ExporterConfig,
+    "vhost": VhostConfig,
+    "vhost.play": PlayConfig,
+    "vhost.publish": PublishConfig,
+    "vhost.forward": ForwardConfig,
+    "vhost.http_remux": HttpRemuxConfig,
+}
+
+REGISTRY = Registry(
+    [*_SERVER, *_HTTP_API, *_HTTP_SERVER, *_EXPORTER, *_VHOST, *_PLAY, *_PUBLISH, *_FORWARD, *_HTTP_REMUX],
+    SECTIONS,
+)

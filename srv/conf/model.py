@@ -1,0 +1,190 @@
+"""The typed configuration: frozen dataclasses the rest of srv is written against.
+
+Built once by ``srv.conf.load`` and passed in; nothing reads config globally.  Every object
+here is immutable, hashable and picklable (the master sends ``ServerConfig`` to workers).
+Defaults are SRS's (see srs-full.conf); where srv goes beyond SRS the docstring says so.
+Times: ``*_timeout``, ``*_wait``, ``mw_latency``, ``backoff_*`` are milliseconds (int);
+``queue_length`` is seconds (float).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_VHOST = "__defaultVhost__"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A listen address; ``1935`` means ``0.0.0.0:1935``."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class RawApiConfig:
+    enabled: bool = False
+    allow_reload: bool = False
+    allow_query: bool = False
+
+
+@dataclass(frozen=True)
+class HttpApiConfig:
+    enabled: bool = False
+    listen: Endpoint = Endpoint("0.0.0.0", 1985)
+    crossdomain: bool = True
+    raw_api: RawApiConfig = RawApiConfig()
+
+
+@dataclass(frozen=True)
+class HttpServerConfig:
+    enabled: bool = False
+    listen: Endpoint = Endpoint("0.0.0.0", 8080)
+    dir: str = "./objs/nginx/html"
+    crossdomain: bool = True
+
+
+@dataclass(frozen=True)
+class ExporterConfig:
+    enabled: bool = False
+    listen: Endpoint = Endpoint("0.0.0.0", 9972)
+    label: str = ""
+    tag: str = ""
+
+
+@dataclass(frozen=True)
+class PlayConfig:
+    gop_cache: bool = True
+    gop_cache_max_frames: int = 2500
+    queue_length: float = 30.0
+    mw_latency: int = 350
+    mw_msgs: int = 8
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    firstpkt_timeout: int = 20000
+    normal_timeout: int = 5000
+
+
+@dataclass(frozen=True)
+class ForwardConfig:
+    """One ``forward [pattern] { ... }`` block.
+
+    SRS has one pattern-less ``forward`` per vhost; srv also allows several, each with an
+    fnmatch pattern on ``app/stream``.  Every enabled block whose pattern matches applies.
+    """
+
+    pattern: str = "*"
+    enabled: bool = False
+    destinations: tuple[str, ...] = ()
+    backend: str | None = None
+    backoff_initial: int = 3000
+    backoff_max: int = 3000
+    queue_length: float = 10.0
+
+    def matches(self, app: str, stream: str) -> bool:
+        return fnmatch.fnmatchcase(f"{app}/{stream}", self.pattern)
+
+
+@dataclass(frozen=True)
+class HttpRemuxConfig:
+    enabled: bool = False
+    mount: str = "[vhost]/[app]/[stream].flv"
+
+
+@dataclass(frozen=True)
+class VhostConfig:
+    name: str
+    enabled: bool = True
+    chunk_size: int | None = None
+    min_latency: bool = False
+    tcp_nodelay: bool = False
+    play: PlayConfig = PlayConfig()
+    publish: PublishConfig = PublishConfig()
+    forwards: tuple[ForwardConfig, ...] = ()
+    http_remux: HttpRemuxConfig = HttpRemuxConfig()
+
+    def forwards_for(self, app: str, stream: str) -> tuple[ForwardConfig, ...]:
+        """The enabled forward blocks that apply to ``app/stream``, in file order."""
+        return tuple(f for f in self.forwards if f.enabled and f.matches(app, stream))
+
+
+class VhostMap(Mapping[str, VhostConfig]):
+    """An immutable, hashable, picklable ``name -> VhostConfig`` mapping in file order."""
+
+    __slots__ = ("_items",)
+
+    _items: dict[str, VhostConfig]
+
+    def __init__(self, items: Iterable[tuple[str, VhostConfig]] = ()) -> None:
+        object.__setattr__(self, "_items", dict(items))
+
+    def __getitem__(self, name: str) -> VhostConfig:
+        return self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._items.items()))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return dict(self.items()) == dict(other.items())
+        return NotImplemented
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("VhostMap is immutable")
+
+    def __reduce__(self) -> tuple[type[VhostMap], tuple[tuple[tuple[str, VhostConfig], ...]]]:
+        return (VhostMap, (tuple(self._items.items()),))
+
+    def __repr__(self) -> str:
+        return f"VhostMap({list(self._items)!r})"
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    path: str
+    listen: tuple[Endpoint, ...] = (Endpoint("0.0.0.0", 1935),)
+    pid: str = "./objs/srs.pid"
+    workers: int = field(default_factory=_cpu_count)
+    daemon: bool = True
+    srs_log_tank: str = "file"
+    srs_log_level: str = "trace"
+    srs_log_file: str = "./objs/srs.log"
+    max_connections: int = 1000
+    chunk_size: int = 60000
+    grace_start_wait: int = 2300
+    grace_final_wait: int = 3200
+    force_grace_quit: bool = False
+    pithy_print_ms: int = 10000
+    http_api: HttpApiConfig = HttpApiConfig()
+    http_server: HttpServerConfig = HttpServerConfig()
+    exporter: ExporterConfig = ExporterConfig()
+    vhosts: Mapping[str, VhostConfig] = field(default_factory=VhostMap)
+    warnings: tuple[str, ...] = ()
+
+    def vhost(self, name: str) -> VhostConfig | None:
+        """The vhost called ``name``, else ``__defaultVhost__`` if defined, else None (SRS)."""
+        found = self.vhosts.get(name)
+        if found is not None:
+            return found
+        return self.vhosts.get(DEFAULT_VHOST)

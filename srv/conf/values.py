@@ -1,0 +1,187 @@
+"""Argument shapes: each turns one directive argument (a string) into a typed value.
+
+A converter raises ``ValueError`` whose text is the user-facing reason, e.g.
+``invalid port "abc"``; the builder adds ``path:line:col:``.  Converters are plain functions
+so the directive table can name them and the env layer can reuse them unchanged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from typing import Any
+
+from srv.conf.model import Endpoint
+
+Converter = Callable[[str], Any]
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$")
+
+
+def flag(arg: str) -> bool:
+    """``on`` or ``off`` (SRS spelling), nothing else."""
+    if arg == "on":
+        return True
+    if arg == "off":
+        return False
+    return _bad_flag(arg)
+
+
+def _bad_flag(arg: str) -> bool:
+    lowered = arg.lower()
+    if lowered in ("on", "true", "yes", "1", "enable", "enabled"):
+        raise ValueError(f'invalid value "{arg}" (expected on or off; did you mean "on"?)')
+    if lowered in ("off", "false", "no", "0", "of", "disable", "disabled"):
+        raise ValueError(f'invalid value "{arg}" (expected on or off; did you mean "off"?)')
+    raise ValueError(f'invalid value "{arg}" (expected on or off)')
+
+
+def integer(minimum: int | None = None, maximum: int | None = None, unit: str = "") -> Converter:
+    """A whole number in ``[minimum, maximum]``; ``unit`` only shapes the message."""
+
+    def convert(arg: str) -> int:
+        try:
+            value = int(arg, 10)
+        except ValueError:
+            raise ValueError(f'invalid {unit or "integer"} "{arg}" (expected a whole number)') from None
+        _check_range(arg, value, minimum, maximum)
+        return value
+
+    return convert
+
+
+def seconds(minimum: float = 0.0, maximum: float | None = None) -> Converter:
+    """A duration in seconds, fractions allowed (``30``, ``0.5``)."""
+
+    def convert(arg: str) -> float:
+        try:
+            value = float(arg)
+        except ValueError:
+            raise ValueError(f'invalid duration "{arg}" (expected seconds, e.g. 30 or 0.5)') from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f'invalid duration "{arg}" (expected seconds, e.g. 30 or 0.5)')
+        _check_range(arg, value, minimum, maximum)
+        return value
+
+    return convert
+
+
+def _check_range(arg: str, value: float, minimum: float | None, maximum: float | None) -> None:
+    if minimum is not None and maximum is not None and not minimum <= value <= maximum:
+        raise ValueError(f'invalid value "{arg}" (expected {_num(minimum)} to {_num(maximum)})')
+    if minimum is not None and value < minimum:
+        raise ValueError(f'invalid value "{arg}" (expected a number >= {_num(minimum)})')
+    if maximum is not None and value > maximum:
+        raise ValueError(f'invalid value "{arg}" (expected a number <= {_num(maximum)})')
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def milliseconds(minimum: int = 0, maximum: int | None = None) -> Converter:
+    return integer(minimum, maximum, unit="milliseconds")
+
+
+def string(arg: str) -> str:
+    if not arg:
+        raise ValueError("empty value")
+    return arg
+
+
+def choice(*choices: str) -> Converter:
+    """One of ``choices``, exactly as spelled."""
+
+    def convert(arg: str) -> str:
+        if arg in choices:
+            return arg
+        expected = ", ".join(choices)
+        raise ValueError(f'invalid value "{arg}" (expected one of: {expected})')
+
+    return convert
+
+
+def port(arg: str) -> int:
+    if not arg.isdigit():
+        raise ValueError(f'invalid port "{arg}"')
+    value = int(arg)
+    if not 1 <= value <= 65535:
+        raise ValueError(f'invalid port "{arg}" (expected 1 to 65535)')
+    return value
+
+
+def endpoint(arg: str) -> Endpoint:
+    """``[ip:]port``: ``1935``, ``127.0.0.1:1935``, ``[::1]:1935``; no ip means ``0.0.0.0``."""
+    if arg.isdigit() or ":" not in arg:
+        return Endpoint("0.0.0.0", port(arg))
+    if arg.startswith("["):
+        host, sep, rest = arg[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f'invalid listen address "{arg}" (expected [ipv6]:port)')
+        _check_ip(host, arg)
+        return Endpoint(host, port(rest[1:]))
+    host, _, port_text = arg.rpartition(":")
+    if ":" in host:
+        raise ValueError(f'invalid listen address "{arg}" (write IPv6 as [addr]:port)')
+    if host != "localhost":
+        _check_ip(host, arg)
+    return Endpoint(host, port(port_text))
+
+
+def _check_ip(host: str, arg: str) -> None:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f'invalid listen address "{arg}" ("{host}" is not an IP address)') from None
+
+
+_RTMP_URL = re.compile(r"^rtmps?://(?P<host>\[[0-9A-Fa-f:.]+\]|[^/:?#\s\[\]]+)(:(?P<port>[^/?#]*))?(?P<path>/[^\s]*)?$")
+
+
+def destination(arg: str) -> str:
+    """A forward target: ``host[:port]`` (RTMP, same app/stream) or an ``rtmp://`` URL."""
+    if "://" in arg:
+        m = _RTMP_URL.match(arg)
+        if m is None:
+            raise ValueError(f'invalid destination "{arg}" (expected host[:port] or rtmp://host[:port]/app/stream)')
+        if m.group("port") is not None:
+            _destination_port(arg, m.group("port"))
+        return arg
+    host, sep, port_text = arg.rpartition(":")
+    if not sep:
+        host, port_text = arg, ""
+    if host.startswith("[") and host.endswith("]"):
+        _check_ip(host[1:-1], arg)
+    elif not _HOSTNAME.match(host):
+        raise ValueError(f'invalid destination "{arg}" (expected host[:port] or rtmp://host[:port]/app/stream)')
+    if sep:
+        _destination_port(arg, port_text)
+    return arg
+
+
+def _destination_port(arg: str, text: str) -> None:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f'invalid destination "{arg}" (bad port "{text}")')
+
+
+_HTTP_URL = re.compile(r"^https?://[^/\s?#]+(/\S*)?$")
+
+
+def http_url(arg: str) -> str:
+    if not _HTTP_URL.match(arg):
+        raise ValueError(f'invalid URL "{arg}" (expected http://host[:port]/path)')
+    return arg
+
+
+def stream_pattern(arg: str) -> str:
+    """An fnmatch pattern on ``app/stream`` (``*``, ``live/*``, ``live/game_*``)."""
+    if not arg or any(c.isspace() for c in arg):
+        raise ValueError(f'invalid stream pattern "{arg}" (expected app/stream, wildcards allowed)')
+    return arg
+
+
+def vhost_name(arg: str) -> str:
+    if not arg:
+        raise ValueError("a vhost needs a name")
+    return arg

@@ -1,0 +1,553 @@
+"""The master process: a small arbiter in gunicorn's vocabulary.
+
+It parses the config, holds the pid file lock and every listening socket, forks `workers` workers
+(one slot each) and supervises them from one synchronous selectors loop — no event loop runs in
+the master, so a forked child never inherits a live loop. Signal handlers only enqueue; the loop
+acts (see SIGNALS). The master is also the registry of who publishes what: a worker must claim a
+stream here before it accepts a publisher, which keeps one publisher per stream across all
+workers, and every worker is told who owns each stream so its players can pull it. It gathers the
+workers' figures for the HTTP API and the exporter, whichever worker serves them.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from setproctitle import setproctitle
+
+from srv import __version__, ipc
+from srv import log as srvlog
+from srv.conf.errors import ConfigErrors
+from srv.conf.loader import ConfigDiff, load, reload_diff
+from srv.conf.model import ServerConfig
+from srv.master.listeners import ListenerSet, ListenError, listen_specs
+from srv.master.notify import Notifier
+from srv.master.pidfile import PidFile
+
+log = logging.getLogger("srv.master")
+
+# signal -> what the master does (nginx/SRS meaning). Documented in README.md, "Signals".
+SIGNALS = {
+    signal.SIGHUP: "reload",
+    signal.SIGQUIT: "graceful stop",
+    signal.SIGTERM: "fast stop (graceful with force_grace_quit on)",
+    signal.SIGINT: "fast stop",
+    signal.SIGUSR1: "reopen log files",
+    signal.SIGTTIN: "one worker more",
+    signal.SIGTTOU: "one worker less",
+    signal.SIGCHLD: "reap workers",
+}
+
+WORKER_BOOT_ERROR = 3  # a worker that exits with this code could not start: do not respawn it
+WORKER_TIMEOUT = 10.0  # seconds without a heartbeat before a worker is killed and replaced
+SNAPSHOT_TIMEOUT = 1.0
+
+
+@dataclass
+class WorkerProc:
+    slot: int
+    pid: int
+    chan: socket.socket
+    started: float
+    last_heartbeat: float
+    buf: ipc.FrameBuffer = field(default_factory=ipc.FrameBuffer)
+    out: bytearray = field(default_factory=bytearray)
+    ready: bool = False
+    stopping: bool = False
+    killed_for: str = ""
+    counters: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SlotState:
+    failures: int = 0
+    next_spawn: float = 0.0
+    boot_failed: bool = False
+    restarts: int = 0
+
+
+@dataclass
+class PendingSnapshot:
+    requester: int
+    req: int
+    waiting: set[int]
+    deadline: float
+    results: dict[int, Any] = field(default_factory=dict)
+
+
+class Arbiter:
+    def __init__(self, config: ServerConfig, argv_title: str, environ: dict[str, str]) -> None:
+        self.config = config
+        self.title = argv_title
+        self.environ = environ
+        self.pidfile = PidFile(config.pid)
+        self.listeners = ListenerSet()
+        self.notifier = Notifier()
+        self.workers: dict[int, WorkerProc] = {}  # pid -> worker
+        self.slots: dict[int, SlotState] = {}
+        self.num_workers = config.workers
+        self.sel = selectors.DefaultSelector()
+        self.sig_queue: list[int] = []
+        self.streams: dict[str, int] = {}  # "vhost/app/stream" -> owning slot
+        self.pending: dict[int, PendingSnapshot] = {}
+        self.next_id = 1
+        self.started = time.time()
+        self.reloads_ok = 0
+        self.reloads_failed = 0
+        self.worker_restarts = 0
+        self.retired: dict[str, float] = {}  # counters of workers that are gone
+        self.announced_ready = False
+        self.stopping: str = ""  # "", "graceful" or "fast"
+        self.stop_deadline = 0.0
+        self.exit_code = 0
+
+    # ---- start -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        setproctitle(f"srs: master process {self.title}")
+        self.pidfile.acquire()
+        try:
+            self.listeners.set_specs(listen_specs(self.config), list(range(1, self.num_workers + 1)))
+        except ListenError:
+            self.pidfile.release()
+            raise
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in SIGNALS:
+            signal.signal(sig, self._enqueue_signal)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, None)
+        log.log(srvlog.TRACE, "srv %s master pid %d, config %s, %d workers, listen %s",
+                __version__, os.getpid(), self.config.path, self.num_workers,
+                ", ".join(str(s) for s in self.listeners.specs))
+        for w in self.config.warnings:
+            log.warning("%s", w)
+        for slot in range(1, self.num_workers + 1):
+            self.slots[slot] = SlotState()
+            self.spawn_worker(slot)
+
+    def _enqueue_signal(self, signum: int, frame: Any) -> None:
+        if len(self.sig_queue) < 16:
+            self.sig_queue.append(signum)
+
+    # ---- main loop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.start()
+        try:
+            while True:
+                self.notifier.tick()
+                for key, mask in self.sel.select(timeout=0.5):
+                    if key.data is None:
+                        self._drain_wakeup()
+                    else:
+                        self._on_channel(key.data, mask)
+                self.handle_signals()
+                self.reap_workers()
+                if self.stopping:
+                    if not self.workers or time.monotonic() > self.stop_deadline:
+                        break
+                    continue
+                self.murder_workers()
+                self.manage_workers()
+                self._expire_snapshots()
+                if not self.workers and all(s.boot_failed for s in self.slots.values()):
+                    log.error("every worker failed to boot; master exits")
+                    self.exit_code = 1
+                    break
+        finally:
+            self.halt()
+        return self.exit_code
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def handle_signals(self) -> None:
+        while self.sig_queue:
+            sig = self.sig_queue.pop(0)
+            if sig == signal.SIGCHLD:
+                continue  # reap_workers runs every turn
+            name = signal.Signals(sig).name
+            if sig == signal.SIGHUP:
+                log.log(srvlog.TRACE, "%s: reload %s", name, self.config.path)
+                self.reload()
+            elif sig == signal.SIGQUIT or (sig == signal.SIGTERM and self.config.force_grace_quit):
+                self.stop(graceful=True, why=name)
+            elif sig in (signal.SIGTERM, signal.SIGINT):
+                self.stop(graceful=False, why=name)
+            elif sig == signal.SIGUSR1:
+                srvlog.reopen()
+                log.log(srvlog.TRACE, "%s: log files reopened", name)
+                self.kill_workers(signal.SIGUSR1)
+            elif sig == signal.SIGTTIN:
+                self.num_workers += 1
+                log.log(srvlog.TRACE, "%s: workers %d", name, self.num_workers)
+            elif sig == signal.SIGTTOU:
+                if self.num_workers > 1:
+                    self.num_workers -= 1
+                log.log(srvlog.TRACE, "%s: workers %d", name, self.num_workers)
+
+    # ---- workers -----------------------------------------------------------------------------
+
+    def spawn_worker(self, slot: int) -> None:
+        socks = self.listeners.ensure_slot(slot)
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:  # child: never returns
+            code = 1
+            try:
+                parent.close()
+                self._close_in_child(keep=set(s.fileno() for s in socks.values()))
+                from srv.worker import run_worker
+                code = run_worker(slot, self.config, dict(socks), child, os.getppid())
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            except BaseException:
+                log.exception("worker %d crashed", slot)
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        child.close()
+        parent.setblocking(False)
+        now = time.monotonic()
+        w = WorkerProc(slot, pid, parent, now, now)
+        self.workers[pid] = w
+        self.sel.register(parent, selectors.EVENT_READ, w)
+        self.send(w, {"op": "streams", "table": dict(self.streams)})
+        log.log(srvlog.TRACE, "worker %d spawned, pid %d", slot, pid)
+
+    def _close_in_child(self, keep: set[int]) -> None:
+        signal.set_wakeup_fd(-1)
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        self.sel.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self.pidfile.close_in_child()
+        for w in self.workers.values():
+            w.chan.close()
+        for fd in self.listeners.all_fds() - keep:
+            os.close(fd)
+
+    def reap_workers(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            w = self.workers.pop(pid, None)
+            if w is None:
+                continue
+            self._forget(w)
+            st = self.slots.setdefault(w.slot, SlotState())
+            if os.WIFSIGNALED(status):
+                how = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+            else:
+                how = f"exited with code {os.WEXITSTATUS(status)}"
+            if w.killed_for:
+                how += f" ({w.killed_for})"
+            if self.stopping or w.stopping:
+                log.log(srvlog.TRACE, "worker %d (pid %d) %s", w.slot, pid, how)
+                continue
+            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == WORKER_BOOT_ERROR:
+                st.boot_failed = True
+                log.error("worker %d (pid %d) failed to boot; not respawning it", w.slot, pid)
+                continue
+            # back off when a slot keeps dying young
+            st.failures = st.failures + 1 if time.monotonic() - w.started < 10 else 1
+            delay = min(0.1 * 2 ** (st.failures - 1), 10.0)
+            st.next_spawn = time.monotonic() + delay
+            log.error("worker %d (pid %d) %s; respawning in %.1fs", w.slot, pid, how, delay)
+
+    def _forget(self, w: WorkerProc) -> None:
+        """A worker is gone: drop its channel, release its streams, keep its counters."""
+        try:
+            self.sel.unregister(w.chan)
+        except (KeyError, ValueError):
+            pass
+        w.chan.close()
+        for k, v in w.counters.items():
+            self.retired[k] = self.retired.get(k, 0) + v
+        lost = [k for k, slot in self.streams.items() if slot == w.slot]
+        for key in lost:
+            del self.streams[key]
+            self.broadcast({"op": "unpublished", "key": key, "slot": w.slot})
+        if lost:
+            log.log(srvlog.TRACE, "released %d streams of worker %d: %s", len(lost), w.slot, ", ".join(lost))
+        for p in self.pending.values():
+            p.waiting.discard(w.slot)
+
+    def murder_workers(self) -> None:
+        now = time.monotonic()
+        for w in list(self.workers.values()):
+            if not w.killed_for and now - w.last_heartbeat > WORKER_TIMEOUT:
+                w.killed_for = f"no heartbeat for {now - w.last_heartbeat:.0f}s"
+                log.error("worker %d (pid %d) %s; killing it", w.slot, w.pid, w.killed_for)
+                self._kill(w.pid, signal.SIGKILL)
+
+    def manage_workers(self) -> None:
+        alive = {w.slot for w in self.workers.values() if not w.stopping}
+        now = time.monotonic()
+        for slot in range(1, self.num_workers + 1):
+            st = self.slots.setdefault(slot, SlotState())
+            if slot not in alive and not st.boot_failed and now >= st.next_spawn:
+                if slot in {w.slot for w in self.workers.values()}:
+                    continue  # the old one is still stopping
+                if st.restarts or st.failures:
+                    self.worker_restarts += 1
+                st.restarts += 1
+                self.spawn_worker(slot)
+        for w in list(self.workers.values()):
+            if w.slot > self.num_workers and not w.stopping:
+                w.stopping = True
+                log.log(srvlog.TRACE, "worker %d (pid %d) retired", w.slot, w.pid)
+                self._kill(w.pid, signal.SIGQUIT)
+                self.listeners.drop_slot(w.slot)
+        if not self.announced_ready and self.workers and all(w.ready for w in self.workers.values()):
+            self.announced_ready = True
+            self.notifier.ready(self._status())
+            log.log(srvlog.TRACE, "ready: %s", self._status())
+
+    def _status(self) -> str:
+        ready = sum(1 for w in self.workers.values() if w.ready)
+        return f"{ready} workers, {len(self.streams)} streams, listen " + \
+            ", ".join(str(s.endpoint) for s in self.listeners.specs)
+
+    def kill_workers(self, sig: int) -> None:
+        for pid in list(self.workers):
+            self._kill(pid, sig)
+
+    @staticmethod
+    def _kill(pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except OSError as e:
+            if e.errno != errno.ESRCH:
+                raise
+
+    # ---- reload and stop ---------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        self.notifier.reloading()
+        try:
+            new = load(self.config.path, self.environ)
+            specs = listen_specs(new)
+            self.listeners.check_new(specs)
+        except (ConfigErrors, ListenError) as e:
+            self.reloads_failed += 1
+            for line in str(e).splitlines():
+                log.error("reload failed: %s", line)
+            self.notifier.ready(f"reload failed: {str(e).splitlines()[0]}; running on the old config")
+            return False
+        diff = reload_diff(self.config, new)
+        for w in new.warnings:
+            log.warning("%s", w)
+        old_specs = list(self.listeners.specs)
+        old_workers = self.config.workers
+        srvlog.setup(new.srs_log_tank, new.srs_log_level, new.srs_log_file)
+        self.config = new
+        if new.workers != old_workers:  # a TTIN/TTOU count stands until the config changes it
+            self.num_workers = new.workers
+        self.listeners.set_specs(specs, [w.slot for w in self.workers.values() if not w.stopping])
+        changed_listeners = specs != old_specs
+        for w in self.workers.values():
+            if w.stopping:
+                continue
+            msg: dict[str, Any] = {"op": "config", "config": new}
+            if changed_listeners:
+                socks = self.listeners.ensure_slot(w.slot)
+                msg["listeners"] = list(socks)
+                self._flush(w)
+                ipc.send_with_fds(w.chan, msg, [s.fileno() for s in socks.values()])
+            else:
+                self.send(w, msg)
+        self.reloads_ok += 1
+        for w in diff.warnings:
+            log.warning("reload: %s", w)
+        log.log(srvlog.TRACE, "reload ok: %s", describe_diff(diff))
+        self.notifier.ready(self._status())
+        return True
+
+    def stop(self, graceful: bool, why: str) -> None:
+        if self.stopping == "fast" or (self.stopping and graceful):
+            return
+        self.stopping = "graceful" if graceful else "fast"
+        self.notifier.stopping()
+        if graceful:
+            wait = (self.config.grace_start_wait + self.config.grace_final_wait) / 1000 + 2
+            log.log(srvlog.TRACE, "%s: graceful stop, waiting up to %.1fs for sessions", why, wait)
+            self.kill_workers(signal.SIGQUIT)
+        else:
+            wait = 3.0
+            log.log(srvlog.TRACE, "%s: fast stop", why)
+            self.kill_workers(signal.SIGTERM)
+        # workers hold their own copies: they accept until they close them (grace_start_wait)
+        self.listeners.close()
+        self.stop_deadline = time.monotonic() + wait
+
+    def halt(self) -> None:
+        for pid in list(self.workers):
+            log.warning("worker pid %d still running at exit; killing it", pid)
+            self._kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 2
+        while self.workers and time.monotonic() < deadline:
+            self.reap_workers()
+            time.sleep(0.02)
+        self.listeners.close()
+        self.pidfile.release()
+        log.log(srvlog.TRACE, "master pid %d exit(%d)", os.getpid(), self.exit_code)
+
+    # ---- control channel ---------------------------------------------------------------------
+
+    def send(self, w: WorkerProc, msg: dict[str, Any]) -> None:
+        w.out += ipc.encode(msg)
+        self._flush(w)
+
+    def broadcast(self, msg: dict[str, Any]) -> None:
+        for w in list(self.workers.values()):
+            self.send(w, msg)
+
+    def _flush(self, w: WorkerProc) -> None:
+        try:
+            while w.out:
+                n = w.chan.send(w.out)
+                del w.out[:n]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            w.out.clear()
+        try:
+            self.sel.modify(w.chan, selectors.EVENT_READ | (selectors.EVENT_WRITE if w.out else 0), w)
+        except (KeyError, ValueError):
+            pass
+
+    def _on_channel(self, w: WorkerProc, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE:
+            self._flush(w)
+        if not mask & selectors.EVENT_READ:
+            return
+        try:
+            data = w.chan.recv(1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            try:
+                self.sel.unregister(w.chan)
+            except (KeyError, ValueError):
+                pass
+            return
+        for msg in w.buf.feed(data):
+            self.handle_message(w, msg)
+
+    def handle_message(self, w: WorkerProc, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        w.last_heartbeat = time.monotonic()
+        if op == "heartbeat":
+            w.counters = msg.get("counters", w.counters)
+        elif op == "ready":
+            w.ready = True
+            self.slots.setdefault(w.slot, SlotState()).failures = 0
+        elif op == "claim":
+            key = msg["key"]
+            owner = self.streams.get(key)
+            ok = owner is None or owner == w.slot
+            if ok:
+                self.streams[key] = w.slot
+                if owner is None:
+                    self.broadcast({"op": "published", "key": key, "slot": w.slot})
+            self.send(w, {"op": "claim_result", "req": msg["req"], "ok": ok, "owner": owner})
+        elif op == "release":
+            key = msg["key"]
+            if self.streams.get(key) == w.slot:
+                del self.streams[key]
+                self.broadcast({"op": "unpublished", "key": key, "slot": w.slot})
+        elif op == "snapshot":
+            self._start_snapshot(w, msg["req"])
+        elif op == "stats":
+            p = self.pending.get(msg["sid"])
+            if p is not None:
+                p.results[w.slot] = msg["data"]
+                p.waiting.discard(w.slot)
+                if not p.waiting:
+                    self._finish_snapshot(msg["sid"])
+        elif op == "kick":
+            target = next((x for x in self.workers.values() if x.slot == msg["slot"]), None)
+            if target is not None:
+                self.send(target, {"op": "kick", "client_id": msg["client_id"]})
+        elif op == "reload":
+            ok = self.reload()
+            self.send(w, {"op": "reload_result", "req": msg["req"], "ok": ok})
+
+    def _start_snapshot(self, w: WorkerProc, req: int) -> None:
+        sid = self.next_id
+        self.next_id += 1
+        live = {x.slot for x in self.workers.values() if not x.stopping}
+        self.pending[sid] = PendingSnapshot(w.slot, req, set(live), time.monotonic() + SNAPSHOT_TIMEOUT)
+        for x in self.workers.values():
+            if x.slot in live:
+                self.send(x, {"op": "stats_request", "sid": sid})
+
+    def _expire_snapshots(self) -> None:
+        now = time.monotonic()
+        for sid, p in list(self.pending.items()):
+            if now > p.deadline:
+                self._finish_snapshot(sid)
+
+    def _finish_snapshot(self, sid: int) -> None:
+        p = self.pending.pop(sid)
+        requester = next((x for x in self.workers.values() if x.slot == p.requester), None)
+        if requester is None:
+            return
+        self.send(requester, {"op": "snapshot_reply", "req": p.req, "workers": p.results,
+                              "master": self.master_info()})
+
+    def master_info(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "started": self.started,
+            "version": __version__,
+            "config": self.config.path,
+            "num_workers": self.num_workers,
+            "workers": [{"slot": w.slot, "pid": w.pid, "ready": w.ready,
+                         "age": time.monotonic() - w.started} for w in self.workers.values()],
+            "worker_restarts": self.worker_restarts,
+            "reloads_ok": self.reloads_ok,
+            "reloads_failed": self.reloads_failed,
+            "retired": dict(self.retired),
+            "streams": dict(self.streams),
+            "stopping": self.stopping,
+            "ready": self.announced_ready and not self.stopping,
+        }
+
+
+
+def describe_diff(diff: ConfigDiff) -> str:
+    parts = []
+    for label, names in (("vhosts added", diff.vhosts_added), ("vhosts removed", diff.vhosts_removed),
+                         ("vhosts changed", diff.vhosts_changed), ("forward changed", diff.forwards_changed)):
+        if names:
+            parts.append(f"{label}: {', '.join(names)}")
+    if diff.listen_changed:
+        parts.append("listen changed")
+    if diff.workers_changed:
+        parts.append("workers changed")
+    others = [c for c in diff.changed if not c.startswith(("listen", "workers"))]
+    if others:
+        parts.append("changed: " + ", ".join(others))
+    return "; ".join(parts) or "no changes"

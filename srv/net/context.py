@@ -1,0 +1,66 @@
+"""What every connection of a worker shares: config, hub, client table, counters.
+
+Client ids are `"<slot>-<n>"`, unique across the server, so the API can route a kick to the
+worker that holds the client. Counters here are cumulative for the worker's life; the master
+keeps the totals of workers that died, so server-wide counters never go backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any, Protocol
+
+from srv.app.hub import StreamHub
+from srv.conf.model import ServerConfig
+
+
+class Client(Protocol):
+    cid: str
+
+    def info(self) -> dict[str, Any]: ...
+    def kick(self, reason: str) -> None: ...
+
+
+class WorkerContext:
+    def __init__(self, slot: int, config: ServerConfig, hub: StreamHub,
+                 loop: asyncio.AbstractEventLoop, master: Any) -> None:
+        self.slot = slot
+        self.config = config
+        self.hub = hub
+        self.loop = loop
+        self.master = master  # the worker's channel to the master (snapshot, reload, kick)
+        self.clients: dict[str, Client] = {}
+        self.started = time.time()
+        self._n = 0
+        self.counters: Counter[str] = Counter()
+        self.stopping = False
+
+    def new_cid(self) -> str:
+        self._n += 1
+        return f"{self.slot}-{self._n}"
+
+    def register(self, client: Client) -> None:
+        self.clients[client.cid] = client
+        self.counters["clients_total"] += 1
+
+    def unregister(self, client: Client) -> None:
+        self.clients.pop(client.cid, None)
+
+    def over_limit(self) -> bool:
+        return len(self.clients) >= self.config.max_connections
+
+    def reject(self, reason: str) -> None:
+        self.counters[f"rejected:{reason}"] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """This worker's figures, gathered by the master for the API and the exporter."""
+        return {
+            "slot": self.slot,
+            "started": self.started,
+            "counters": dict(self.counters),
+            "clients": [c.info() for c in self.clients.values()],
+            "streams": self.hub.stats(),
+            "pulls": sorted(self.hub.pulls),
+        }

@@ -1,0 +1,321 @@
+"""The RTMP server connection: binds srv.rtmp.ServerSession to an asyncio transport.
+
+Callbacks stay thin: bytes go into the sans-I/O session, its events are acted on here, its
+output goes back out. A publisher's media goes straight into its LiveSource; a player is a Sink
+the source writes shared bytes to. Malformed bytes raise ProtocolError in the session: that one
+connection is closed with a log line naming the client and the reason, nothing else is touched.
+
+The same class serves the workers' internal unix socket, where another worker pulls a stream it
+has players for (`internal=True`: plays only what is published here, never pulls in turn).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from srv import log as srvlog
+from srv.app.hub import stream_key
+from srv.app.source import Consumer, LiveSource
+from srv.conf.model import VhostConfig
+from srv.net.context import WorkerContext
+from srv.rtmp import events as ev
+from srv.rtmp.errors import ProtocolError
+from srv.rtmp.session import ServerSession
+
+log = logging.getLogger("srv.rtmp")
+
+
+class RtmpConnection(asyncio.Protocol):
+    def __init__(self, ctx: WorkerContext, internal: bool = False) -> None:
+        self.ctx = ctx
+        self.internal = internal
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.role = ""  # "fmle-publish" | "rtmp-play"
+        self.vhost: VhostConfig | None = None
+        self.app = ""
+        self.tc_url = ""
+        self.key = ""
+        self.url = ""
+        self.stream_id = 1
+        self.source: LiveSource | None = None
+        self.consumer: Consumer | None = None
+        self.recv_bytes = 0
+        self.send_bytes = 0
+        self.started = time.time()
+        self.last_media = time.monotonic()
+        self.media_seen = False
+        self.pending_media: list[tuple[int, int, bytes]] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.close_reason = ""
+
+    # ---- asyncio callbacks -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        ctx = self.ctx
+        self.cid = ctx.new_cid()
+        peer = transport.get_extra_info("peername")
+        self.ip = peer[0] if isinstance(peer, tuple) else "worker"
+        client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "worker-pull"
+        self.log = srvlog.ConnLog(log, self.cid, client)
+        if not self.internal:
+            if ctx.stopping or ctx.over_limit():
+                reason = "stopping" if ctx.stopping else "max_connections"
+                ctx.reject(reason)
+                self.log.warning("rejected: %s (%d clients)", reason, len(ctx.clients))
+                self.closed = True
+                transport.abort()
+                return
+            ctx.register(self)
+        self.session = ServerSession(out_chunk_size=ctx.config.chunk_size)
+        self.log.log(srvlog.INFO, "accepted")
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.recv_bytes += len(data)
+        try:
+            self.dispatch(self.session.receive_data(data))
+        except ProtocolError as e:
+            self.fail(f"protocol error: {e}")
+            return
+        self.flush()
+
+    def dispatch(self, events: list[ev.Event]) -> None:
+        for e in events:
+            if type(e) is ev.MediaMessage or type(e) is ev.MetadataMessage:
+                self.on_media(e.message)
+            else:
+                self.on_event(e)
+            if self.closed:
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was_closed = self.closed
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.consumer is not None:
+            self.ctx.hub.stop_play(self.consumer)
+            self.send_bytes += self.consumer.sent_bytes
+            self.consumer = None
+        if self.role == "fmle-publish" and self.source is not None:
+            self.ctx.hub.unpublish(self.key, self)
+        if not self.internal:
+            self.ctx.unregister(self)
+        if not was_closed or self.role:
+            why = self.close_reason or (f"error: {exc}" if exc else "client closed")
+            self.log.log(srvlog.TRACE, "closed (%s), %s, recv %d bytes, sent %d bytes, %.1fs",
+                         self.role or "no stream", why, self.recv_bytes, self.sent(),
+                         time.time() - self.started)
+
+    def pause_writing(self) -> None:
+        if self.consumer is not None:
+            self.consumer.pause()
+
+    def resume_writing(self) -> None:
+        if self.consumer is not None:
+            self.consumer.resume()
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        out = self.session.data_to_send()
+        if out and self.transport is not None and not self.closed:
+            self.send_bytes += len(out)
+            self.transport.write(out)
+
+    def fail(self, reason: str) -> None:
+        """Close this connection because of what the peer did; log who and why."""
+        if self.closed:
+            return
+        self.close_reason = reason
+        self.ctx.counters["clients_errs_total"] += 1
+        self.log.warning("%s; closing", reason)
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def sent(self) -> int:
+        return self.send_bytes + (self.consumer.sent_bytes if self.consumer else 0)
+
+    # ---- session events ----------------------------------------------------------------------
+
+    def on_event(self, e: ev.Event) -> None:
+        if isinstance(e, ev.ConnectRequest):
+            self.handle_connect(e)
+        elif isinstance(e, ev.PublishRequest):
+            self.handle_publish(e)
+        elif isinstance(e, ev.PlayRequest):
+            self.handle_play(e)
+        elif isinstance(e, (ev.DeleteStream, ev.CloseStream, ev.FCUnpublish)):
+            self.handle_stop(e)
+        elif isinstance(e, ev.UnknownCommand):
+            self.log.log(srvlog.VERBOSE, "ignored command %s", e.name)
+
+    def handle_connect(self, e: ev.ConnectRequest) -> None:
+        vhost = self.ctx.config.vhost(e.vhost)
+        self.tc_url = e.tc_url
+        self.app = e.app
+        if vhost is None or not vhost.enabled:
+            why = f"vhost {e.vhost} not found" if vhost is None else f"vhost {e.vhost} disabled"
+            self.session.reject_connect(e, why)
+            self.flush()
+            self.ctx.reject("vhost")
+            self.fail(f"connect rejected: {why}")
+            return
+        self.vhost = vhost
+        if vhost.chunk_size:
+            self.session.set_wanted_chunk_size(vhost.chunk_size)
+        self.log.log(srvlog.INFO, "connect vhost=%s app=%s tcUrl=%s", vhost.name, e.app, e.tc_url)
+        self.dispatch(self.session.accept_connect(e))
+
+    def _stream(self, name: str) -> None:
+        if self.vhost is None:
+            raise ProtocolError("stream command before connect")
+        if not name:
+            raise ProtocolError("empty stream name")
+        self.key = stream_key(self.vhost.name, self.app, name)
+        self.url = f"/{self.app}/{name}"
+        self.log.stream = self.key
+
+    def handle_publish(self, e: ev.PublishRequest) -> None:
+        if self.role:
+            raise ProtocolError(f"publish while already {self.role}")
+        self._stream(e.stream_name)
+        self.role = "fmle-publish"
+        self.stream_id = e.stream_id
+        self.pending_media = []
+        self.ctx.loop.create_task(self._publish(e))
+
+    async def _publish(self, e: ev.PublishRequest) -> None:
+        assert self.vhost is not None
+        why = await self.ctx.hub.publish(self.key, self.vhost, self)
+        if self.closed:
+            if why is None:
+                self.ctx.hub.unpublish(self.key, self)
+            return
+        if why is not None:
+            self.role = ""
+            self.session.reject_publish(e.stream_id, "NetStream.Publish.BadName", why)
+            self.flush()
+            self.ctx.reject("publish_busy")
+            self.fail(f"publish refused: {why}")
+            return
+        self.source = self.ctx.hub.sources[self.key]
+        self.session.accept_publish(e.stream_id, e.stream_name)
+        self.flush()
+        self.log.log(srvlog.TRACE, "publish start")
+        pending, self.pending_media = self.pending_media, None
+        for m in pending or ():
+            self.source.on_message(*m)
+        self.last_media = time.monotonic()
+        self._arm_timeout()
+
+    def _arm_timeout(self) -> None:
+        assert self.vhost is not None
+        self.timer = self.ctx.loop.call_later(1.0, self._check_timeout)
+
+    def _check_timeout(self) -> None:
+        if self.closed or self.vhost is None:
+            return
+        pub = self.vhost.publish
+        limit = (pub.normal_timeout if self.media_seen else pub.firstpkt_timeout) / 1000
+        idle = time.monotonic() - self.last_media
+        if idle > limit:
+            kind = "normal_timeout" if self.media_seen else "firstpkt_timeout"
+            self.fail(f"publisher sent nothing for {idle:.1f}s ({kind} {limit:g}s)")
+            return
+        self._arm_timeout()
+
+    def on_media(self, m: Any) -> None:
+        """Audio/video/metadata from a publisher (hot path)."""
+        src = self.source
+        if src is not None:
+            self.last_media = time.monotonic()
+            self.media_seen = True
+            src.on_message(m.type_id, m.timestamp, m.payload)
+        elif self.pending_media is not None:
+            if len(self.pending_media) > 1000:
+                raise ProtocolError("too much media before publish was granted")
+            self.pending_media.append((m.type_id, m.timestamp, m.payload))
+        else:
+            raise ProtocolError(f"media message (type {m.type_id}) while not publishing")
+
+    def handle_play(self, e: ev.PlayRequest) -> None:
+        if self.role:
+            raise ProtocolError(f"play while already {self.role}")
+        self._stream(e.stream_name)
+        assert self.vhost is not None
+        self.role = "rtmp-play"
+        self.stream_id = e.stream_id
+        self.session.start_play(e.stream_id, e.stream_name)
+        self.flush()
+        self.consumer = self.ctx.hub.play(self.key, self.vhost, self, self.session.out_chunk_size,
+                                          internal=self.internal)
+        self.log.log(srvlog.TRACE, "play start%s", " (worker pull)" if self.internal else "")
+
+    def handle_stop(self, e: ev.Event) -> None:
+        if self.role == "fmle-publish" and self.source is not None:
+            self.log.log(srvlog.TRACE, "unpublish")
+            self.ctx.hub.unpublish(self.key, self)
+            self.source = None
+            self.role = ""
+            if self.timer is not None:
+                self.timer.cancel()
+            if isinstance(e, ev.FCUnpublish):
+                self.session.send_unpublish_success(self.stream_id)
+        elif self.role == "rtmp-play" and self.consumer is not None and \
+                isinstance(e, (ev.DeleteStream, ev.CloseStream)):
+            self.ctx.hub.stop_play(self.consumer)
+            self.send_bytes += self.consumer.sent_bytes
+            self.consumer = None
+            self.role = ""
+
+    # ---- Sink (the source writes to players through these) -------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def writelines(self, data: list[bytes]) -> None:
+        if not self.closed:
+            self.transport.writelines(data)  # type: ignore[union-attr]
+
+    def on_unpublish(self) -> None:
+        if not self.closed:
+            self.session.send_unpublish_notify(self.stream_id)
+            self.flush()
+
+    def on_publish(self) -> None:
+        pass
+
+    def close_slow(self, reason: str) -> None:
+        self.fail(reason)
+
+    # ---- Client (API, kick) --------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "id": self.cid,
+            "ip": self.ip,
+            "vhost": self.vhost.name if self.vhost else "",
+            "stream": self.key,
+            "url": self.url,
+            "tcUrl": self.tc_url,
+            "type": self.role or "rtmp-connect",
+            "alive": time.time() - self.started,
+            "recv_bytes": self.recv_bytes,
+            "send_bytes": self.sent(),
+        }
+
+    def kick(self, reason: str) -> None:
+        self.close_reason = reason
+        self.log.log(srvlog.TRACE, "kicked: %s", reason)
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()

@@ -1,0 +1,315 @@
+"""A worker process: one asyncio (uvloop) loop serving the sockets it inherited from the master.
+
+Forked by the master; it builds a fresh event loop (it never touches anything loop-related of
+its parent), serves RTMP and HTTP on its slot's SO_REUSEPORT sockets, and an internal unix
+socket on which other workers pull the streams published here. It heart-beats the master from
+inside its loop, so a stuck loop is noticed and the worker replaced.
+
+Signals (sent by the master): QUIT graceful stop — keep accepting for `grace_start_wait`, then
+close the listeners and let sessions finish for up to `grace_final_wait`; TERM/INT fast stop;
+USR1 reopen log files. The master's reload arrives as a "config" message and is applied in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+from setproctitle import setproctitle
+
+from srv import ipc
+from srv import log as srvlog
+from srv.app.hub import StreamHub
+from srv.conf.model import ServerConfig
+from srv.master.listeners import ListenSpec
+from srv.net.context import WorkerContext
+from srv.net.rtmp_server import RtmpConnection
+
+log = logging.getLogger("srv.worker")
+
+WORKER_BOOT_ERROR = 3
+HEARTBEAT_INTERVAL = 1.0
+
+
+def pull_address(master_pid: int, slot: int) -> str:
+    """The abstract unix socket where worker `slot` serves pulls (no file to clean up)."""
+    return f"\0srv-{master_pid}-{slot}"
+
+
+class MasterChannel:
+    """The worker's end of the control channel: requests with futures, pushes to the hub."""
+
+    def __init__(self, sock: socket.socket, worker: Worker) -> None:
+        self.sock = sock
+        self.worker = worker
+        self.loop = asyncio.get_running_loop()
+        self.buf = ipc.FrameBuffer()
+        self.out = bytearray()
+        self.futures: dict[int, asyncio.Future[Any]] = {}
+        self.next_req = 1
+        sock.setblocking(False)
+        self.loop.add_reader(sock.fileno(), self._readable)
+
+    def send(self, msg: dict[str, Any]) -> None:
+        self.out += ipc.encode(msg)
+        self._write()
+
+    def _write(self) -> None:
+        try:
+            while self.out:
+                n = self.sock.send(self.out)
+                del self.out[:n]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            self.out.clear()
+        if self.out:
+            self.loop.add_writer(self.sock.fileno(), self._write)
+        else:
+            self.loop.remove_writer(self.sock.fileno())
+
+    def _readable(self) -> None:
+        try:
+            data, ancdata, _, _ = self.sock.recvmsg(1 << 16, socket.CMSG_SPACE(64 * 4))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, ancdata = b"", []
+        if not data:
+            self.loop.remove_reader(self.sock.fileno())
+            log.error("master went away; stopping")
+            self.worker.stop(graceful=False)
+            return
+        fds = ipc.recv_fds_from_ancdata(ancdata)
+        if fds:
+            self.worker.incoming_fds.extend(fds)
+        for msg in self.buf.feed(data):
+            try:
+                self.worker.handle_message(msg)
+            except Exception:
+                log.exception("control message %s failed", msg.get("op"))
+
+    def request(self, msg: dict[str, Any]) -> asyncio.Future[Any]:
+        req = self.next_req
+        self.next_req += 1
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self.futures[req] = fut
+        msg["req"] = req
+        self.send(msg)
+        return fut
+
+    def resolve(self, msg: dict[str, Any]) -> None:
+        fut = self.futures.pop(msg["req"], None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    # Registry, for the hub
+    async def claim(self, key: str) -> int | None:
+        reply = await self.request({"op": "claim", "key": key})
+        return None if reply["ok"] else int(reply["owner"])
+
+    def release(self, key: str) -> None:
+        self.send({"op": "release", "key": key})
+
+    # For the HTTP API
+    async def snapshot(self) -> dict[str, Any]:
+        return await asyncio.wait_for(self.request({"op": "snapshot"}), 5)  # type: ignore[no-any-return]
+
+    async def reload(self) -> bool:
+        reply = await asyncio.wait_for(self.request({"op": "reload"}), 10)
+        return bool(reply["ok"])
+
+    def kick(self, client_id: str) -> bool:
+        try:
+            slot = int(client_id.split("-", 1)[0])
+        except ValueError:
+            return False
+        if slot == self.worker.slot:
+            return self.worker.kick(client_id)
+        self.send({"op": "kick", "slot": slot, "client_id": client_id})
+        return True
+
+
+class Worker:
+    def __init__(self, slot: int, config: ServerConfig, listeners: dict[ListenSpec, socket.socket],
+                 chan: socket.socket, master_pid: int) -> None:
+        self.slot = slot
+        self.config = config
+        self.listen_socks = listeners
+        self.chan_sock = chan
+        self.master_pid = master_pid
+        self.servers: dict[ListenSpec, asyncio.base_events.Server] = {}
+        self.internal: asyncio.base_events.Server | None = None
+        self.incoming_fds: list[int] = []
+        self.stopping = ""
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.channel = MasterChannel(self.chan_sock, self)
+        self.hub = StreamHub(self.config, self.slot, self.channel, loop)
+        self.ctx = WorkerContext(self.slot, self.config, self.hub, loop, self.channel)
+        self._wire_hub()
+        for sig, graceful in ((signal.SIGQUIT, True), (signal.SIGTERM, False), (signal.SIGINT, False)):
+            loop.add_signal_handler(sig, self.stop, graceful)
+        loop.add_signal_handler(signal.SIGUSR1, srvlog.reopen)
+        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+            loop.add_signal_handler(sig, lambda: None)  # the master's business
+        try:
+            for spec, sock in self.listen_socks.items():
+                await self.start_listener(spec, sock)
+            self.internal = await loop.create_unix_server(
+                lambda: RtmpConnection(self.ctx, internal=True), pull_address(self.master_pid, self.slot))
+        except Exception as e:
+            log.error("worker %d cannot start: %s", self.slot, e)
+            return WORKER_BOOT_ERROR
+        self.channel.send({"op": "ready"})
+        log.log(srvlog.INFO, "worker %d ready, pid %d", self.slot, os.getpid())
+        beat = loop.create_task(self.heartbeat())
+        await self.done
+        beat.cancel()
+        return 0
+
+    def _wire_hub(self) -> None:
+        from srv.net.pull import Pull
+
+        def make_pull(src: Any, owner: int) -> Pull:
+            return Pull(self.ctx, src, owner, pull_address(self.master_pid, owner))
+
+        self.hub.make_pull = make_pull
+        try:
+            from srv.net.forward import Forwarder
+        except ImportError:
+            return
+        self.hub.make_forwarder = lambda src, dest, fw: Forwarder(self.ctx, src, dest, fw)
+
+    async def start_listener(self, spec: ListenSpec, sock: socket.socket) -> None:
+        if spec.kind == "rtmp":
+            server = await self.loop.create_server(lambda: RtmpConnection(self.ctx), sock=sock)
+        else:
+            from srv.http.server import HttpConnection
+            server = await self.loop.create_server(lambda: HttpConnection(self.ctx, spec.services), sock=sock)
+        self.servers[spec] = server
+
+    async def heartbeat(self) -> None:
+        while True:
+            c = self.ctx.counters
+            self.channel.send({"op": "heartbeat", "counters": {
+                k: v for k, v in c.items()}})
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+
+    # ---- control messages ----------------------------------------------------------------------
+
+    def handle_message(self, msg: dict[str, Any]) -> None:
+        op = msg["op"]
+        if op in ("claim_result", "snapshot_reply", "reload_result"):
+            self.channel.resolve(msg)
+        elif op == "streams":
+            self.hub.on_streams(msg["table"])
+        elif op == "published":
+            self.hub.on_published(msg["key"], msg["slot"])
+        elif op == "unpublished":
+            self.hub.on_unpublished(msg["key"], msg["slot"])
+        elif op == "stats_request":
+            self.channel.send({"op": "stats", "sid": msg["sid"], "data": self.ctx.snapshot()})
+        elif op == "kick":
+            self.kick(msg["client_id"])
+        elif op == "config":
+            self.apply_config(msg["config"], msg.get("listeners"))
+
+    def kick(self, client_id: str) -> bool:
+        client = self.ctx.clients.get(client_id)
+        if client is None:
+            return False
+        client.kick("kicked by the HTTP API")
+        return True
+
+    def apply_config(self, config: ServerConfig, listeners: list[ListenSpec] | None) -> None:
+        self.config = config
+        self.ctx.config = config
+        srvlog.setup(config.srs_log_tank, config.srs_log_level, config.srs_log_file)
+        self.hub.apply_config(config)
+        if listeners is not None:
+            fds, self.incoming_fds = self.incoming_fds, []
+            self.loop.create_task(self._swap_listeners(listeners, fds))
+        log.log(srvlog.INFO, "worker %d applied the new config", self.slot)
+
+    async def _swap_listeners(self, specs: list[ListenSpec], fds: list[int]) -> None:
+        new = dict(zip(specs, fds))
+        for spec, server in list(self.servers.items()):
+            if spec not in new:
+                server.close()
+                del self.servers[spec]
+        for spec, fd in new.items():
+            if spec in self.servers:
+                os.close(fd)
+                continue
+            sock = socket.socket(fileno=fd)
+            sock.setblocking(False)
+            await self.start_listener(spec, sock)
+            log.log(srvlog.TRACE, "worker %d now listens on %s", self.slot, spec)
+
+    # ---- stop ------------------------------------------------------------------------------------
+
+    def stop(self, graceful: bool) -> None:
+        if self.stopping == "fast" or (self.stopping and graceful):
+            return
+        self.stopping = "graceful" if graceful else "fast"
+        self.ctx.stopping = True
+        if graceful:
+            self.loop.create_task(self._graceful())
+        else:
+            self._close_listeners()
+            for client in list(self.ctx.clients.values()):
+                client.kick("server stopping")
+            if not self.done.done():
+                self.done.set_result(None)
+
+    def _close_listeners(self) -> None:
+        for server in self.servers.values():
+            server.close()
+        self.servers.clear()
+        if self.internal is not None:
+            self.internal.close()
+
+    async def _graceful(self) -> None:
+        cfg = self.config
+        await asyncio.sleep(cfg.grace_start_wait / 1000)
+        self._close_listeners()
+        deadline = time.monotonic() + cfg.grace_final_wait / 1000
+        while self.ctx.clients and time.monotonic() < deadline and self.stopping == "graceful":
+            await asyncio.sleep(0.1)
+        left = len(self.ctx.clients)
+        if left:
+            log.log(srvlog.TRACE, "grace_final_wait over; closing %d sessions", left)
+        for client in list(self.ctx.clients.values()):
+            client.kick("server stopping")
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def run_worker(slot: int, config: ServerConfig, listeners: dict[ListenSpec, socket.socket],
+               chan: socket.socket, master_pid: int) -> int:
+    """Entry point in the forked child; returns the exit code."""
+    setproctitle(f"srs: worker process {slot}")
+    srvlog.set_role(f"w{slot}")
+    try:
+        import uvloop
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    worker = Worker(slot, config, listeners, chan, master_pid)
+    try:
+        code = loop.run_until_complete(worker.serve())
+        # let the last writes (unpublish notices, kicks) reach the kernel
+        loop.run_until_complete(asyncio.sleep(0.05))
+        return code
+    finally:
+        loop.close()
