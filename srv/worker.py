@@ -52,6 +52,7 @@ class MasterChannel:
         self.out = bytearray()
         self.futures: dict[int, asyncio.Future[Any]] = {}
         self.next_req = 1
+        self.master_pid = worker.master_pid
         sock.setblocking(False)
         self.loop.add_reader(sock.fileno(), self._readable)
 

@@ -8,6 +8,8 @@ keeps the totals of workers that died, so server-wide counters never go backward
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections import Counter
 from typing import Any, Protocol
@@ -36,6 +38,8 @@ class WorkerContext:
         self._n = 0
         self.counters: Counter[str] = Counter()
         self.stopping = False
+        # the same for every worker of one server: forwarders use it to detect loops (A -> B -> A)
+        self.server_id = f"{socket.gethostname()}-{master.master_pid if master else os.getpid()}"
 
     def new_cid(self) -> str:
         self._n += 1
