@@ -109,10 +109,11 @@ class Server:
 
     @property
     def master_pid(self) -> int:
+        """The launcher execs python, so the process we started is the master."""
         assert self.proc is not None
-        return self.proc.pid if not SRS.is_symlink() else int(self.pid_file.read_text())
+        return self.proc.pid
 
-    def signal(self, sig: int) -> None:
+    def send_signal(self, sig: int) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, sig)
 
@@ -196,4 +197,4 @@ def srs_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 
     yield start
     for s in servers:
-        s.stop(signal.SIGKILL if s.proc and s.proc.poll() is None and False else signal.SIGTERM)
+        s.stop()

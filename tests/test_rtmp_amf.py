@@ -161,7 +161,8 @@ def test_amf0_avmplus_switch_decodes_one_amf3_value() -> None:
 
 
 @pytest.mark.parametrize(
-    "data", [b"\x0a\x07\x01", b"\x06\x02", b"\x0a\x02", b"\x04\xff", b"\x10", b"\x09\xff\xff\xff\x7f"]
+    "data",
+    [b"\x0a\x07\x01", b"\x06\x02", b"\x0a\x02", b"\x04\xff", b"\x10", b"\x09\xff\xff\xff\x7f"],
 )
 def test_amf3_bad_input_is_rejected(data: bytes) -> None:
     with pytest.raises(ProtocolError):

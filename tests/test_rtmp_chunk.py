@@ -46,7 +46,9 @@ MESSAGES = [
 
 @pytest.mark.parametrize("chunk_size", [1, 128, 4096, 60000])
 @pytest.mark.parametrize("piece", [1, 7, 1000, 1 << 20])
-def test_encoded_messages_decode_back_however_the_bytes_are_split(chunk_size: int, piece: int) -> None:
+def test_encoded_messages_decode_back_however_the_bytes_are_split(
+    chunk_size: int, piece: int
+) -> None:
     wire = b"".join(encode(m, chunk_size, 4 + i % 3) for i, m in enumerate(MESSAGES))
     decoder = ChunkDecoder()
     decoder.set_chunk_size(chunk_size)
@@ -70,7 +72,12 @@ def test_fmt1_fmt2_fmt3_headers_compress_against_previous_message() -> None:
         + header(3, 4) + b"hi"  # new message, same delta again
     )  # fmt: skip
     got = [(m.type_id, m.stream_id, m.timestamp, m.payload) for m in ChunkDecoder().feed(wire)]
-    assert got == [(8, 1, 1000, b"abc"), (9, 1, 1020, b"de"), (9, 1, 1050, b"fg"), (9, 1, 1080, b"hi")]
+    assert got == [
+        (8, 1, 1000, b"abc"),
+        (9, 1, 1020, b"de"),
+        (9, 1, 1050, b"fg"),
+        (9, 1, 1080, b"hi"),
+    ]
 
 
 def test_fmt3_after_fmt0_reuses_the_fmt0_timestamp_as_delta() -> None:
@@ -104,7 +111,10 @@ def test_fmt3_new_message_after_extended_timestamp_carries_it() -> None:
     ts = 0x01000000
     wire = header(0, 6, ts=ts, length=2, type_id=9, stream_id=1) + b"ab"
     wire += header(3, 6) + struct.pack(">I", ts) + b"cd"
-    assert [(m.timestamp, m.payload) for m in ChunkDecoder().feed(wire)] == [(ts, b"ab"), (2 * ts, b"cd")]
+    assert [(m.timestamp, m.payload) for m in ChunkDecoder().feed(wire)] == [
+        (ts, b"ab"),
+        (2 * ts, b"cd"),
+    ]
 
 
 def test_extended_delta_on_fmt1() -> None:

@@ -44,7 +44,11 @@ def test_malformed_aggregate_is_rejected(payload: bytes) -> None:
 
 
 def test_user_control_round_trip() -> None:
-    assert parse_user_control(ping_request_message(77).payload) == (UserControlEvent.PING_REQUEST, 77, None)
+    assert parse_user_control(ping_request_message(77).payload) == (
+        UserControlEvent.PING_REQUEST,
+        77,
+        None,
+    )
     sbl = set_buffer_length_message(1, 3000).payload
     assert parse_user_control(sbl) == (UserControlEvent.SET_BUFFER_LENGTH, 1, 3000)
     with pytest.raises(ProtocolError):

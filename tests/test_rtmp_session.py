@@ -11,8 +11,8 @@ from srv.rtmp import amf0
 from srv.rtmp.chunk import CSID_COMMAND, CSID_VIDEO, encode_message
 from srv.rtmp.errors import ProtocolError
 from srv.rtmp.events import (
-    ConnectFailed,
     Connected,
+    ConnectFailed,
     ConnectRequest,
     DeleteStream,
     Event,
@@ -70,7 +70,9 @@ class Link:
         return out
 
 
-def connect(split: Splitter = whole, tc_url: str = "rtmp://example.com:1935/live?vhost=v1&key=k") -> Link:
+def connect(
+    split: Splitter = whole, tc_url: str = "rtmp://example.com:1935/live?vhost=v1&key=k"
+) -> Link:
     link = Link(ClientSession("live", tc_url), ServerSession(), split)
     link.client.start()
     link.pump()
@@ -112,7 +114,10 @@ def test_publish_flow_delivers_metadata_and_media_to_the_server(split: Splitter)
     events = link.take("server")
     assert isinstance(events[0], MetadataMessage)
     assert events[0].metadata == {"width": 640.0, "encoder": "test"}
-    assert amf0.decode(events[0].message.payload) == ["onMetaData", {"width": 640.0, "encoder": "test"}]
+    assert amf0.decode(events[0].message.payload) == [
+        "onMetaData",
+        {"width": 640.0, "encoder": "test"},
+    ]
     assert events[1:] == [MediaMessage(m) for m in media]
     client.fc_unpublish("s")
     client.delete_stream(1)
@@ -131,7 +136,9 @@ def test_play_flow_receives_status_and_shared_media_bytes(split: Splitter) -> No
     assert link.take("server") == [PlayRequest(1, "s", {"x": "1"}, -2.0)]
     server.start_play(1, "s")
     video = Message(9, 1, 0x1000005, b"\x17\x01" + b"k" * 70000)
-    server.send_encoded(encode_message(9, 1, video.timestamp, video.payload, server.out_chunk_size, CSID_VIDEO))
+    server.send_encoded(
+        encode_message(9, 1, video.timestamp, video.payload, server.out_chunk_size, CSID_VIDEO)
+    )
     link.pump()
     events = link.take("client")
     codes = [e.code for e in events if isinstance(e, StatusEvent)]
@@ -144,12 +151,20 @@ def test_play_flow_receives_status_and_shared_media_bytes(split: Splitter) -> No
 
 
 def test_vhost_comes_from_tcurl_host_without_port_when_no_param() -> None:
-    link = Link(ClientSession("live/sub?key=1", "rtmp://cdn.example.com:1936/live/sub"), ServerSession(), whole)
+    link = Link(
+        ClientSession("live/sub?key=1", "rtmp://cdn.example.com:1936/live/sub"),
+        ServerSession(),
+        whole,
+    )
     link.client.start()
     link.pump()
     (request,) = link.take("server")
     assert isinstance(request, ConnectRequest)
-    assert (request.app, request.vhost, request.params) == ("live/sub", "cdn.example.com", {"key": "1"})
+    assert (request.app, request.vhost, request.params) == (
+        "live/sub",
+        "cdn.example.com",
+        {"key": "1"},
+    )
 
 
 def test_rejected_connect_reaches_the_client_with_its_description() -> None:
@@ -160,7 +175,9 @@ def test_rejected_connect_reaches_the_client_with_its_description() -> None:
     assert isinstance(request, ConnectRequest)
     link.server.reject_connect(request, "vhost not allowed")
     link.pump()
-    assert link.take("client") == [ConnectFailed("NetConnection.Connect.Rejected", "vhost not allowed")]
+    assert link.take("client") == [
+        ConnectFailed("NetConnection.Connect.Rejected", "vhost not allowed")
+    ]
 
 
 def test_rejected_publish_gives_error_status() -> None:
@@ -238,7 +255,13 @@ def test_aggregate_message_becomes_media_events() -> None:
     link.client.publish("s")
     link.pump()
     link.take("server")
-    tag = bytes((8,)) + (2).to_bytes(3, "big") + (500).to_bytes(3, "big") + b"\x00\x00\x00\x00" + b"ab"
+    tag = (
+        bytes((8,))
+        + (2).to_bytes(3, "big")
+        + (500).to_bytes(3, "big")
+        + b"\x00\x00\x00\x00"
+        + b"ab"
+    )
     agg = Message(MessageType.AGGREGATE, 1, 1000, tag + struct.pack(">I", 13))
     link.client.send_message(agg, 4)
     link.pump()
@@ -252,7 +275,11 @@ def test_amf3_metadata_is_normalized_to_amf0_on_metadata() -> None:
     link.client.publish("s")
     link.pump()
     link.take("server")
-    payload = b"\x00" + amf0.encode("@setDataFrame", "onMetaData") + b"\x11\x0a\x0b\x01\x0bwidth\x04\x20\x01"
+    payload = (
+        b"\x00"
+        + amf0.encode("@setDataFrame", "onMetaData")
+        + b"\x11\x0a\x0b\x01\x0bwidth\x04\x20\x01"
+    )
     link.client.send_message(Message(MessageType.DATA_AMF3, 1, 0, payload), 5)
     link.pump()
     (event,) = link.take("server")

@@ -126,6 +126,12 @@ class RtmpConnection:
         """Queue bytes already chunked with ``out_chunk_size`` (shared media bytes)."""
         self._out.append(data)
 
+    def set_wanted_chunk_size(self, size: int) -> None:
+        """Choose the out chunk size announced when the connection is set up (before connect)."""
+        if not 1 <= size <= 0xFFFFFF:
+            raise ValueError(f"out chunk size {size} out of range")
+        self._wanted_out_chunk_size = size
+
     def set_chunk_size(self, size: int) -> None:
         """Announce our out chunk size and use it for everything queued after."""
         self.send_message(set_chunk_size_message(size), CSID_PROTOCOL)

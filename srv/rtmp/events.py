@@ -46,7 +46,9 @@ class PlayRequest(Event):
     stream_id: int
     stream_name: str  # without query string
     params: dict[str, str]
-    start: float  # -2 live or recorded, -1 live only, >= 0 recorded from that second
+    # as sent: -2 live or recorded, -1 live only, >= 0 recorded from there. The spec says
+    # seconds but ffmpeg and librtmp send milliseconds (-2000, -1000): compare the sign only.
+    start: float
 
 
 @dataclass(frozen=True, slots=True)
