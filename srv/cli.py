@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -17,6 +18,7 @@ from srv import __version__
 from srv import log as srvlog
 from srv.conf.errors import ConfigErrors
 from srv.conf.loader import load
+from srv.conf.model import ServerConfig
 
 DEFAULT_CONF = "conf/srs.conf"
 SIGNAL_NAMES = {"reload": signal.SIGHUP, "quit": signal.SIGQUIT, "stop": signal.SIGTERM,
@@ -46,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"srs: {err}", file=sys.stderr)
         if args.test:
             print(f"srs: configuration file {args.conf} test failed", file=sys.stderr)
+        elif args.signal:
+            print(f"srs: {args.signal} not sent: configuration file {args.conf} has errors; "
+                  "the running server keeps its config", file=sys.stderr)
         return 1
     if args.test:
         for w in config.warnings:
@@ -70,22 +75,24 @@ def send_signal(pid_path: str, name: str) -> int:
     return 0
 
 
-def run(config, conf_arg: str) -> int:  # type: ignore[no-untyped-def]
+def run(config: ServerConfig, conf_arg: str) -> int:
+    """Run the master. The pid file lock and the listen sockets are taken first, in the
+    launching process, so that a refusal exits 1 even with `daemon on`."""
     from srv.master.arbiter import Arbiter
     from srv.master.listeners import ListenError
     from srv.master.pidfile import PidFileLocked
 
-    if config.daemon:
-        daemonize()
     srvlog.setup(config.srs_log_tank, config.srs_log_level, config.srs_log_file, role="master")
     arbiter = Arbiter(config, f"-c {conf_arg}", dict(os.environ))
     try:
-        return arbiter.run()
-    except (PidFileLocked, ListenError) as e:
+        arbiter.prepare()
+    except (PidFileLocked, ListenError, OSError) as e:
         print(f"srs: {e}", file=sys.stderr)
-        import logging
         logging.getLogger("srv.master").error("%s", e)
         return 1
+    if config.daemon:
+        daemonize()
+    return arbiter.run()
 
 
 def daemonize() -> None:

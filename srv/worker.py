@@ -159,7 +159,7 @@ class Worker:
         self._wire_hub()
         for sig, graceful in ((signal.SIGQUIT, True), (signal.SIGTERM, False), (signal.SIGINT, False)):
             loop.add_signal_handler(sig, self.stop, graceful)
-        loop.add_signal_handler(signal.SIGUSR1, srvlog.reopen)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
         for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
             loop.add_signal_handler(sig, lambda: None)  # the master's business
         try:
@@ -200,6 +200,7 @@ class Worker:
 
     async def heartbeat(self) -> None:
         while True:
+            self.ctx.refresh_bytes()
             c = self.ctx.counters
             self.channel.send({"op": "heartbeat", "counters": {
                 k: v for k, v in c.items()}})
@@ -255,6 +256,10 @@ class Worker:
             sock.setblocking(False)
             await self.start_listener(spec, sock)
             log.log(srvlog.TRACE, "worker %d now listens on %s", self.slot, spec)
+
+    def reopen_logs(self) -> None:
+        srvlog.reopen()
+        log.log(srvlog.TRACE, "SIGUSR1: log files reopened")
 
     # ---- stop ------------------------------------------------------------------------------------
 

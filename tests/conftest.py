@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -51,7 +52,8 @@ class Server:
     """One running srs (master + workers) with its config, log and ports."""
 
     def __init__(self, tmp: Path, body: str, workers: int, name: str = "srs",
-                 http: bool = False, env: dict[str, str] | None = None) -> None:
+                 http: bool = False, env: dict[str, str] | None = None,
+                 settings: dict[str, str] | None = None) -> None:
         self.dir = tmp / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -71,6 +73,11 @@ class Server:
         self.header = (f"listen 127.0.0.1:{self.port};\npid {self.pid_file};\ndaemon off;\n"
                        f"srs_log_tank file;\nsrs_log_file {self.log};\nsrs_log_level info;\n"
                        f"workers {workers};\ngrace_start_wait 100;\ngrace_final_wait 1000;\n{http_block}")
+        for key, value in (settings or {}).items():  # override or add a global directive
+            line = f"{key} {value};\n"
+            self.header, n = re.subn(rf"(?m)^{re.escape(key)} .*;\n", lambda _m, ln=line: ln, self.header)
+            if not n:
+                self.header += line
         self.write_conf(body)
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -141,9 +148,9 @@ class Clients:
         spec = list(FFMPEG_PUBLISH)
         if video is not None:
             i = spec.index("-c:v")
-            spec[i:i + 9] = video
+            spec[i:i + 10] = video
         if seconds is not None:
-            spec = ["-t", str(seconds)] + spec
+            spec += ["-t", str(seconds)]  # an output option: ends every input
         p = subprocess.Popen(args + spec + [url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.procs.append(p)
         return p
@@ -190,11 +197,67 @@ def srs_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
     def start(body: str = "vhost __defaultVhost__ { }\n", workers: int = 2, name: str = "srs",
-              http: bool = False, wait: bool = True, env: dict[str, str] | None = None) -> Server:
-        s = Server(tmp_path, body, workers, name=name, http=http, env=env)
+              http: bool = False, wait: bool = True, env: dict[str, str] | None = None,
+              settings: dict[str, str] | None = None) -> Server:
+        s = Server(tmp_path, body, workers, name=name, http=http, env=env, settings=settings)
         servers.append(s)
         return s.start(wait=wait)
 
     yield start
     for s in servers:
         s.stop()
+
+
+def worker_procs(master_pid: int) -> dict[int, Any]:
+    """The master's live workers by slot, from their process titles (`srs: worker process N`)."""
+    import psutil
+
+    out: dict[int, Any] = {}
+    try:
+        children = psutil.Process(master_pid).children()
+    except psutil.NoSuchProcess:
+        return out
+    for child in children:
+        try:
+            cmdline = child.cmdline()
+            title = cmdline[0] if cmdline else ""
+            zombie = child.status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            continue
+        if not zombie and title.startswith("srs: worker process "):
+            out[int(title.rsplit(" ", 1)[1])] = child
+    return out
+
+
+def player(clients: Clients, url: str) -> subprocess.Popen[bytes]:
+    """A long-lived RTMP player (ffmpeg decoding to null) that runs while the stream plays."""
+    return clients.spawn(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-i", url,
+                          "-f", "null", "-"], stdout=subprocess.DEVNULL)
+
+
+# ---- helpers for multi-server tests (forward) ----------------------------------------------
+
+
+def video_frames(url: str, count: int = 5, timeout: float = 15) -> list[dict[str, Any]]:
+    """The first `count` decoded video frames of `url` (ffprobe -show_frames); raises on failure."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-rw_timeout", str(int(timeout * 1e6)),
+                          "-select_streams", "v", "-show_frames", "-read_intervals", f"%+#{count}",
+                          "-show_entries", "frame=key_frame,pict_type,pts_time", "-of", "json", url],
+                         capture_output=True, timeout=timeout + 5)
+    if out.returncode != 0:
+        raise AssertionError(f"ffprobe {url} failed ({out.returncode}): {out.stderr.decode(errors='replace')}")
+    return json.loads(out.stdout).get("frames", [])  # type: ignore[no-any-return]
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its direct children (a server's master and workers)."""
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                kids.append(int(entry.name))
+    return [pid, *kids]

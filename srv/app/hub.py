@@ -15,7 +15,6 @@ pulls and forwarders.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 from typing import Any, Callable, Protocol
 
@@ -65,8 +64,12 @@ class StreamHub:
 
     # ---- publish ---------------------------------------------------------------------------------
 
-    async def publish(self, key: str, vhost: VhostConfig, publisher: Any) -> str | None:
-        """Make `publisher` the source's publisher; returns None, or why it was refused."""
+    async def publish(self, key: str, vhost: VhostConfig, publisher: Any,
+                      backend_urls: dict[str, tuple[str, ...]] | None = None) -> str | None:
+        """Make `publisher` the source's publisher; returns None, or why it was refused.
+
+        `backend_urls`: the destinations each forward `backend` returned for this publish.
+        """
         src = self.sources.get(key)
         if src is not None and src.publisher is not None and src.origin:
             return f"stream {key} is already being published on this worker"
@@ -82,6 +85,7 @@ class StreamHub:
             src.on_unpublish()
             src = self.source(key, vhost)
         src.on_publish(publisher, origin=True)
+        src.backend_urls = dict(backend_urls or {})
         self._start_forwarders(src)
         return None
 
@@ -95,12 +99,19 @@ class StreamHub:
     def _start_forwarders(self, src: LiveSource) -> None:
         if self.make_forwarder is None:
             return
-        app_stream = src.key.split("/", 1)[1]
-        for fw in src.vhost.forwards:
-            if not fw.enabled or not fnmatch.fnmatchcase(app_stream, fw.pattern):
-                continue
-            for dest in fw.destinations:
-                src.forwarders.append(self.make_forwarder(src, dest, fw))
+        for dest, fw in self._wanted_forwards(src).items():
+            src.forwarders.append(self.make_forwarder(src, dest, fw))
+
+    @staticmethod
+    def _wanted_forwards(src: LiveSource) -> dict[str, ForwardConfig]:
+        """destination -> its forward block, for every enabled block matching the stream."""
+        _, app, stream = src.key.split("/", 2)
+        wanted: dict[str, ForwardConfig] = {}
+        for fw in src.vhost.forwards_for(app, stream):
+            dests = fw.destinations + (src.backend_urls.get(fw.backend, ()) if fw.backend else ())
+            for dest in dests:
+                wanted.setdefault(dest, fw)
+        return wanted
 
     # ---- play ------------------------------------------------------------------------------------
 
@@ -185,19 +196,16 @@ class StreamHub:
         """Start only the new destinations, stop only the removed ones; keep the rest connected."""
         if self.make_forwarder is None:
             return
-        app_stream = src.key.split("/", 1)[1]
-        wanted: dict[str, ForwardConfig] = {}
-        for fw in src.vhost.forwards:
-            if fw.enabled and fnmatch.fnmatchcase(app_stream, fw.pattern):
-                for dest in fw.destinations:
-                    wanted.setdefault(dest, fw)
+        wanted = self._wanted_forwards(src)
         keep = []
         for f in src.forwarders:
-            if f.destination in wanted and wanted[f.destination] == f.config:
-                keep.append(f)
-                del wanted[f.destination]
-            else:
+            fw = wanted.pop(f.destination, None)
+            if fw is None:
                 f.stop()
+                continue
+            if fw != f.config:  # same destination, the block changed: new settings in place
+                f.reconfigure(fw)
+            keep.append(f)
         for dest, fw in wanted.items():
             keep.append(self.make_forwarder(src, dest, fw))
         src.forwarders[:] = keep

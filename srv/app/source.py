@@ -106,6 +106,7 @@ class LiveSource:
         self.bytes_out = 0
         self.dropped = 0
         self.forwarders: list[Any] = []
+        self.backend_urls: dict[str, tuple[str, ...]] = {}  # forward backend -> its destinations
         self.on_empty: Any = None  # hub callback when no publisher and no consumers remain
         self.configure(vhost)
 
@@ -149,6 +150,7 @@ class LiveSource:
         for f in self.forwarders:
             f.stop()
         self.forwarders.clear()
+        self.backend_urls = {}
         self._maybe_empty()
 
     def on_message(self, type_id: int, timestamp: int, payload: bytes) -> Packet:
@@ -282,7 +284,7 @@ class LiveSource:
                 elif c.paused:
                     if now - c.paused_since > max(self.queue_length, 1.0):
                         c.sink.close_slow(f"player stalled for {now - c.paused_since:.1f}s "
-                                          f"(queue_length {self.queue_length:g}s); disconnecting")
+                                          f"(queue_length {self.queue_length:g}s)")
                     elif c.pos < self.end and (c.pos < self.base or self._too_old(c.pos)):
                         self._skip(c)  # bound the ring: paused players lose whole GOPs
                 else:

@@ -28,13 +28,14 @@ from srv import log as srvlog
 from srv.conf.errors import ConfigErrors
 from srv.conf.loader import ConfigDiff, load, reload_diff
 from srv.conf.model import ServerConfig
-from srv.master.listeners import ListenerSet, ListenError, listen_specs
+from srv.master.listeners import ListenError, ListenerSet, listen_specs
 from srv.master.notify import Notifier
 from srv.master.pidfile import PidFile
 
 log = logging.getLogger("srv.master")
 
-# signal -> what the master does (nginx/SRS meaning). Documented in README.md, "Signals".
+# signal -> what the master does (nginx/SRS meaning). docs/process.md has the same table (a test
+# keeps them in sync); `srs -s reload|quit|stop|reopen` sends HUP, QUIT, TERM, USR1.
 SIGNALS = {
     signal.SIGHUP: "reload",
     signal.SIGQUIT: "graceful stop",
@@ -43,8 +44,8 @@ SIGNALS = {
     signal.SIGUSR1: "reopen log files",
     signal.SIGTTIN: "one worker more",
     signal.SIGTTOU: "one worker less",
-    signal.SIGCHLD: "reap workers",
 }
+HANDLED = (*SIGNALS, signal.SIGCHLD)  # SIGCHLD only wakes the loop, which reaps every turn
 
 WORKER_BOOT_ERROR = 3  # a worker that exits with this code could not start: do not respawn it
 WORKER_TIMEOUT = 10.0  # seconds without a heartbeat before a worker is killed and replaced
@@ -108,20 +109,31 @@ class Arbiter:
         self.stopping: str = ""  # "", "graceful" or "fast"
         self.stop_deadline = 0.0
         self.exit_code = 0
+        # the loop wakes at least this often; fast enough for the watchdog when there is one
+        self.tick = min(0.5, self.notifier.watchdog_interval or 0.5)
 
     # ---- start -------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        setproctitle(f"srs: master process {self.title}")
+    def prepare(self) -> None:
+        """Take the pid file lock and open every listening socket. Run before daemonizing, so
+        a second instance or a busy port fails with exit code 1 in the launching shell."""
+        if self.pidfile.fd >= 0:
+            return
         self.pidfile.acquire()
         try:
             self.listeners.set_specs(listen_specs(self.config), list(range(1, self.num_workers + 1)))
         except ListenError:
+            self.listeners.close()
             self.pidfile.release()
             raise
+
+    def start(self) -> None:
+        setproctitle(f"srs: master process {self.title}")
+        self.prepare()
+        self.pidfile.write_pid()  # after a daemon fork the master's pid is a new one
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        for sig in SIGNALS:
+        for sig in HANDLED:
             signal.signal(sig, self._enqueue_signal)
         self.sel.register(self._wake_r, selectors.EVENT_READ, None)
         log.log(srvlog.TRACE, "srv %s master pid %d, config %s, %d workers, listen %s",
@@ -144,7 +156,7 @@ class Arbiter:
         try:
             while True:
                 self.notifier.tick()
-                for key, mask in self.sel.select(timeout=0.5):
+                for key, mask in self.sel.select(timeout=self.tick):
                     if key.data is None:
                         self._drain_wakeup()
                     else:
@@ -179,7 +191,9 @@ class Arbiter:
             if sig == signal.SIGCHLD:
                 continue  # reap_workers runs every turn
             name = signal.Signals(sig).name
-            if sig == signal.SIGHUP:
+            if self.stopping and sig not in (signal.SIGTERM, signal.SIGINT):
+                log.log(srvlog.TRACE, "%s ignored: stopping", name)
+            elif sig == signal.SIGHUP:
                 log.log(srvlog.TRACE, "%s: reload %s", name, self.config.path)
                 self.reload()
             elif sig == signal.SIGQUIT or (sig == signal.SIGTERM and self.config.force_grace_quit):
@@ -230,7 +244,7 @@ class Arbiter:
 
     def _close_in_child(self, keep: set[int]) -> None:
         signal.set_wakeup_fd(-1)
-        for sig in SIGNALS:
+        for sig in HANDLED:
             signal.signal(sig, signal.SIG_DFL)
         self.sel.close()
         os.close(self._wake_r)
@@ -481,6 +495,9 @@ class Arbiter:
             self._start_snapshot(w, msg["req"])
         elif op == "stats":
             p = self.pending.get(msg["sid"])
+            # the snapshot's counters are fresher than the last heartbeat's: keep them, so the
+            # totals kept for a worker that dies never fall below what was already reported
+            w.counters = msg["data"].get("counters", w.counters)
             if p is not None:
                 p.results[w.slot] = msg["data"]
                 p.waiting.discard(w.slot)

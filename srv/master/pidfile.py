@@ -34,9 +34,14 @@ class PidFile:
             raise PidFileLocked(
                 f"pid file {self.path} is locked by pid {holder}: is another srs running "
                 f"with this config? (stop it, or give this instance its own `pid`)") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
+        self.write_pid()
+
+    def write_pid(self) -> None:
+        """(Re)write our pid: a daemonized master inherits the lock from the launcher."""
+        data = f"{os.getpid()}\n".encode()
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, data, 0)
 
     def close_in_child(self) -> None:
         """Drop a forked child's copy of the descriptor. The flock belongs to the shared open

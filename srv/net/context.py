@@ -38,6 +38,10 @@ class WorkerContext:
         self._n = 0
         self.counters: Counter[str] = Counter()
         self.stopping = False
+        # bytes of clients that have left; `refresh_bytes` adds the live ones, so the
+        # "send_bytes"/"recv_bytes" counters only grow (the master keeps them when a worker dies)
+        self._closed_send = 0
+        self._closed_recv = 0
         # the same for every worker of one server: forwarders use it to detect loops (A -> B -> A)
         self.server_id = f"{socket.gethostname()}-{master.master_pid if master else os.getpid()}"
 
@@ -50,16 +54,32 @@ class WorkerContext:
         self.counters["clients_total"] += 1
 
     def unregister(self, client: Client) -> None:
-        self.clients.pop(client.cid, None)
+        if self.clients.pop(client.cid, None) is not None:
+            info = client.info()
+            self._closed_send += int(info.get("send_bytes", 0))
+            self._closed_recv += int(info.get("recv_bytes", 0))
+
+    def refresh_bytes(self) -> None:
+        """Bring the cumulative byte counters up to date (clients gone + clients here)."""
+        send, recv = self._closed_send, self._closed_recv
+        for c in self.clients.values():
+            info = c.info()
+            send += int(info.get("send_bytes", 0))
+            recv += int(info.get("recv_bytes", 0))
+        self.counters["send_bytes"] = max(send, self.counters["send_bytes"])
+        self.counters["recv_bytes"] = max(recv, self.counters["recv_bytes"])
 
     def over_limit(self) -> bool:
-        return len(self.clients) >= self.config.max_connections
+        """`max_connections` is the server's total; each worker enforces its share of it."""
+        share = -(-self.config.max_connections // max(1, self.config.workers))
+        return len(self.clients) >= share
 
     def reject(self, reason: str) -> None:
         self.counters[f"rejected:{reason}"] += 1
 
     def snapshot(self) -> dict[str, Any]:
         """This worker's figures, gathered by the master for the API and the exporter."""
+        self.refresh_bytes()
         return {
             "slot": self.slot,
             "started": self.started,
@@ -67,4 +87,5 @@ class WorkerContext:
             "clients": [c.info() for c in self.clients.values()],
             "streams": self.hub.stats(),
             "pulls": sorted(self.hub.pulls),
+            "pid": os.getpid(),
         }

@@ -21,6 +21,7 @@ from srv.app.hub import stream_key
 from srv.app.source import Consumer, LiveSource
 from srv.conf.model import VhostConfig
 from srv.net.context import WorkerContext
+from srv.net.flow import tune_player_transport
 from srv.rtmp import events as ev
 from srv.rtmp.errors import ProtocolError
 from srv.rtmp.session import ServerSession
@@ -40,6 +41,7 @@ class RtmpConnection(asyncio.Protocol):
         self.tc_url = ""
         self.key = ""
         self.url = ""
+        self.params: dict[str, str] = {}  # the publish's query (forwarders pass it on)
         self.stream_id = 1
         self.source: LiveSource | None = None
         self.consumer: Consumer | None = None
@@ -189,12 +191,15 @@ class RtmpConnection(asyncio.Protocol):
         self._stream(e.stream_name)
         self.role = "fmle-publish"
         self.stream_id = e.stream_id
+        self.params = dict(e.params)
         self.pending_media = []
         self.ctx.loop.create_task(self._publish(e))
 
     async def _publish(self, e: ev.PublishRequest) -> None:
         assert self.vhost is not None
-        why = await self.ctx.hub.publish(self.key, self.vhost, self)
+        why, backend_urls = await self._forward_checks(e)
+        if why is None and not self.closed:
+            why = await self.ctx.hub.publish(self.key, self.vhost, self, backend_urls)
         if self.closed:
             if why is None:
                 self.ctx.hub.unpublish(self.key, self)
@@ -203,7 +208,7 @@ class RtmpConnection(asyncio.Protocol):
             self.role = ""
             self.session.reject_publish(e.stream_id, "NetStream.Publish.BadName", why)
             self.flush()
-            self.ctx.reject("publish_busy")
+            self.ctx.reject("forward_loop" if why.startswith("forward loop") else "publish_busy")
             self.fail(f"publish refused: {why}")
             return
         self.source = self.ctx.hub.sources[self.key]
@@ -215,6 +220,19 @@ class RtmpConnection(asyncio.Protocol):
             self.source.on_message(*m)
         self.last_media = time.monotonic()
         self._arm_timeout()
+
+    async def _forward_checks(self, e: ev.PublishRequest) -> tuple[str | None, dict[str, tuple[str, ...]]]:
+        """Refuse a forward loop (srv_via holds this server); ask the forward backends (SRS on_forward)."""
+        from srv.net.forward import ask_backends, loop_refusal
+
+        why = loop_refusal(self.ctx.server_id, self.params)
+        if why is not None:
+            return why, {}
+        assert self.vhost is not None
+        if not any(fw.backend for fw in self.vhost.forwards_for(self.app, e.stream_name)):
+            return None, {}
+        urls, why = await ask_backends(self.ctx, self.vhost, self.app, e.stream_name, self, self.params)
+        return why, urls
 
     def _arm_timeout(self) -> None:
         assert self.vhost is not None
@@ -255,6 +273,7 @@ class RtmpConnection(asyncio.Protocol):
         self.stream_id = e.stream_id
         self.session.start_play(e.stream_id, e.stream_name)
         self.flush()
+        tune_player_transport(self.transport)
         self.consumer = self.ctx.hub.play(self.key, self.vhost, self, self.session.out_chunk_size,
                                           internal=self.internal)
         self.log.log(srvlog.TRACE, "play start%s", " (worker pull)" if self.internal else "")

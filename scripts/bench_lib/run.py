@@ -1,0 +1,371 @@
+"""scripts/bench: srv side by side with nginx-rtmp and node-media-server on this machine.
+
+Each server runs pinned to core 0 (one worker); this process (the load client, one uvloop
+loop, many sockets) and the ffmpeg publisher run on core 1. See docs/performance.md for what
+each number means and how it is measured.
+
+Scenarios:
+  capacity  step N players until mean delivery < 98% of the source rate or server CPU > 95%;
+            gives capacity, CPU-s per delivered GB at each N, RSS per player.
+  latency   N counting players on the ffmpeg stream plus a second stream published by this
+            process, with parse-everything probe players timing each video message.
+  mw        srv only: the latency scenario for mw_latency 0 / 100 / 350 (+ min_latency on).
+  workers   srv only: CPU per delivered GB at N players, workers 1 vs 2 (cross-worker pulls).
+  forward   srv only: CPU per delivered GB with 0, 1, 2 forward destinations (nginx sinks).
+  httpflv   srv only: CPU per delivered GB, N RTMP players vs N HTTP-FLV players.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/ for loadclient
+
+import loadclient as lc  # noqa: E402
+from bench_lib import servers as sv  # noqa: E402
+from srv.media.flv import read_flv_file  # noqa: E402
+
+SOURCE = sv.BENCH_DIR / "source.flv"
+#: The source loops every LOOP_SECONDS; a window that is a multiple of it holds exactly
+#: whole loops, so the expected bytes per player do not depend on where the window falls.
+LOOP_SECONDS = 10
+FULL_STEPS = [50, 100, 200, 400, 700, 1000, 1500, 2000, 2500, 3000, 4000, 5000]
+QUICK_STEPS = [50, 200]
+SERVER_CORE, CLIENT_CORE = "0", "1"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def make_source() -> float:
+    """Generate the source FLV once (H.264 ~2 Mb/s CBR-ish, keyframe every 2 s, AAC 128k);
+    return its media payload rate in bytes/s."""
+    if not SOURCE.exists():
+        SOURCE.parent.mkdir(parents=True, exist_ok=True)
+        log(f"generating {SOURCE}")
+        subprocess.run(
+            ["taskset", "-c", CLIENT_CORE, "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+             "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25",
+             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+             "-t", str(LOOP_SECONDS), "-c:v", "libx264", "-preset", "veryfast",
+             "-b:v", "2000k", "-maxrate", "2000k", "-bufsize", "1000k", "-g", "50",
+             "-keyint_min", "50", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
+             "-c:a", "aac", "-b:a", "128k", "-f", "flv", str(SOURCE) + ".tmp"],
+            check=True,
+        )
+        os.replace(str(SOURCE) + ".tmp", SOURCE)
+    payload = sum(len(t.payload) for t in read_flv_file(SOURCE) if t.tag_type in (8, 9))
+    return payload / LOOP_SECONDS
+
+
+class Publisher:
+    """ffmpeg -re -stream_loop -1 -c copy, pinned to the client core."""
+
+    def __init__(self, url: str) -> None:
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", CLIENT_CORE, "ffmpeg", "-hide_banner", "-loglevel", "error",
+             "-re", "-stream_loop", "-1", "-i", str(SOURCE), "-c", "copy", "-f", "flv", url],
+            stdin=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class Session:
+    """A started server with the ffmpeg publisher on stream "s" and a load client."""
+
+    def __init__(self, server: sv.Server, opts: argparse.Namespace, source_bps: float) -> None:
+        self.server = server
+        self.opts = opts
+        self.source_bps = source_bps
+        self.pub: Publisher | None = None
+        self.client: lc.LoadClient | None = None
+        self.extra: list[Any] = []
+
+    async def __aenter__(self) -> Session:
+        self.server.start()
+        self.pub = Publisher(self.server.rtmp_url())
+        self.client = lc.LoadClient(self.server.rtmp_url(), self.server.flv_url())
+        # wait until the stream plays (publisher connected and started)
+        for _ in range(40):
+            probe = lc.LoadClient(self.server.rtmp_url())
+            if await probe.add(1, timeout=3):
+                probe.close()
+                break
+            probe.close()
+            await asyncio.sleep(0.5)
+        else:
+            raise RuntimeError(f"{self.server.name}: stream never started")
+        await asyncio.sleep(1)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.client:
+            self.client.close()
+        for x in self.extra:
+            x.close()
+        if self.pub:
+            self.pub.stop()
+        self.server.stop()
+        await asyncio.sleep(0.5)
+
+    async def measure(self, window: float) -> dict[str, Any]:
+        assert self.client is not None
+        s0 = self.server.sample()
+        w = await self.client.window(window)
+        s1 = self.server.sample()
+        per = w.pop("per_player_bytes")
+        d = lc.summarize(per, w["seconds"], self.source_bps)
+        cpu = s1["cpu"] - s0["cpu"]
+        gb = w["bytes"] / 1e9
+        return {
+            "players": w["players"], "dropped": w["dropped"],
+            "delivery": round(d["mean"], 4), "delivery_p5": round(d["p5"], 4),
+            "gbps": round(w["bytes"] * 8 / w["seconds"] / 1e9, 3),
+            "server_cpu": round(cpu / w["seconds"], 3),
+            "cpu_s_per_gb": round(cpu / gb, 3) if gb > 0.001 else None,
+            "rss_mib": round(s1["rss"] / 2**20, 1),
+            "client_cpu": round(w["client_cpu"], 3),
+        }
+
+
+async def grow(sess: Session, n: int, proto: str = "rtmp") -> None:
+    assert sess.client is not None
+    have = len([p for p in sess.client.players if not p.closed])
+    if n > have:
+        ok = await sess.client.add(n - have, proto)
+        if ok < n - have:
+            log(f"  only {ok}/{n - have} new players started")
+
+
+async def capacity(server: sv.Server, opts: argparse.Namespace, src: float) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = []
+    async with Session(server, opts, src) as sess:
+        base = sess.server.sample()
+        await asyncio.sleep(2)
+        base = sess.server.sample()
+        for n in opts.steps:
+            await grow(sess, n)
+            await asyncio.sleep(opts.warmup)
+            m = await sess.measure(opts.window)
+            m["n"] = n
+            m["rss_per_player_kib"] = round((m["rss_mib"] * 2**20 - base["rss"]) / n / 1024, 1)
+            steps.append(m)
+            log(f"  {server.name} N={n}: {m}")
+            if m["delivery"] < 0.98 or m["server_cpu"] > 0.95:
+                break
+    ok = [s for s in steps if s["delivery"] >= 0.98]
+    return {"steps": steps, "capacity": max((s["n"] for s in ok), default=0),
+            "rss_idle_mib": round(base["rss"] / 2**20, 1)}
+
+
+async def point(server: sv.Server, opts: argparse.Namespace, src: float, n: int,
+                proto: str = "rtmp", probes: int = 3) -> dict[str, Any]:
+    """N counting players on "s" + latency probes on a stream this process publishes."""
+    async with Session(server, opts, src) as sess:
+        lat: list[lc.RtmpPlayer] = []
+        if probes:
+            url = lc.RtmpUrl.parse(server.rtmp_url("lat"))
+            loop = asyncio.get_running_loop()
+            _, pub = await loop.create_connection(lambda: lc.Publisher(url, str(SOURCE)),
+                                                  url.host, url.port)
+            sess.extra.append(pub)
+            await asyncio.wait_for(pub.started, 10)
+            await asyncio.sleep(1)
+            for _ in range(probes):
+                _, p = await loop.create_connection(
+                    lambda: lc.RtmpPlayer(url, parse=True, publisher=pub), url.host, url.port)
+                sess.extra.append(p)
+                lat.append(p)
+        await grow(sess, n, proto)
+        await asyncio.sleep(opts.warmup)
+        for p in lat:
+            p.latencies.clear()
+        m = await sess.measure(opts.window)
+        m["n"] = n
+        m["protocol"] = proto
+        samples = sorted(x for p in lat for x in p.latencies)
+        if samples:
+            m["latency_ms_p50"] = round(samples[len(samples) // 2] * 1000, 1)
+            m["latency_ms_p95"] = round(samples[int(len(samples) * 0.95)] * 1000, 1)
+            m["latency_samples"] = len(samples)
+        log(f"  {server.name} point N={n} {proto}: {m}")
+        return m
+
+
+def srv_has(feature: str) -> bool:
+    top = sv.TOP / "srv"
+    if feature == "forward":
+        return (top / "net" / "forward.py").exists()
+    if feature == "httpflv":
+        return any("flv" in p.name.lower() or "remux" in p.name.lower()
+                   for p in (top / "http").glob("*.py"))
+    return True
+
+
+async def run_once(opts: argparse.Namespace, src: float) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    for name in opts.servers:
+        r: dict[str, Any] = {}
+        if "capacity" in opts.scenarios:
+            log(f"{name}: capacity")
+            r["capacity"] = await capacity(sv.make(name, core=SERVER_CORE), opts, src)
+        if "latency" in opts.scenarios:
+            log(f"{name}: latency at N={opts.point_n}")
+            r["latency"] = await point(sv.make(name, core=SERVER_CORE), opts, src, opts.point_n)
+        if name == "srv":
+            if "mw" in opts.scenarios:
+                r["mw"] = {}
+                for mw, minlat in ((0, True), (100, False), (350, False)):
+                    log(f"srv: mw_latency {mw} min_latency {minlat}")
+                    s = sv.SrvServer(core=SERVER_CORE, mw_latency=mw, min_latency=minlat)
+                    r["mw"][f"{mw}"] = await point(s, opts, src, opts.point_n)
+            if "workers" in opts.scenarios:
+                r["workers"] = {}
+                for w in (1, 2):
+                    log(f"srv: workers {w}")
+                    s = sv.SrvServer(core=SERVER_CORE, workers_n=w)
+                    r["workers"][str(w)] = await point(s, opts, src, opts.point_n, probes=0)
+            if "forward" in opts.scenarios:
+                if not srv_has("forward"):
+                    log("srv: forward not implemented yet (no srv/net/forward.py): skipped")
+                    r["forward"] = "skipped: not implemented"
+                else:
+                    r["forward"] = await forward(opts, src)
+            if "httpflv" in opts.scenarios:
+                if not srv_has("httpflv"):
+                    log("srv: HTTP-FLV not implemented yet (srv/http is empty): skipped")
+                    r["httpflv"] = "skipped: not implemented"
+                else:
+                    r["httpflv"] = {}
+                    for proto in ("rtmp", "flv"):
+                        s = sv.SrvServer(core=SERVER_CORE, http_flv=True)
+                        r["httpflv"][proto] = await point(s, opts, src, opts.point_n, proto, 0)
+        res[name] = r
+    return res
+
+
+async def forward(opts: argparse.Namespace, src: float) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k in (0, 1, 2):
+        sinks = [sv.NginxServer(name=f"sink{i}", core=sv_client_core()) for i in range(k)]
+        for s in sinks:
+            s.start()
+        try:
+            log(f"srv: forward to {k} destinations")
+            s = sv.SrvServer(core=SERVER_CORE, forward_to=[f"127.0.0.1:{x.port}" for x in sinks])
+            out[str(k)] = await point(s, opts, src, opts.point_n, probes=0)
+        finally:
+            for s in sinks:
+                s.stop()
+    return out
+
+
+def sv_client_core() -> str:
+    return CLIENT_CORE
+
+
+def fmt(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+def print_tables(runs: list[dict[str, Any]]) -> None:
+    for i, res in enumerate(runs, 1):
+        print(f"\n== run {i}")
+        print(f"{'server':8} {'capacity':>8} {'cpu/GB@200':>10} {'cpu/GB@1000':>11} "
+              f"{'KiB/player':>10} {'lat p50':>8} {'lat p95':>8} {'client cpu':>10}")
+        for name, r in res.items():
+            cap = r.get("capacity", {})
+            steps = {s["n"]: s for s in cap.get("steps", [])}
+            lat = r.get("latency", {})
+            last = cap.get("steps", [{}])[-1] if cap.get("steps") else {}
+            kib = next((steps[n]["rss_per_player_kib"] for n in (1000, 200) if n in steps),
+                       last.get("rss_per_player_kib"))
+            ccpu = max((s["client_cpu"] for s in cap.get("steps", [])), default=None)
+            print(f"{name:8} {fmt(cap.get('capacity')):>8} "
+                  f"{fmt(steps.get(200, {}).get('cpu_s_per_gb')):>10} "
+                  f"{fmt(steps.get(1000, {}).get('cpu_s_per_gb')):>11} {fmt(kib):>10} "
+                  f"{fmt(lat.get('latency_ms_p50')):>8} {fmt(lat.get('latency_ms_p95')):>8} "
+                  f"{fmt(ccpu):>10}")
+        for name, r in res.items():
+            for s in r.get("capacity", {}).get("steps", []):
+                print(f"  {name:6} N={s['n']:5} delivery {s['delivery']:.3f} (p5 "
+                      f"{s['delivery_p5']:.3f}) {s['gbps']:6.2f} Gb/s cpu {s['server_cpu']:.2f} "
+                      f"cpu/GB {fmt(s['cpu_s_per_gb'])} rss {s['rss_mib']} MiB "
+                      f"client cpu {s['client_cpu']:.2f} dropped {s['dropped']}")
+        srv = res.get("srv", {})
+        for key in ("mw", "workers", "forward", "httpflv"):
+            val = srv.get(key)
+            if isinstance(val, dict):
+                print(f"  srv {key}:")
+                for k, m in val.items():
+                    print(f"    {key}={k}: cpu/GB {fmt(m.get('cpu_s_per_gb'))} delivery "
+                          f"{m['delivery']:.3f} cpu {m['server_cpu']:.2f} lat p50/p95 "
+                          f"{fmt(m.get('latency_ms_p50'))}/{fmt(m.get('latency_ms_p95'))} ms")
+            elif val:
+                print(f"  srv {key}: {val}")
+
+
+async def main_async(opts: argparse.Namespace) -> None:
+    src = make_source()
+    log(f"source media rate {src * 8 / 1e6:.3f} Mb/s; servers {opts.servers}; "
+        f"scenarios {opts.scenarios}; steps {opts.steps}; window {opts.window}s")
+    runs = []
+    for i in range(opts.runs):
+        log(f"run {i + 1}/{opts.runs}")
+        runs.append(await run_once(opts, src))
+    out = sv.BENCH_DIR / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps({
+        "argv": sys.argv[1:], "source_mbps": src * 8 / 1e6, "window_s": opts.window,
+        "load": os.getloadavg(), "runs": runs}, indent=1))
+    print_tables(runs)
+    print(f"\nresults: {out}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--server", default="all", help="srv|nginx|nms|all or a comma list")
+    ap.add_argument("--scenario", default="",
+                    help="comma list of capacity,latency,mw,workers,forward,httpflv "
+                         "(default: all; --quick: capacity,latency)")
+    ap.add_argument("--steps", default="", help="comma list of player counts")
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--window", type=float, default=0, help="seconds measured per step")
+    ap.add_argument("--warmup", type=float, default=5)
+    ap.add_argument("--point-n", type=int, default=0, help="N for latency/mw/workers/...")
+    ap.add_argument("--quick", action="store_true", help="smoke run, under ~3 minutes")
+    opts = ap.parse_args()
+    opts.servers = ["srv", "nginx", "nms"] if opts.server == "all" else opts.server.split(",")
+    default_sc = "capacity,latency" if opts.quick else "capacity,latency,mw,workers,forward,httpflv"
+    opts.scenarios = (opts.scenario or default_sc).split(",")
+    opts.steps = ([int(x) for x in opts.steps.split(",")] if opts.steps
+                  else QUICK_STEPS if opts.quick else FULL_STEPS)
+    opts.window = opts.window or (LOOP_SECONDS if opts.quick else 2 * LOOP_SECONDS)
+    opts.point_n = opts.point_n or (50 if opts.quick else 200)
+    if opts.quick:
+        opts.warmup = min(opts.warmup, 3)
+    os.sched_setaffinity(0, {int(CLIENT_CORE)})
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    lc.install_uvloop()
+    asyncio.run(main_async(opts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""The servers scripts/bench compares: srv, nginx-rtmp (Debian), node-media-server (npm).
+
+Each server gets its own temp directory and config, is started pinned to one core with
+`taskset`, measured over its whole process tree (master + workers) with psutil, and stopped
+by pid (SIGTERM to the process we started). Peers are installed on first use from their
+registries: `apt-get install nginx libnginx-mod-rtmp`, `npm install node-media-server@2.7.4`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+TOP = Path(__file__).resolve().parents[2]
+BENCH_DIR = TOP / "objs" / "bench"
+NMS_VERSION = "2.7.4"
+NGINX_RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass
+class Server:
+    """One server under test: subclasses write the config and the command line."""
+
+    name: str
+    core: str = "0"
+    port: int = field(default_factory=free_port)
+    http_port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    workdir: Path = field(default_factory=lambda: BENCH_DIR / "run")
+
+    app = "live"
+
+    def rtmp_url(self, stream: str = "s") -> str:
+        return f"rtmp://127.0.0.1:{self.port}/{self.app}/{stream}"
+
+    def flv_url(self, stream: str = "s") -> str | None:
+        return None
+
+    def install(self) -> None:
+        pass
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self.install()
+        self.workdir = BENCH_DIR / "run" / f"{self.name}-{self.port}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cmd = ["taskset", "-c", self.core, *self.command()]
+        log = open(self.workdir / "stdout.log", "wb")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=TOP)
+        try:
+            wait_port(self.port)
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start; see {self.workdir}/stdout.log")
+
+    def processes(self) -> list[psutil.Process]:
+        if self.proc is None:
+            return []
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def workers(self) -> list[psutil.Process]:
+        """The processes doing the data plane (for py-spy and the per-worker numbers)."""
+        procs = self.processes()
+        return procs[1:] or procs[:1]
+
+    def sample(self) -> dict[str, float]:
+        """CPU seconds and RSS of the whole tree (exited children are not counted)."""
+        cpu = rss = 0.0
+        for p in self.processes():
+            try:
+                t = p.cpu_times()
+                cpu += t.user + t.system
+                rss += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return {"cpu": cpu, "rss": rss}
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                for p in reversed(self.processes()):
+                    try:
+                        p.kill()
+                    except psutil.NoSuchProcess:
+                        pass
+                self.proc.wait(5)
+        self.proc = None
+
+
+@dataclass
+class SrvServer(Server):
+    name: str = "srv"
+    workers_n: int = 1
+    mw_latency: int = 350
+    min_latency: bool = False
+    forward_to: list[str] = field(default_factory=list)
+    http_flv: bool = False
+
+    def flv_url(self, stream: str = "s") -> str | None:
+        if not self.http_flv:
+            return None
+        return f"http://127.0.0.1:{self.http_port}/{self.app}/{stream}.flv"
+
+    def command(self) -> list[str]:
+        conf = self.workdir / "srv.conf"
+        vhost = [f"play {{ mw_latency {self.mw_latency}; }}"]
+        if self.min_latency:
+            vhost.append("min_latency on;")
+        if self.forward_to:
+            vhost.append(f"forward {{ enabled on; destination {' '.join(self.forward_to)}; }}")
+        http = ""
+        if self.http_flv:
+            self.http_port = self.http_port or free_port()
+            http = f"http_server {{ enabled on; listen 127.0.0.1:{self.http_port}; }}\n"
+            vhost.append("http_remux { enabled on; mount [vhost]/[app]/[stream].flv; }")
+        conf.write_text(
+            f"listen 127.0.0.1:{self.port};\n"
+            f"pid {self.workdir}/srv.pid;\n"
+            "daemon off;\nmax_connections 20000;\n"
+            f"srs_log_tank file;\nsrs_log_file {self.workdir}/srv.log;\nsrs_log_level warn;\n"
+            f"workers {self.workers_n};\n{http}"
+            "vhost __defaultVhost__ {\n    " + "\n    ".join(vhost) + "\n}\n"
+        )
+        return [str(TOP / "objs" / "srs"), "-c", str(conf)]
+
+
+@dataclass
+class NginxServer(Server):
+    """Debian's nginx + libnginx-mod-rtmp: one worker process, sends each message at once."""
+
+    name: str = "nginx"
+
+    def install(self) -> None:
+        if shutil.which("nginx") and os.path.exists(NGINX_RTMP_MODULE):
+            return
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "install", "-y", "-q", "nginx", "libnginx-mod-rtmp"],
+                       check=True, env=env)
+
+    def command(self) -> list[str]:
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(
+            f"load_module {NGINX_RTMP_MODULE};\n"
+            "worker_processes 1;\ndaemon off;\nmaster_process on;\n"
+            "worker_rlimit_nofile 65536;\n"
+            f"pid {self.workdir}/nginx.pid;\nerror_log {self.workdir}/error.log warn;\n"
+            "events { worker_connections 20000; }\n"
+            f"rtmp {{ server {{ listen 127.0.0.1:{self.port}; "
+            f"application {self.app} {{ live on; }} }} }}\n"
+        )
+        return ["nginx", "-p", str(self.workdir), "-c", str(conf)]
+
+
+@dataclass
+class NmsServer(Server):
+    """node-media-server 2.x from npm (node's single thread; gop cache on)."""
+
+    name: str = "nms"
+
+    def install(self) -> None:
+        mod = BENCH_DIR / "nms" / "node_modules" / "node-media-server" / "package.json"
+        if not mod.exists():
+            (BENCH_DIR / "nms").mkdir(parents=True, exist_ok=True)
+            subprocess.run(["npm", "install", "--no-audit", "--no-fund",
+                            f"node-media-server@{NMS_VERSION}"], cwd=BENCH_DIR / "nms", check=True)
+
+    def command(self) -> list[str]:
+        script = self.workdir / "nms.js"
+        script.write_text(
+            f"const NMS = require({str(BENCH_DIR / 'nms' / 'node_modules' / 'node-media-server')!r});\n"
+            f"new NMS({{logType: 1, rtmp: {{port: {self.port}, chunk_size: 60000, "
+            "gop_cache: true, ping: 30, ping_timeout: 60}}).run();\n"
+        )
+        return ["node", str(script)]
+
+
+def make(name: str, **kw: object) -> Server:
+    cls = {"srv": SrvServer, "nginx": NginxServer, "nms": NmsServer}[name]
+    return cls(**kw)  # type: ignore[arg-type]

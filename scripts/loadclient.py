@@ -1,0 +1,440 @@
+#!/usr/bin/env python3
+"""Load client for scripts/bench: many RTMP / HTTP-FLV players (and a publisher) in one process.
+
+One asyncio (uvloop) loop, one socket per player. Each RTMP player does the handshake,
+``connect``, ``createStream`` and ``play`` with srv's sans-I/O ClientSession; once the server
+says ``NetStream.Play.Start`` the player stops parsing and only counts bytes, reading into one
+shared buffer (``asyncio.BufferedProtocol``: no allocation per read). Parsing 4 Gb/s in Python
+would make the load client the bottleneck; counting does not.
+
+What is counted (``Player.bytes``): every TCP payload byte received after Play.Start (RTMP) or
+after the HTTP response header (HTTP-FLV). For RTMP that is media payload plus chunk headers
+and the odd control message: chunk headers cost ~1 byte per chunk plus a 12-byte header per
+message (a few hundred bytes/s at 2 Mb/s, < 0.2%). For HTTP-FLV it is FLV tag headers + payloads
+(+15 bytes per tag, ~0.3%). The bench divides by the source's media payload rate, so a player
+that gets everything shows ~1.00.
+
+Acknowledgements: nginx-rtmp and SRS stop sending to a client that does not acknowledge, so a
+counting player sends an RTMP Acknowledgement (type 3, total bytes received, handshake included)
+every time the server's Window Acknowledgement Size worth of bytes has arrived.
+
+Latency: ``Publisher`` publishes an FLV file itself (paced by tag timestamps, looped) and
+remembers when it wrote each video message; a ``parse=True`` player matches the video payloads
+it receives against that table. Latency = receive time of the player's read that completes the
+message minus the publisher's ``transport.write`` time, same clock, same process, via loopback.
+Messages sent before the player's Play.Start (GOP cache) are not counted.
+
+Use as a library (scripts/bench) or from the command line::
+
+    scripts/loadclient.py rtmp://127.0.0.1:1935/live/s -n 100 -t 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+_TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _TOP not in sys.path:
+    sys.path.insert(0, _TOP)
+
+from srv.media.flv import read_flv_file  # noqa: E402
+from srv.rtmp import events as ev  # noqa: E402
+from srv.rtmp.chunk import encode  # noqa: E402
+from srv.rtmp.client import ClientSession  # noqa: E402
+from srv.rtmp.messages import Message, MessageType, ack_message  # noqa: E402
+
+#: One receive buffer shared by every counting socket (single thread: nobody reads it).
+_READ_SIZE = 256 * 1024
+_SHARED = memoryview(bytearray(_READ_SIZE))
+_CSID_PROTOCOL = 2
+
+
+def latency_key(payload: bytes) -> tuple[int, bytes]:
+    """What identifies one video message end to end (servers relay payloads unchanged)."""
+    return len(payload), payload[-24:]
+
+
+@dataclass(frozen=True)
+class RtmpUrl:
+    host: str
+    port: int
+    app: str
+    stream: str
+    tc_url: str
+
+    @classmethod
+    def parse(cls, url: str) -> RtmpUrl:
+        u = urlsplit(url)
+        path = u.path.lstrip("/")
+        app, _, stream = path.rpartition("/")
+        if u.query:
+            stream += "?" + u.query
+        port = u.port or 1935
+        host = u.hostname or "127.0.0.1"
+        return cls(host, port, app, stream, f"rtmp://{host}:{port}/{app}")
+
+
+class Player(asyncio.BufferedProtocol):
+    """Base: a socket that counts what it receives once the stream has started."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.counting = False
+        self.bytes = 0  # counted bytes (see module docstring)
+        self.total = 0  # every byte received on the socket
+        self.failed = ""
+        self.closed = False
+        self.started_at = 0.0
+        self.ready = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _SHARED
+
+    def _start_counting(self) -> None:
+        self.counting = True
+        self.started_at = time.monotonic()
+        if not self.ready.done():
+            self.ready.set_result(True)
+
+    def _fail(self, reason: str) -> None:
+        self.failed = self.failed or reason
+        if not self.ready.done():
+            self.ready.set_result(False)
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.ready.done():
+            self.failed = self.failed or f"closed before start ({exc})"
+            self.ready.set_result(False)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+
+class RtmpPlayer(Player):
+    """RTMP play session; with ``parse=True`` it parses everything (latency probes)."""
+
+    def __init__(self, url: RtmpUrl, parse: bool = False, publisher: Publisher | None = None):
+        super().__init__()
+        self.url = url
+        self.parse = parse
+        self.publisher = publisher
+        self.session = ClientSession(url.app, url.tc_url)
+        self.window = 0
+        self.acked = 0
+        self.latencies: list[float] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.session.start()
+        self.transport.write(self.session.data_to_send())  # type: ignore[union-attr]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.total += nbytes
+        if self.counting and not self.parse:
+            self.bytes += nbytes
+            if self.window and self.total - self.acked >= self.window:
+                self.acked = self.total
+                self.transport.write(  # type: ignore[union-attr]
+                    encode(ack_message(self.total & 0xFFFFFFFF), 128, _CSID_PROTOCOL)
+                )
+            return
+        if self.counting:
+            self.bytes += nbytes
+        try:
+            events = self.session.receive_data(bytes(_SHARED[:nbytes]))
+        except Exception as e:  # a protocol error is a failed player, not a crashed bench
+            self._fail(f"protocol error: {e}")
+            return
+        for e in events:
+            self._event(e)
+        out = self.session.data_to_send()
+        if out and not self.closed:
+            self.transport.write(out)  # type: ignore[union-attr]
+
+    def _event(self, e: ev.Event) -> None:
+        s = self.session
+        if isinstance(e, ev.Connected):
+            s.create_stream()
+        elif isinstance(e, ev.StreamCreated):
+            s.play(self.url.stream)
+        elif isinstance(e, ev.StatusEvent):
+            if e.code == "NetStream.Play.Start" and not self.counting:
+                # the session's own ack bookkeeping continues in counting mode (private state:
+                # ClientSession has no public accessor for the peer's window)
+                self.window = s._peer_window
+                self.acked = s._acked
+                self.total = s.bytes_received
+                self._start_counting()
+            elif e.level == "error":
+                self._fail(f"{e.code}: {e.description}")
+        elif isinstance(e, ev.ConnectFailed):
+            self._fail(f"connect failed: {e}")
+        elif isinstance(e, ev.MediaMessage) and self.publisher is not None and self.counting:
+            msg = e.message
+            if msg.type_id == MessageType.VIDEO:
+                sent = self.publisher.sent.get(latency_key(msg.payload))
+                if sent is not None and sent >= self.started_at:
+                    self.latencies.append(time.monotonic() - sent)
+
+
+class FlvPlayer(Player):
+    """HTTP-FLV: GET, skip the response header, count the body."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        u = urlsplit(url)
+        self.path = u.path + (f"?{u.query}" if u.query else "")
+        self.host = u.netloc
+        self.header = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        req = f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUser-Agent: srv-bench\r\n\r\n"
+        self.transport.write(req.encode())  # type: ignore[union-attr]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.total += nbytes
+        if self.counting:
+            self.bytes += nbytes
+            return
+        self.header += bytes(_SHARED[:nbytes])
+        end = self.header.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.header) > 16384:
+                self._fail("no end of HTTP header")
+            return
+        status = self.header.split(b"\r\n", 1)[0]
+        if b" 200" not in status:
+            self._fail(status.decode("latin-1"))
+            return
+        self._start_counting()
+        self.bytes = len(self.header) - end - 4
+        self.header = b""
+
+
+class Publisher(asyncio.Protocol):
+    """Publishes an FLV file in real time (looped), remembering when each video message left."""
+
+    def __init__(self, url: RtmpUrl, flv_path: str) -> None:
+        self.url = url
+        self.tags = [t for t in read_flv_file(flv_path)]
+        self.session = ClientSession(url.app, url.tc_url)
+        self.transport: asyncio.Transport | None = None
+        self.sent: dict[tuple[int, bytes], float] = {}
+        self.started = asyncio.get_running_loop().create_future()
+        self.task: asyncio.Task[None] | None = None
+        self.bytes_sent = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.session.start()
+        self._flush()
+
+    def _flush(self) -> None:
+        out = self.session.data_to_send()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out)
+            self.bytes_sent += len(out)
+
+    def data_received(self, data: bytes) -> None:
+        for e in self.session.receive_data(data):
+            if isinstance(e, ev.Connected):
+                self.session.release_stream(self.url.stream)
+                self.session.fc_publish(self.url.stream)
+                self.session.create_stream()
+            elif isinstance(e, ev.StreamCreated):
+                self.session.publish(self.url.stream)
+            elif isinstance(e, ev.StatusEvent):
+                if e.code == "NetStream.Publish.Start" and self.task is None:
+                    self.task = asyncio.ensure_future(self._pump())
+                    if not self.started.done():
+                        self.started.set_result(True)
+                elif e.level == "error" and not self.started.done():
+                    self.started.set_exception(RuntimeError(f"publish: {e.code} {e.description}"))
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.started.done():
+            self.started.set_exception(RuntimeError(f"publisher connection lost: {exc}"))
+        if self.task is not None:
+            self.task.cancel()
+
+    async def _pump(self) -> None:
+        """Send the tags at their timestamps; sequence headers and metadata only once."""
+        sid = self.session.stream_id or 1
+        duration = self.tags[-1].timestamp + 40
+        t0 = time.monotonic()
+        loop_no = 0
+        while True:
+            offset = loop_no * duration
+            for tag in self.tags:
+                is_header = tag.tag_type == 18 or (len(tag.payload) > 1 and tag.payload[1] == 0
+                                                   and tag.tag_type in (8, 9))
+                if loop_no and is_header:
+                    continue
+                ts = tag.timestamp + offset
+                delay = t0 + ts / 1000 - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                payload = tag.payload
+                if tag.tag_type == 18:
+                    # ffmpeg's FLV has "onMetaData"; publishers send "@setDataFrame" + it
+                    from srv.rtmp import amf0
+
+                    payload = amf0.encode("@setDataFrame") + payload
+                self.session.send_media(Message(tag.tag_type, sid, ts, payload))
+                self._flush()
+                if tag.tag_type == 9 and not is_header:
+                    self.sent[latency_key(payload)] = time.monotonic()
+            loop_no += 1
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+@dataclass
+class LoadClient:
+    """A set of players against one server; grows by ``add``, measured by ``window``."""
+
+    rtmp_url: str
+    flv_url: str | None = None
+    players: list[Player] = field(default_factory=list)
+    connect_batch: int = 50
+
+    async def add(self, n: int, protocol: str = "rtmp", timeout: float = 30.0) -> int:
+        """Open n more players, `connect_batch` at a time; return how many reached playing."""
+        loop = asyncio.get_running_loop()
+        new: list[Player] = []
+        for i in range(0, n, self.connect_batch):
+            batch = min(self.connect_batch, n - i)
+            coros = [self._open(loop, protocol) for _ in range(batch)]
+            for r in await asyncio.gather(*coros, return_exceptions=True):
+                if isinstance(r, Player):
+                    new.append(r)
+        self.players.extend(new)
+        if new:
+            await asyncio.wait([asyncio.ensure_future(p.ready) for p in new], timeout=timeout)
+        return sum(1 for p in new if p.counting and not p.closed)
+
+    async def _open(self, loop: asyncio.AbstractEventLoop, protocol: str) -> Player:
+        if protocol == "flv":
+            assert self.flv_url
+            u = urlsplit(self.flv_url)
+            _, p = await loop.create_connection(
+                lambda: FlvPlayer(self.flv_url or ""), u.hostname, u.port or 80
+            )
+            return p
+        url = RtmpUrl.parse(self.rtmp_url)
+        _, p = await loop.create_connection(lambda: RtmpPlayer(url), url.host, url.port)
+        return p
+
+    def alive(self) -> list[Player]:
+        return [p for p in self.players if p.counting and not p.closed]
+
+    def snapshot(self) -> dict[int, int]:
+        return {id(p): p.bytes for p in self.players}
+
+    async def window(self, seconds: float) -> dict[str, Any]:
+        """Count what every player receives during `seconds`; also this process's own CPU."""
+        before = self.snapshot()
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.monotonic()
+        await asyncio.sleep(seconds)
+        elapsed = time.monotonic() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        per = []
+        dropped = 0
+        for p in self.players:
+            if not p.counting:
+                continue
+            if p.closed:
+                dropped += 1
+            per.append(p.bytes - before.get(id(p), p.bytes))
+        cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+        return {
+            "seconds": elapsed,
+            "players": len(per),
+            "dropped": dropped,
+            "bytes": sum(per),
+            "per_player_bytes": per,
+            "client_cpu": cpu / elapsed,
+        }
+
+    def close(self) -> None:
+        for p in self.players:
+            p.close()
+        self.players.clear()
+
+
+def summarize(per: list[int], seconds: float, source_bps: float) -> dict[str, float]:
+    """Delivery of a window as ratios of the source's media rate (bytes/s)."""
+    if not per:
+        return {"mean": 0.0, "p5": 0.0, "min": 0.0}
+    rates = sorted(b / seconds / source_bps for b in per)
+    return {
+        "mean": statistics.fmean(rates),
+        "p5": rates[max(0, int(len(rates) * 0.05) - 1)] if len(rates) > 1 else rates[0],
+        "min": rates[0],
+    }
+
+
+def install_uvloop() -> None:
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+
+
+async def _main(args: argparse.Namespace) -> None:
+    lc = LoadClient(args.url if args.url.startswith("rtmp") else "", args.url)
+    proto = "rtmp" if args.url.startswith("rtmp") else "flv"
+    ok = await lc.add(args.players, proto)
+    print(f"{ok}/{args.players} players started", file=sys.stderr)
+    w = await lc.window(args.seconds)
+    per = w.pop("per_player_bytes")
+    w["min_bytes"] = min(per) if per else 0
+    w["max_bytes"] = max(per) if per else 0
+    w["mbps_per_player"] = (w["bytes"] / max(1, len(per))) * 8 / w["seconds"] / 1e6
+    print(json.dumps(w))
+    lc.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("url", help="rtmp://host:port/app/stream or http://host:port/app/stream.flv")
+    ap.add_argument("-n", "--players", type=int, default=10)
+    ap.add_argument("-t", "--seconds", type=float, default=10.0)
+    args = ap.parse_args()
+    install_uvloop()
+    asyncio.run(_main(args))
+
+
+if __name__ == "__main__":
+    main()

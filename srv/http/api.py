@@ -1,0 +1,258 @@
+"""The SRS-compatible HTTP API (`/api/v1/...`), answered from the whole server's snapshot.
+
+Whichever worker accepts the request asks the master for a snapshot of every worker and answers
+from that (`srv.http.stats.ServerView`), so every worker gives the same answer. Shapes follow
+SRS's `srs_app_http_api.cpp` / `srs_app_statistic.cpp`: every reply carries `code`, `server`,
+`service` and `pid`; an error is HTTP 200 with an SRS error code (as SRS does), e.g.
+`{"code": 2049}` for an unknown client. Rates (`kbps`) are averages since the stream or client
+started. `self` in summaries is the master process; `workers` lists each worker's figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from typing import Any
+
+import psutil
+
+from srv import __version__
+from srv.http.stats import PUBLISH_TYPES, ServerView, StreamView, kbps, stream_id, vhost_id
+from srv.net.context import WorkerContext
+
+# SRS error codes (srs_kernel_error.hpp)
+ERROR_SUCCESS = 0
+ERROR_SYSTEM_CONFIG_RAW_DISABLED = 1061
+ERROR_SYSTEM_CONFIG_RAW_NOT_ALLOWED = 1062
+ERROR_SYSTEM_CONFIG_RAW_PARAMS = 1063
+ERROR_RTMP_VHOST_NOT_FOUND = 1020
+ERROR_RTMP_STREAM_NOT_FOUND = 2048
+ERROR_RTMP_CLIENT_NOT_FOUND = 2049
+ERROR_HTTP_API_UNAVAILABLE = 1094  # srv: the master did not answer in time
+
+Reply = tuple[int, dict[str, Any]]
+
+_procs: dict[int, psutil.Process] = {}
+
+
+def process_figures(pid: int) -> dict[str, float]:
+    """CPU (since the previous call from this process) and memory of `pid`; zeros if gone."""
+    p = _procs.get(pid)
+    try:
+        if p is None:
+            p = _procs[pid] = psutil.Process(pid)
+        with p.oneshot():
+            return {"cpu_percent": p.cpu_percent(None), "rss": float(p.memory_info().rss),
+                    "mem_percent": p.memory_percent()}
+    except psutil.Error:
+        _procs.pop(pid, None)
+        return {"cpu_percent": 0.0, "rss": 0.0, "mem_percent": 0.0}
+
+
+def forget_processes(alive: set[int]) -> None:
+    for pid in list(_procs):
+        if pid not in alive:
+            del _procs[pid]
+
+
+class Api:
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+
+    def envelope(self, view: ServerView | None, code: int = ERROR_SUCCESS, **data: Any) -> dict[str, Any]:
+        master = view.master if view is not None else {}
+        mpid = int(master.get("pid") or os.getppid())
+        service = hashlib.sha1(f"service-{mpid}".encode()).hexdigest()[:8]
+        return {"code": code, "server": vhost_id(self.ctx.server_id), "service": service,
+                "pid": str(mpid), **data}
+
+    async def handle(self, method: str, path: str, query: dict[str, str]) -> Reply:
+        parts = [p for p in path.split("/") if p]
+        if parts[:1] != ["api"]:
+            return 404, {"code": 404}
+        if len(parts) == 1:
+            return 200, self.envelope(None, urls={"v1": "the api version 1.0"})
+        if parts[1] != "v1":
+            return 404, self.envelope(None, 404)
+        what = parts[2] if len(parts) > 2 else ""
+        rest = "/".join(parts[3:])
+        if what == "":
+            return 200, self.envelope(None, urls={k: k for k in (
+                "versions", "summaries", "vhosts", "streams", "clients", "raw")})
+        if what == "versions":
+            major, minor, revision = (__version__.split(".") + ["0", "0"])[:3]
+            return 200, self.envelope(None, data={"major": int(major), "minor": int(minor),
+                                                  "revision": int(revision), "version": __version__})
+        if what == "raw":
+            return await self.raw(query)
+        if what not in ("summaries", "vhosts", "streams", "clients"):
+            return 404, self.envelope(None, 404)
+        try:
+            view = ServerView(await self.ctx.master.snapshot())
+        except (TimeoutError, OSError):
+            return 503, self.envelope(None, ERROR_HTTP_API_UNAVAILABLE)
+        if what == "summaries":
+            return 200, self.envelope(view, data=self.summaries(view))
+        if what == "vhosts":
+            return self.vhosts(view, rest)
+        if what == "streams":
+            return self.streams(view, rest)
+        return self.clients(view, rest, method)
+
+    # ---- /api/v1/summaries -----------------------------------------------------------------------
+
+    def summaries(self, view: ServerView) -> dict[str, Any]:
+        m = view.master
+        mpid = int(m.get("pid") or os.getppid())
+        me = process_figures(mpid)
+        workers = []
+        total_rss, total_cpu = me["rss"], me["cpu_percent"]
+        for w in m.get("workers", []):
+            fig = process_figures(int(w["pid"]))
+            total_rss += fig["rss"]
+            total_cpu += fig["cpu_percent"]
+            snap = view.workers.get(int(w["slot"]), {})
+            workers.append({"slot": w["slot"], "pid": w["pid"], "ready": w["ready"],
+                            "uptime": round(w.get("age", 0.0), 3),
+                            "cpu_percent": round(fig["cpu_percent"], 2),
+                            "mem_kbyte": int(fig["rss"] / 1024),
+                            "clients": len(snap.get("clients", [])),
+                            "streams": len(snap.get("streams", []))})
+        forget_processes({mpid} | {int(w["pid"]) for w in m.get("workers", [])})
+        vm, swap = psutil.virtual_memory(), psutil.swap_memory()
+        load = os.getloadavg()
+        now = time.time()
+        return {
+            "ok": True,
+            "now_ms": int(now * 1000),
+            "self": {
+                "version": __version__, "pid": mpid, "ppid": os.getppid() if mpid != os.getppid() else 0,
+                "argv": m.get("config", ""), "cwd": os.getcwd(),
+                "mem_kbyte": int(total_rss / 1024), "mem_percent": round(total_rss / vm.total * 100, 2),
+                "cpu_percent": round(total_cpu, 2),
+                "srs_uptime": int(now - float(m.get("started", now))),
+            },
+            "system": {
+                "cpu_percent": psutil.cpu_percent(None),
+                "mem_ram_kbyte": int(vm.total / 1024), "mem_ram_percent": vm.percent,
+                "mem_swap_kbyte": int(swap.total / 1024), "mem_swap_percent": swap.percent,
+                "cpus": psutil.cpu_count() or 0, "cpus_online": psutil.cpu_count() or 0,
+                "uptime": int(now - psutil.boot_time()),
+                "load_1m": load[0], "load_5m": load[1], "load_15m": load[2],
+                "srs_send_bytes": int(view.counter("send_bytes")),
+                "srs_recv_bytes": int(view.counter("recv_bytes")),
+                "conn_srs": len(view.clients),
+            },
+            "workers": workers,
+            "reloads": {"ok": m.get("reloads_ok", 0), "failed": m.get("reloads_failed", 0)},
+            "worker_restarts": m.get("worker_restarts", 0),
+        }
+
+    # ---- /api/v1/vhosts --------------------------------------------------------------------------
+
+    def vhost_entry(self, view: ServerView, name: str, enabled: bool) -> dict[str, Any]:
+        streams = [s for s in view.streams.values() if s.vhost == name]
+        clients = [c for c in view.clients if c.get("vhost") == name]
+        send = sum(int(c.get("send_bytes", 0)) for c in clients)
+        recv = sum(int(c.get("recv_bytes", 0)) for c in clients)
+        alive = max((float(c.get("alive", 0)) for c in clients), default=0.0)
+        return {"id": vhost_id(name), "name": name, "enabled": enabled, "clients": len(clients),
+                "streams": sum(1 for s in streams if s.publishing), "send_bytes": send, "recv_bytes": recv,
+                "kbps": {"recv_30s": kbps(recv, alive), "send_30s": kbps(send, alive)},
+                "hls": {"enabled": False}}
+
+    def vhosts(self, view: ServerView, rest: str) -> Reply:
+        names = {n: v.enabled for n, v in self.ctx.config.vhosts.items()}
+        for s in view.streams.values():
+            names.setdefault(s.vhost, True)
+        entries = [self.vhost_entry(view, n, e) for n, e in names.items()]
+        if rest:
+            found = next((e for e in entries if e["id"] == rest or e["name"] == rest), None)
+            if found is None:
+                return 200, self.envelope(view, ERROR_RTMP_VHOST_NOT_FOUND)
+            return 200, self.envelope(view, vhost=found)
+        return 200, self.envelope(view, vhosts=entries)
+
+    # ---- /api/v1/streams -------------------------------------------------------------------------
+
+    def stream_entry(self, view: ServerView, s: StreamView) -> dict[str, Any]:
+        live = view.now - s.publish_started if s.publishing and s.publish_started else 0.0
+        codecs = view.codecs(s)
+        return {
+            "id": s.id, "name": s.name, "vhost": vhost_id(s.vhost), "vhost_name": s.vhost, "app": s.app,
+            "tcUrl": s.tc_url, "url": f"/{s.app}/{s.name}",
+            "live_ms": int(s.publish_started * 1000) if s.publishing else 0,
+            "clients": s.clients, "players": s.players, "frames": s.frames,
+            "send_bytes": s.send_bytes, "recv_bytes": s.recv_bytes,
+            "kbps": {"recv_30s": kbps(s.recv_bytes, live), "send_30s": kbps(s.send_bytes, live)},
+            "publish": {"active": s.publishing, "cid": s.publish_cid},
+            "video": codecs["video"], "audio": codecs["audio"],
+            "forwards": [forward_entry(f) for f in s.forwards],
+            "workers": s.workers,
+        }
+
+    def streams(self, view: ServerView, rest: str) -> Reply:
+        if rest:
+            s = view.stream(rest)
+            if s is None:
+                return 200, self.envelope(view, ERROR_RTMP_STREAM_NOT_FOUND)
+            return 200, self.envelope(view, stream=self.stream_entry(view, s))
+        entries = [self.stream_entry(view, s) for s in sorted(view.streams.values(), key=lambda s: s.key)]
+        return 200, self.envelope(view, streams=entries)
+
+    # ---- /api/v1/clients -------------------------------------------------------------------------
+
+    def client_entry(self, c: dict[str, Any]) -> dict[str, Any]:
+        key = c.get("stream", "")
+        name = key.split("/", 2)[2] if key.count("/") >= 2 else ""
+        alive = float(c.get("alive", 0.0))
+        send, recv = int(c.get("send_bytes", 0)), int(c.get("recv_bytes", 0))
+        return {
+            "id": c["id"], "vhost": vhost_id(c.get("vhost", "")), "stream": stream_id(key) if key else "",
+            "ip": c.get("ip", ""), "pageUrl": "", "swfUrl": "", "tcUrl": c.get("tcUrl", ""),
+            "url": c.get("url", ""), "name": name, "type": c.get("type", ""),
+            "publish": c.get("type") in PUBLISH_TYPES, "alive": round(alive, 3),
+            "send_bytes": send, "recv_bytes": recv,
+            "kbps": {"recv_30s": kbps(recv, alive), "send_30s": kbps(send, alive)},
+            "worker": c.get("worker"),
+        }
+
+    def clients(self, view: ServerView, rest: str, method: str) -> Reply:
+        if not rest:
+            return 200, self.envelope(view, clients=[self.client_entry(c) for c in view.clients])
+        c = view.client(rest)
+        if c is None:
+            return 200, self.envelope(view, ERROR_RTMP_CLIENT_NOT_FOUND)
+        if method == "DELETE":
+            self.ctx.master.kick(rest)
+            return 200, self.envelope(view)
+        return 200, self.envelope(view, client=self.client_entry(c))
+
+    # ---- /api/v1/raw -----------------------------------------------------------------------------
+
+    async def raw(self, query: dict[str, str]) -> Reply:
+        raw = self.ctx.config.http_api.raw_api
+        if not raw.enabled:
+            return 200, self.envelope(None, ERROR_SYSTEM_CONFIG_RAW_DISABLED)
+        rpc = query.get("rpc", "")
+        if rpc == "raw":
+            return 200, self.envelope(None, data={"enabled": raw.enabled, "allow_reload": raw.allow_reload,
+                                                  "allow_query": raw.allow_query, "allow_update": False})
+        if rpc == "reload":
+            if not raw.allow_reload:
+                return 200, self.envelope(None, ERROR_SYSTEM_CONFIG_RAW_NOT_ALLOWED)
+            try:
+                ok = await self.ctx.master.reload()
+            except (TimeoutError, OSError):
+                ok = False
+            return 200, self.envelope(None, ERROR_SUCCESS if ok else ERROR_SYSTEM_CONFIG_RAW_PARAMS)
+        return 200, self.envelope(None, ERROR_SYSTEM_CONFIG_RAW_PARAMS)
+
+
+def forward_entry(f: dict[str, Any]) -> dict[str, Any]:
+    """A forward destination as the API shows it; tolerant of fields a Forwarder lacks."""
+    return {"destination": f.get("destination", ""), "state": f.get("state", "unknown"),
+            "messages_sent": f.get("messages_sent", 0), "messages_dropped": f.get("messages_dropped", 0),
+            "bytes_sent": f.get("bytes_sent", 0), "reconnects": f.get("reconnects", 0),
+            "connected_since": f.get("connected_since"), "last_error": f.get("last_error", "")}

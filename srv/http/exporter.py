@@ -1,0 +1,157 @@
+"""Prometheus exporter (`/metrics` on `exporter.listen`): the whole server, built per scrape.
+
+Every scrape asks the master for a fresh snapshot and builds the metrics from it with a custom
+collector in a throw-away registry, so nothing is kept between scrapes: a worker that died
+simply is not in the next snapshot (no stale series), and its cumulative counters are carried
+by the master's `retired` table (no counter goes backwards, nothing is counted twice).
+
+Series: SRS's (`srs_build_info`, `srs_cpu_percent`, `srs_memory`, `srs_send_bytes_total`,
+`srs_receive_bytes_total`, `srs_streams`, `srs_clients`, `srs_clients_total`,
+`srs_clients_errs_total`), and per stream, per forward destination, per worker, reloads and
+connection rejections. Label cardinality is bounded: per-stream and per-forward series stop at
+`MAX_STREAMS` streams (the rest are summed in `srs_streams_unlisted`); reasons and results
+come from fixed code paths. `label` and `tag` from the config go on `srs_build_info`, as in SRS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from srv import __version__
+from srv.conf.model import ExporterConfig
+from srv.http.api import forget_processes, process_figures
+from srv.http.stats import ServerView
+
+MAX_STREAMS = 1000
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+FORWARD_STATES = ("idle", "connecting", "connected", "publishing", "backoff", "stopped")
+
+
+class SnapshotCollector(Collector):
+    def __init__(self, view: ServerView, config: ExporterConfig) -> None:
+        self.view = view
+        self.config = config
+
+    def collect(self) -> Iterator[Metric]:
+        v, m = self.view, self.view.master
+        major, minor, revision = (__version__.split(".") + ["0", "0"])[:3]
+        build = GaugeMetricFamily("srs_build_info", "Build and configuration of this server.",
+                                  labels=["version", "major", "minor", "revision", "label", "tag"])
+        build.add_metric([__version__, major, minor, revision, self.config.label, self.config.tag], 1)
+        yield build
+        yield from self.process_metrics()
+        yield CounterMetricFamily("srs_send_bytes", "Bytes sent to clients.", value=v.counter("send_bytes"))
+        yield CounterMetricFamily("srs_receive_bytes", "Bytes received from clients.",
+                                  value=v.counter("recv_bytes"))
+        yield GaugeMetricFamily("srs_streams", "Streams being published.",
+                                value=sum(1 for s in v.streams.values() if s.publishing))
+        yield GaugeMetricFamily("srs_clients", "Clients connected now.", value=len(v.clients))
+        yield CounterMetricFamily("srs_clients", "Clients accepted.", value=v.counter("clients_total"))
+        yield CounterMetricFamily("srs_clients_errs", "Clients closed because of an error.",
+                                  value=v.counter("clients_errs_total"))
+        by_type = GaugeMetricFamily("srs_clients_by_type", "Clients connected now, by type.", labels=["type"])
+        types: dict[str, int] = {}
+        for c in v.clients:
+            t = str(c.get("type", ""))
+            types[t] = types.get(t, 0) + 1
+        for t, n in sorted(types.items()):
+            by_type.add_metric([t], n)
+        yield by_type
+        rejected = CounterMetricFamily("srs_connections_rejected", "Connections refused, by reason.",
+                                       labels=["reason"])
+        for reason, n in sorted(v.counters_with_prefix("rejected:").items()):
+            rejected.add_metric([reason], n)
+        yield rejected
+        yield CounterMetricFamily("srs_worker_restarts", "Workers respawned after they died.",
+                                  value=m.get("worker_restarts", 0))
+        reloads = CounterMetricFamily("srs_reloads", "Config reloads, by result.", labels=["result"])
+        reloads.add_metric(["ok"], m.get("reloads_ok", 0))
+        reloads.add_metric(["failed"], m.get("reloads_failed", 0))
+        yield reloads
+        yield GaugeMetricFamily("srs_workers", "Worker processes alive.", value=len(m.get("workers", [])))
+        yield GaugeMetricFamily("srs_ready", "1 when every worker accepts and the server is not stopping.",
+                                value=1 if m.get("ready") else 0)
+        yield from self.stream_metrics()
+
+    def process_metrics(self) -> Iterator[Metric]:
+        m = self.view.master
+        cpu = GaugeMetricFamily("srs_cpu_percent", "CPU use of the server's processes, percent of one CPU.")
+        mem = GaugeMetricFamily("srs_memory", "Resident memory of the server's processes, bytes.")
+        pids = [("master", int(m["pid"]))] if m.get("pid") else []
+        pids += [(str(w["slot"]), int(w["pid"])) for w in m.get("workers", [])]
+        wcpu = GaugeMetricFamily("srs_process_cpu_percent", "CPU use by process.", labels=["process"])
+        wmem = GaugeMetricFamily("srs_process_memory", "Resident memory by process, bytes.", labels=["process"])
+        total_cpu = total_mem = 0.0
+        for name, pid in pids:
+            fig = process_figures(pid)
+            total_cpu += fig["cpu_percent"]
+            total_mem += fig["rss"]
+            wcpu.add_metric([name], fig["cpu_percent"])
+            wmem.add_metric([name], fig["rss"])
+        forget_processes({pid for _, pid in pids})
+        cpu.add_metric([], total_cpu)
+        mem.add_metric([], total_mem)
+        yield from (cpu, mem, wcpu, wmem)
+
+    def stream_metrics(self) -> Iterator[Metric]:
+        labels = ["vhost", "app", "stream"]
+        pub = GaugeMetricFamily("srs_stream_publishers", "Publishers of the stream (0 or 1).", labels=labels)
+        players = GaugeMetricFamily("srs_stream_players", "Players of the stream now.", labels=labels)
+        recv = CounterMetricFamily("srs_stream_receive_bytes", "Media bytes received from the publisher.",
+                                   labels=labels)
+        send = CounterMetricFamily("srs_stream_send_bytes", "Bytes sent to the stream's current players.",
+                                   labels=labels)
+        frames = CounterMetricFamily("srs_stream_frames", "Video frames received.", labels=labels)
+        dropped = CounterMetricFamily("srs_stream_dropped", "Packets skipped for slow players.", labels=labels)
+        flabels = labels + ["destination"]
+        f_up = GaugeMetricFamily("srs_forward_up", "1 while the forward destination is connected.", labels=flabels)
+        f_state = GaugeMetricFamily("srs_forward_state", "Forward state (1 for the current one).",
+                                    labels=flabels + ["state"])
+        f_sent = CounterMetricFamily("srs_forward_messages_sent", "Messages sent to the destination.",
+                                     labels=flabels)
+        f_drop = CounterMetricFamily("srs_forward_messages_dropped", "Messages dropped for the destination.",
+                                     labels=flabels)
+        f_bytes = CounterMetricFamily("srs_forward_sent_bytes", "Bytes sent to the destination.", labels=flabels)
+        f_rec = CounterMetricFamily("srs_forward_reconnects", "Reconnections to the destination.",
+                                    labels=flabels)
+        streams = sorted(self.view.streams.values(), key=lambda s: s.key)
+        for s in streams[:MAX_STREAMS]:
+            lv = [s.vhost, s.app, s.name]
+            pub.add_metric(lv, 1 if s.publishing else 0)
+            players.add_metric(lv, s.players)
+            recv.add_metric(lv, s.recv_bytes)
+            send.add_metric(lv, s.send_bytes)
+            frames.add_metric(lv, s.frames)
+            dropped.add_metric(lv, s.dropped)
+            for f in s.forwards:
+                fl = lv + [str(f.get("destination", ""))]
+                state = str(f.get("state", "unknown"))
+                f_up.add_metric(fl, 1 if state in ("connected", "publishing") else 0)
+                f_state.add_metric(fl + [state if state in FORWARD_STATES else "unknown"], 1)
+                f_sent.add_metric(fl, _num(f, "messages_sent"))
+                f_drop.add_metric(fl, _num(f, "messages_dropped"))
+                f_bytes.add_metric(fl, _num(f, "bytes_sent"))
+                f_rec.add_metric(fl, _num(f, "reconnects"))
+        yield from (pub, players, recv, send, frames, dropped, f_up, f_state, f_sent, f_drop, f_bytes, f_rec)
+        yield GaugeMetricFamily("srs_streams_unlisted", "Streams left out of per-stream series.",
+                                value=max(0, len(streams) - MAX_STREAMS))
+
+
+def _num(d: dict[str, Any], key: str) -> float:
+    try:
+        return float(d.get(key) or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def render(snapshot: dict[str, Any], config: ExporterConfig) -> bytes:
+    """The Prometheus text exposition of one snapshot."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(ServerView(snapshot), config))
+    return generate_latest(registry)

@@ -1,0 +1,152 @@
+"""HTTP-FLV playback: mount matching and the player that a LiveSource writes FLV tags to.
+
+Mounts follow SRS's `http_remux { mount [vhost]/[app]/[stream].flv; }`. As in SRS's
+`SrsHttpStreamServer::http_mount`, a leading `[vhost]/` does not appear in the URL path: for
+`__defaultVhost__` it is dropped, and for a named vhost it is the request's Host (or the
+`?vhost=` query, which wins), so `GET /live/s.flv` plays `vhost/live/s` for whichever vhost the
+request names. `[vhost]` elsewhere in the mount is replaced by the vhost's name.
+
+`FlvPlayer` is both the source's Sink and a registered Client (type "flv-play"): the HTTP
+response header and the FLV file header go out first, then the source writes metadata, sequence
+headers, the GOP cache and live tags, the same shared `bytes` every FLV player gets; for an
+HTTP/1.1 response each write is framed as one chunk (the framing is three small extra buffers
+in the same `writelines`, never a copy of the media). A player that arrives before the publisher
+waits (its response is already open); when the publisher leaves and comes back it continues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from functools import lru_cache
+from typing import Any
+
+from srv.app.hub import stream_key
+from srv.app.packet import FLV
+from srv.conf.model import DEFAULT_VHOST, VhostConfig
+from srv.media.flv import FLV_HEADER
+from srv.net.context import WorkerContext
+
+
+@lru_cache(maxsize=256)
+def mount_pattern(mount: str, vhost: str) -> re.Pattern[str]:
+    """The regex of request paths a mount serves for `vhost` (groups: app, stream)."""
+    template = mount[len("[vhost]/"):] if mount.startswith("[vhost]/") else mount
+    if vhost == DEFAULT_VHOST:
+        template = template.replace(f"{DEFAULT_VHOST}/", "")
+    template = "/" + template.lstrip("/").replace("[vhost]", vhost)
+    rx = re.escape(template)
+    rx = rx.replace(re.escape("[app]"), "(?P<app>[^?#]+?)", 1).replace(re.escape("[stream]"), "(?P<stream>[^/]+)", 1)
+    return re.compile(rx)
+
+
+def match_mount(vhost: VhostConfig, path: str) -> tuple[str, str] | None:
+    """(app, stream) when `path` is an HTTP-FLV mount of `vhost`, else None."""
+    remux = vhost.http_remux
+    if not remux.enabled or not remux.mount.endswith(".flv"):
+        return None
+    m = mount_pattern(remux.mount, vhost.name).fullmatch(path)
+    if m is None or "app" not in m.groupdict() or "stream" not in m.groupdict():
+        return None
+    app, stream = m.group("app"), m.group("stream")
+    if not app or not stream or ".." in app.split("/"):
+        return None
+    return app, stream
+
+
+class FlvPlayer:
+    """One HTTP-FLV play: the Sink of its consumer and a Client of the worker."""
+
+    def __init__(self, ctx: WorkerContext, transport: asyncio.Transport, vhost: VhostConfig,
+                 app: str, stream: str, ip: str, host: str, chunked: bool, header_bytes: int) -> None:
+        self.ctx = ctx
+        self.transport = transport
+        self.vhost = vhost
+        self.app = app
+        self.stream = stream
+        self.key = stream_key(vhost.name, app, stream)
+        self.ip = ip
+        self.host = host
+        self.chunked = chunked
+        self.closed = False
+        self.started = time.time()
+        self.sent = header_bytes
+        self.recv_bytes = 0
+        self.cid = ctx.new_cid()
+        self.consumer: Any = None
+        self.close_reason = ""
+
+    def start(self) -> None:
+        self.ctx.register(self)
+        self.write(FLV_HEADER())
+        self.consumer = self.ctx.hub.play(self.key, self.vhost, self, FLV)
+
+    def stop(self) -> None:
+        """The connection is gone: leave the source and the client table."""
+        self.closed = True
+        if self.consumer is not None:
+            self.sent += self.consumer.sent_bytes
+            self.ctx.hub.stop_play(self.consumer)
+            self.consumer = None
+        self.ctx.unregister(self)
+
+    # ---- flow control --------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        if self.consumer is not None:
+            self.consumer.pause()
+
+    def resume(self) -> None:
+        if self.consumer is not None:
+            self.consumer.resume()
+
+    # ---- Sink ----------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.closed or not data:
+            return
+        if self.chunked:
+            self.transport.writelines([b"%x\r\n" % len(data), data, b"\r\n"])
+        else:
+            self.transport.write(data)
+
+    def writelines(self, data: list[bytes]) -> None:
+        if self.closed:
+            return
+        if self.chunked:
+            n = sum(map(len, data))
+            if n:
+                self.transport.writelines([b"%x\r\n" % n, *data, b"\r\n"])
+        else:
+            self.transport.writelines(data)
+
+    def on_unpublish(self) -> None:
+        pass  # keep the response open: the player continues when the publisher is back (SRS)
+
+    def on_publish(self) -> None:
+        pass
+
+    def close_slow(self, reason: str) -> None:
+        self.ctx.counters["clients_errs_total"] += 1
+        self.close(reason)
+
+    # ---- Client --------------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        sent = self.sent + (self.consumer.sent_bytes if self.consumer is not None else 0)
+        return {
+            "id": self.cid, "ip": self.ip, "vhost": self.vhost.name, "stream": self.key,
+            "url": f"/{self.app}/{self.stream}.flv", "tcUrl": f"http://{self.host}/{self.app}",
+            "type": "flv-play", "alive": time.time() - self.started,
+            "recv_bytes": self.recv_bytes, "send_bytes": sent,
+        }
+
+    def kick(self, reason: str) -> None:
+        self.close(reason)
+
+    def close(self, reason: str) -> None:
+        if not self.closed:
+            self.close_reason = reason
+            self.closed = True
+            self.transport.abort()

@@ -1,0 +1,357 @@
+"""The HTTP connection of a worker: h11 for the protocol, routing to the services of its port.
+
+One listener may carry several services (`ListenSpec.services`): "server" (HTTP-FLV and static
+files), "api" (the SRS HTTP API) and "exporter" (`/metrics`). Health checks (`/health`, `/livez`,
+`/ready`) answer on every HTTP listener. Routing, in order: health, `/metrics` (exporter),
+`/api/...` (api), an HTTP-FLV mount, then a static file (server), else 404.
+
+Robustness, per connection only (nothing else is disturbed):
+- h11 parses; a malformed request gets 400 (or h11's hint, e.g. 431 for headers over
+  `MAX_HEADER`) and the connection is closed;
+- the request head (and body) must arrive within `HEADER_TIMEOUT` seconds of the connection or
+  of the previous response, else the connection is closed (slowloris); idle keep-alive
+  connections are closed by the same timer;
+- reading is paused while a request is being answered, so a pipelining client cannot make us
+  buffer without bound; request bodies over `MAX_BODY` get 413.
+Once a request becomes an HTTP-FLV play the connection belongs to its `FlvPlayer`; anything
+the client sends afterwards is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import h11
+
+from srv import SIGNATURE, __version__
+from srv import log as srvlog
+from srv.http import static
+from srv.http.api import Api
+from srv.http.exporter import CONTENT_TYPE as METRICS_TYPE
+from srv.http.exporter import render
+from srv.http.flv import FlvPlayer, match_mount
+from srv.net.context import WorkerContext
+
+log = logging.getLogger("srv.http")
+
+HEADER_TIMEOUT = 10.0
+MAX_HEADER = 16 * 1024
+MAX_BODY = 64 * 1024
+SERVER = f"{SIGNATURE}/{__version__}".encode()
+CORS = [(b"Access-Control-Allow-Origin", b"*"),
+        (b"Access-Control-Allow-Methods", b"GET, POST, HEAD, PUT, DELETE, OPTIONS"),
+        (b"Access-Control-Expose-Headers", b"Server,range,Content-Length,Content-Range"),
+        (b"Access-Control-Allow-Headers", b"origin,range,accept-encoding,referer,Cache-Control,X-Proxy-Authorization,X-Requested-With,Content-Type")]
+HEALTH_PATHS = ("/health", "/healthz", "/livez", "/ready", "/readyz")
+
+
+class HttpConnection(asyncio.Protocol):
+    def __init__(self, ctx: WorkerContext, services: frozenset[str]) -> None:
+        self.ctx = ctx
+        self.services = services
+        self.transport: asyncio.Transport | None = None
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER)
+        self.timer: asyncio.TimerHandle | None = None
+        self.busy = False
+        self.closed = False
+        self.request: h11.Request | None = None
+        self.body = 0
+        self.player: FlvPlayer | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # ---- asyncio callbacks ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.ip = peer[0] if isinstance(peer, tuple) else "unix"
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
+        self._arm_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.player is not None:
+            self.player.recv_bytes += len(data)
+            return
+        try:
+            self.conn.receive_data(data)
+        except h11.RemoteProtocolError as e:
+            self._bad_request(e)
+            return
+        self._next_events()
+
+    def eof_received(self) -> bool | None:
+        if self.player is None and not self.closed:
+            try:
+                self.conn.receive_data(b"")
+            except h11.RemoteProtocolError:
+                pass
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timer()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self.player is not None:
+            p, self.player = self.player, None
+            p.stop()
+            log.log(srvlog.TRACE, "[%s] %s flv-play %s closed (%s), sent %d bytes, %.1fs", p.cid, self.peer, p.key,
+                    p.close_reason or (f"error: {exc}" if exc else "client closed"), p.info()["send_bytes"],
+                    time.time() - p.started)
+
+    def pause_writing(self) -> None:
+        if self.player is not None:
+            self.player.pause()
+
+    def resume_writing(self) -> None:
+        if self.player is not None:
+            self.player.resume()
+
+    # ---- request cycle -------------------------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        self._cancel_timer()
+        self.timer = self.ctx.loop.call_later(HEADER_TIMEOUT, self._timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.closed or self.player is not None or self.busy:
+            return
+        if self.conn.their_state is h11.IDLE and not self.conn.trailing_data[0]:
+            log.log(srvlog.INFO, "%s: idle http connection closed", self.peer)
+        else:
+            self.ctx.reject("http_timeout")
+            log.warning("%s: request not received within %.0fs; closing", self.peer, HEADER_TIMEOUT)
+        self._close()
+
+    def _next_events(self) -> None:
+        while not self.busy and not self.closed and self.player is None:
+            try:
+                event = self.conn.next_event()
+            except h11.RemoteProtocolError as e:
+                self._bad_request(e)
+                return
+            if event is h11.NEED_DATA:
+                return
+            if event is h11.PAUSED:
+                if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+                    self.conn.start_next_cycle()
+                    self._arm_timer()
+                    continue
+                return
+            if isinstance(event, h11.Request):
+                # h11 caps only an *incomplete* head; one that arrived whole is measured here
+                size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+                if size > MAX_HEADER:
+                    self._bad_request(h11.RemoteProtocolError("request head too large", 431))
+                    return
+                self.request = event
+                self.body = 0
+            elif isinstance(event, h11.Data):
+                self.body += len(event.data)
+                if self.body > MAX_BODY:
+                    self._error(413, "request body too large", close=True)
+                    return
+            elif isinstance(event, h11.EndOfMessage):
+                self._cancel_timer()
+                self._dispatch()
+            elif isinstance(event, h11.ConnectionClosed):
+                self._close()
+                return
+
+    def _dispatch(self) -> None:
+        req = self.request
+        assert req is not None and self.transport is not None
+        self.busy = True
+        self.transport.pause_reading()
+        self.task = self.ctx.loop.create_task(self._respond(req))
+
+    async def _respond(self, req: h11.Request) -> None:
+        try:
+            await self.route(req)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: %s %s failed", self.peer, req.method.decode(), req.target.decode(errors="replace"))
+            if self.conn.our_state is h11.SEND_RESPONSE:
+                self._error(500, "internal error", close=True)
+        if self.player is not None or self.closed:
+            return
+        self.busy = False
+        if self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
+            self._close()
+            return
+        if self.transport is not None:
+            self.transport.resume_reading()
+        self._next_events()
+        if not self.busy and self.player is None and not self.closed and self.timer is None:
+            self._arm_timer()
+
+    # ---- responses -----------------------------------------------------------------------------
+
+    def _send(self, event: Any) -> bytes:
+        data = self.conn.send(event)
+        return data or b""
+
+    def respond(self, status: int, body: bytes, ctype: str, extra: list[tuple[bytes, bytes]] | None = None,
+                head: bool = False) -> None:
+        headers = [(b"Server", SERVER), (b"Content-Type", ctype.encode()),
+                   (b"Content-Length", str(len(body)).encode())] + list(extra or [])
+        if self._cors():
+            headers += CORS
+        out = self._send(h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase.encode()))
+        if body and not head:
+            out += self._send(h11.Data(data=body))
+        out += self._send(h11.EndOfMessage())
+        if self.transport is not None and not self.closed:
+            self.transport.write(out)
+
+    def respond_json(self, status: int, obj: dict[str, Any]) -> None:
+        self.respond(status, json.dumps(obj).encode(), "application/json")
+
+    def _cors(self) -> bool:
+        cfg = self.ctx.config
+        return ("api" in self.services and cfg.http_api.crossdomain) or \
+            ("server" in self.services and cfg.http_server.crossdomain)
+
+    def _error(self, status: int, reason: str, close: bool = False) -> None:
+        extra = [(b"Connection", b"close")] if close else []
+        try:
+            self.respond(status, f"{status} {reason}\n".encode(), "text/plain; charset=utf-8", extra)
+        except h11.LocalProtocolError:
+            pass
+        if close:
+            self._close()
+
+    def _bad_request(self, e: h11.RemoteProtocolError) -> None:
+        status = e.error_status_hint or 400
+        self.ctx.reject("http_bad_request")
+        log.warning("%s: bad http request (%s); closing", self.peer, e)
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE) and self.transport is not None:
+            body = f"{status} {e}\n".encode()
+            head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nServer: {SERVER.decode()}\r\nConnection: close\r\n"
+                    f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+            # h11 will not send once the peer broke the protocol: this one response is ours
+            self.transport.write(head + body)
+        self._close()
+
+    def _close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.close()
+
+    # ---- routing -------------------------------------------------------------------------------
+
+    async def route(self, req: h11.Request) -> None:
+        method = req.method.decode("ascii", "replace").upper()
+        target = req.target.decode("latin-1")
+        split = urlsplit(target)
+        path = split.path or "/"
+        query = dict(parse_qsl(split.query))
+        head = method == "HEAD"
+        if method == "OPTIONS" and self._cors():
+            self.respond(200, b"", "text/plain")
+            return
+        if path in HEALTH_PATHS:
+            await self.health(path, head)
+            return
+        if "exporter" in self.services and path == "/metrics":
+            await self.metrics(head)
+            return
+        if "api" in self.services and (path == "/api" or path.startswith("/api/")):
+            status, obj = await Api(self.ctx).handle(method, path, query)
+            self.respond_json(status, obj)
+            return
+        if "server" in self.services:
+            if method not in ("GET", "HEAD"):
+                self._error(405, "method not allowed")
+                return
+            if path.endswith(".flv") and self.play_flv(req, path, query):
+                return
+            self.serve_static(path, head)
+            return
+        self._error(404, "not found")
+
+    async def health(self, path: str, head: bool) -> None:
+        if path in ("/health", "/healthz", "/livez"):
+            self.respond(200, b'{"status":"ok"}', "application/json", head=head)
+            return
+        ready, why = False, "stopping"
+        if not self.ctx.stopping:
+            try:
+                info = (await self.ctx.master.snapshot()).get("master", {})
+                ready = bool(info.get("ready"))
+                why = "ok" if ready else (f"stopping ({info['stopping']})" if info.get("stopping") else "starting")
+            except (TimeoutError, OSError):
+                why = "master not answering"
+        body = json.dumps({"status": "ready" if ready else "not ready", "reason": why}).encode()
+        self.respond(200 if ready else 503, body, "application/json", head=head)
+
+    async def metrics(self, head: bool) -> None:
+        try:
+            snap = await self.ctx.master.snapshot()
+        except (TimeoutError, OSError):
+            self._error(503, "master not answering")
+            return
+        self.respond(200, render(snap, self.ctx.config.exporter), METRICS_TYPE, head=head)
+
+    def serve_static(self, path: str, head: bool) -> None:
+        found = static.resolve(self.ctx.config.http_server.dir, path)
+        if found.status == 403:
+            log.warning("%s: refused static path %r", self.peer, path)
+            self._error(403, "forbidden")
+            return
+        data = static.read(found.path) if found.status == 200 else None
+        if data is None:
+            self._error(404, "not found")
+            return
+        self.respond(200, data, found.content_type, head=head)
+
+    def play_flv(self, req: h11.Request, path: str, query: dict[str, str]) -> bool:
+        """Start an HTTP-FLV play if `path` is a mount; False if it is not one."""
+        host = next((v.decode("latin-1") for k, v in req.headers if k == b"host"), "")
+        name = query.get("vhost") or host.rsplit(":", 1)[0].strip("[]")
+        vhost = self.ctx.config.vhost(name)
+        if vhost is None or not vhost.enabled:
+            return False
+        found = match_mount(vhost, path)
+        if found is None:
+            return False
+        ctx = self.ctx
+        if ctx.stopping or ctx.over_limit():
+            reason = "stopping" if ctx.stopping else "max_connections"
+            ctx.reject(reason)
+            log.warning("%s: flv play %s rejected: %s", self.peer, path, reason)
+            self._error(503, reason, close=True)
+            return True
+        headers = [(b"Server", SERVER), (b"Content-Type", b"video/x-flv"), (b"Cache-Control", b"no-cache"),
+                   (b"Connection", b"close")]
+        if self._cors():
+            headers += CORS
+        head = self._send(h11.Response(status_code=200, headers=headers))
+        chunked = b"transfer-encoding: chunked" in head.lower()
+        assert self.transport is not None
+        self.transport.write(head)
+        app, stream = found
+        self.player = FlvPlayer(ctx, self.transport, vhost, app, stream, self.ip, host or "127.0.0.1",
+                                chunked, len(head))
+        self.transport.resume_reading()  # notice the client leaving; its bytes are ignored
+        self.player.start()
+        log.log(srvlog.TRACE, "[%s] %s flv-play %s start", self.player.cid, self.peer, self.player.key)
+        return True

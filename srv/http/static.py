@@ -1,0 +1,79 @@
+"""Static files from `http_server.dir`, with no way out of that directory.
+
+`resolve` maps a request path to a file under the root or says why not:
+- the path is percent-decoded exactly once; a NUL, a backslash or a `..` segment (also when it
+  was written `%2e%2e`) is refused with 403 before the filesystem is touched;
+- the result is resolved with `realpath` and must still be inside the root's `realpath`, so a
+  symlink that points out of the root is refused too (403);
+- a directory serves its `index.html`; anything that is not a regular file is 404.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+EXTRA_TYPES = {
+    ".flv": "video/x-flv",
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".ts": "video/MP2T",
+    ".mp4": "video/mp4",
+    ".js": "text/javascript",
+    ".json": "application/json",
+    ".wasm": "application/wasm",
+}
+MAX_FILE = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Resolved:
+    status: int  # 200, 403 or 404
+    path: str = ""
+    content_type: str = ""
+
+
+def content_type(path: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    if ext in EXTRA_TYPES:
+        return EXTRA_TYPES[ext]
+    guessed, _ = mimetypes.guess_type(path)
+    ctype = guessed or "application/octet-stream"
+    if ctype.startswith("text/") or ctype in ("application/javascript", "application/xml"):
+        ctype += "; charset=utf-8"
+    return ctype
+
+
+def resolve(root: str, url_path: str) -> Resolved:
+    try:
+        path = unquote(url_path, errors="strict") if "%" in url_path else url_path
+    except UnicodeDecodeError:
+        return Resolved(404)
+    if "\0" in path or "\\" in path:
+        return Resolved(403)
+    segments = [s for s in path.split("/") if s not in ("", ".")]
+    if any(s == ".." for s in segments):
+        return Resolved(403)
+    real_root = os.path.realpath(root)
+    full = os.path.realpath(os.path.join(real_root, *segments))
+    if full != real_root and not full.startswith(real_root + os.sep):
+        return Resolved(403)
+    if os.path.isdir(full):
+        full = os.path.join(full, "index.html")
+        if os.path.realpath(full) != full and not os.path.realpath(full).startswith(real_root + os.sep):
+            return Resolved(403)
+    if not os.path.isfile(full):
+        return Resolved(404)
+    return Resolved(200, full, content_type(full))
+
+
+def read(path: str) -> bytes | None:
+    """The file's bytes (None if it vanished or is too big to serve from memory)."""
+    try:
+        if os.path.getsize(path) > MAX_FILE:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None

@@ -1,0 +1,179 @@
+"""One server-wide view of the master's snapshot, shared by the HTTP API and the exporter.
+
+The master answers `snapshot()` with `{"workers": {slot: WorkerContext.snapshot()}, "master":
+Arbiter.master_info()}`. A stream published on worker 1 and played on worker 2 appears in both
+workers' lists: with `origin=True` where its publisher is, and `origin=False` (fed by a pull)
+elsewhere. `ServerView` folds that into one entry per stream:
+
+- the publisher's figures (bytes in, frames, codecs, forwarders) come from the origin entry;
+- players are the registered play clients (RTMP and HTTP-FLV) of every worker; the internal
+  pulls between workers are not clients, so nobody is counted twice;
+- a stream's bytes out are the sum of what its connected play clients were sent (the hub's own
+  figure would include the copies sent to other workers).
+
+Ids are stable and short: a stream is `"str-" + sha1(key)[:8]`, a vhost `"vid-" + sha1(name)[:7]`,
+a client keeps its server-wide id `"<slot>-<n>"`. Only workers the master lists as alive are
+counted, so a worker that just died leaves nothing stale; its cumulative counters live on in
+`master["retired"]` and are added back by `counter()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from srv.media.metadata import describe_stream
+from srv.rtmp import amf0
+
+PLAY_TYPES = frozenset({"rtmp-play", "flv-play"})
+PUBLISH_TYPES = frozenset({"fmle-publish", "flash-publish", "haivision-publish"})
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def stream_id(key: str) -> str:
+    return "str-" + _digest(key)[:8]
+
+
+def vhost_id(name: str) -> str:
+    return "vid-" + _digest(name)[:7]
+
+
+def decode_metadata(payload: bytes | None) -> dict[str, Any] | None:
+    """The onMetaData object of a type-18 payload (`"onMetaData", {...}`), or None."""
+    if not payload:
+        return None
+    try:
+        values = amf0.decode(payload)
+    except Exception:
+        return None
+    for v in values:
+        if isinstance(v, dict):
+            return dict(v)
+    return None
+
+
+@dataclass
+class StreamView:
+    key: str
+    vhost: str
+    app: str
+    name: str
+    publishing: bool = False
+    publish_cid: str = ""
+    publish_started: float = 0.0
+    frames: int = 0
+    recv_bytes: int = 0
+    send_bytes: int = 0
+    dropped: int = 0
+    players: int = 0
+    publisher_ip: str = ""
+    tc_url: str = ""
+    meta: bytes | None = None
+    video_sh: bytes | None = None
+    audio_sh: bytes | None = None
+    forwards: list[dict[str, Any]] = field(default_factory=list)
+    workers: list[int] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return stream_id(self.key)
+
+    @property
+    def clients(self) -> int:
+        """SRS counts the publisher among a stream's clients."""
+        return self.players + (1 if self.publish_cid else 0)
+
+
+class ServerView:
+    def __init__(self, snap: dict[str, Any]) -> None:
+        self.master: dict[str, Any] = snap.get("master") or {}
+        alive = {int(w["slot"]): int(w["pid"]) for w in self.master.get("workers", [])}
+        workers = {int(k): v for k, v in (snap.get("workers") or {}).items()}
+        # a worker that replied and then died is already in `retired`: drop it
+        self.workers: dict[int, dict[str, Any]] = {
+            slot: w for slot, w in sorted(workers.items())
+            if slot in alive and w.get("pid", alive[slot]) == alive[slot]}
+        self.now = time.time()
+        self.clients: list[dict[str, Any]] = []
+        for slot, w in self.workers.items():
+            for c in w.get("clients", []):
+                self.clients.append(dict(c, worker=slot))
+        self.streams: dict[str, StreamView] = {}
+        self._fold_streams()
+
+    def _fold_streams(self) -> None:
+        for slot, w in self.workers.items():
+            for s in w.get("streams", []):
+                key = s["key"]
+                view = self.streams.get(key)
+                if view is None:
+                    vhost, app, name = (key.split("/", 2) + ["", ""])[:3]
+                    view = self.streams[key] = StreamView(key, vhost, app, name)
+                view.workers.append(slot)
+                if s.get("origin") and s.get("publishing"):
+                    view.publishing = True
+                    view.publish_started = s.get("publish_started", 0.0)
+                    view.frames = s.get("frames", 0)
+                    view.recv_bytes = s.get("bytes_in", 0)
+                    view.dropped += s.get("dropped", 0)
+                    view.forwards = list(s.get("forwards") or [])
+                    view.meta, view.video_sh, view.audio_sh = s.get("meta"), s.get("video_sh"), s.get("audio_sh")
+                elif s.get("publishing") and view.video_sh is None and view.audio_sh is None:
+                    # a pull copy: codecs are the same as the origin's, use them until it answers
+                    view.meta, view.video_sh, view.audio_sh = s.get("meta"), s.get("video_sh"), s.get("audio_sh")
+                    view.dropped += s.get("dropped", 0)
+                else:
+                    view.dropped += s.get("dropped", 0)
+        for c in self.clients:
+            view = self.streams.get(c.get("stream", ""))
+            if view is None:
+                continue
+            if c.get("type") in PLAY_TYPES:
+                view.players += 1
+                view.send_bytes += int(c.get("send_bytes", 0))
+            elif c.get("type") in PUBLISH_TYPES:
+                view.publish_cid = c["id"]
+                view.publisher_ip = c.get("ip", "")
+                view.tc_url = c.get("tcUrl", "")
+        # a stream whose publisher is on a worker that did not answer in time still shows up
+        for key in self.master.get("streams", {}):
+            if key not in self.streams:
+                vhost, app, name = (key.split("/", 2) + ["", ""])[:3]
+                self.streams[key] = StreamView(key, vhost, app, name, publishing=True)
+
+    # ---- lookups -------------------------------------------------------------------------------
+
+    def stream(self, sid: str) -> StreamView | None:
+        return next((s for s in self.streams.values() if s.id == sid or s.key == sid), None)
+
+    def client(self, cid: str) -> dict[str, Any] | None:
+        return next((c for c in self.clients if c.get("id") == cid), None)
+
+    def counter(self, name: str) -> float:
+        """A cumulative counter over the server's life: live workers plus retired ones."""
+        total = float(self.master.get("retired", {}).get(name, 0))
+        for w in self.workers.values():
+            total += float(w.get("counters", {}).get(name, 0))
+        return total
+
+    def counters_with_prefix(self, prefix: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        sources = [self.master.get("retired", {})] + [w.get("counters", {}) for w in self.workers.values()]
+        for counters in sources:
+            for k, v in counters.items():
+                if k.startswith(prefix):
+                    out[k[len(prefix):]] = out.get(k[len(prefix):], 0.0) + float(v)
+        return out
+
+    def codecs(self, s: StreamView) -> dict[str, dict[str, object] | None]:
+        return describe_stream(s.video_sh, s.audio_sh, decode_metadata(s.meta))
+
+
+def kbps(nbytes: float, seconds: float) -> int:
+    """Average rate since the start: the figure SRS calls `recv_30s`/`send_30s`."""
+    return int(nbytes * 8 / 1000 / seconds) if seconds > 0.5 else 0

@@ -1,0 +1,88 @@
+"""The master supervises its workers: titles, count, respawn after a crash or a hang, TTIN/TTOU.
+
+Every test runs the real `./objs/srs` and drives it with real signals; processes are found by
+their titles through psutil.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+from conftest import codecs, ffprobe, wait_for, worker_procs
+
+
+def _publish_and_probe(srv, clients, stream: str) -> None:  # type: ignore[no-untyped-def]
+    pub = clients.publish(f"{srv.url}/live/{stream}")
+    probe = ffprobe(f"{srv.url}/live/{stream}")
+    assert set(codecs(probe)) == {"video", "audio"}
+    assert pub.poll() is None
+
+
+def test_master_forks_the_configured_workers_with_their_titles(srs_server) -> None:  # type: ignore[no-untyped-def]
+    srv = srs_server(workers=3)
+    master = psutil.Process(srv.master_pid)
+    assert master.cmdline()[0] == f"srs: master process -c {srv.conf}"
+    workers = wait_for(lambda: len(worker_procs(srv.master_pid)) == 3 and worker_procs(srv.master_pid),
+                       what="3 workers")
+    assert sorted(workers) == [1, 2, 3]
+    for slot, proc in workers.items():
+        assert proc.cmdline()[0] == f"srs: worker process {slot}"
+        assert proc.ppid() == srv.master_pid
+    assert int(srv.pid_file.read_text()) == srv.master_pid
+
+
+def test_killed_worker_is_respawned_in_its_slot_and_the_server_still_serves(srs_server, clients) -> None:  # type: ignore[no-untyped-def]
+    srv = srs_server(workers=2)
+    before = worker_procs(srv.master_pid)
+    victim = before[1].pid
+    os.kill(victim, signal.SIGKILL)
+    after = wait_for(lambda: (w := worker_procs(srv.master_pid)).get(1) and w[1].pid != victim and w,
+                     what="worker 1 respawned")
+    assert sorted(after) == [1, 2]
+    assert after[2].pid == before[2].pid  # the other slot is untouched
+    srv.wait_log(f"worker 1 (pid {victim}) killed by SIGKILL; respawning")
+    # the respawned worker reports ready; every RTMP connection is served (both slots)
+    srv.wait_log("worker 1 ready", count=2)
+    for i in range(3):
+        _publish_and_probe(srv, clients, f"after-kill-{i}")
+
+
+def test_worker_that_stops_heartbeating_is_killed_and_replaced(srs_server, clients) -> None:  # type: ignore[no-untyped-def]
+    srv = srs_server(workers=2)
+    hung = worker_procs(srv.master_pid)[2]
+    started = time.monotonic()
+    hung.send_signal(signal.SIGSTOP)
+    try:
+        srv.wait_log(f"worker 2 (pid {hung.pid}) no heartbeat for", timeout=20)
+        replaced = wait_for(lambda: (w := worker_procs(srv.master_pid)).get(2) and w[2].pid != hung.pid and w[2],
+                            timeout=5, what="worker 2 replaced")
+    finally:
+        if hung.is_running():
+            hung.send_signal(signal.SIGCONT)
+    assert 9 < time.monotonic() - started < 20
+    assert not psutil.pid_exists(hung.pid) or hung.status() == psutil.STATUS_ZOMBIE
+    assert replaced.cmdline()[0] == "srs: worker process 2"
+    assert "killed by SIGKILL (no heartbeat for" in srv.log_text()
+    srv.wait_log("worker 2 ready", count=2)
+    _publish_and_probe(srv, clients, "after-hang")
+
+
+def test_ttin_adds_a_worker_and_ttou_retires_the_last_one(srs_server, clients) -> None:  # type: ignore[no-untyped-def]
+    srv = srs_server(workers=2)
+    srv.send_signal(signal.SIGTTIN)
+    workers = wait_for(lambda: len(w := worker_procs(srv.master_pid)) == 3 and w, what="3 workers")
+    assert sorted(workers) == [1, 2, 3]
+    srv.wait_log("worker 3 ready")
+    srv.send_signal(signal.SIGTTOU)
+    srv.send_signal(signal.SIGTTOU)
+    workers = wait_for(lambda: len(w := worker_procs(srv.master_pid)) == 1 and w, what="1 worker")
+    assert sorted(workers) == [1]
+    # the last worker is never retired
+    srv.send_signal(signal.SIGTTOU)
+    srv.wait_log("SIGTTOU: workers 1", count=2)
+    assert sorted(worker_procs(srv.master_pid)) == [1]
+    _publish_and_probe(srv, clients, "one-worker")
+    assert "[Error]" not in srv.log_text()
