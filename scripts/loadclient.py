@@ -58,6 +58,8 @@ from srv.rtmp.messages import Message, MessageType, ack_message  # noqa: E402
 _READ_SIZE = 256 * 1024
 _SHARED = memoryview(bytearray(_READ_SIZE))
 _CSID_PROTOCOL = 2
+#: SO_RCVLOWAT of counting sockets (0: wake up on every segment).
+COUNTING_RCVLOWAT = 32 * 1024
 
 
 def latency_key(payload: bytes) -> tuple[int, bytes]:
@@ -97,6 +99,7 @@ class Player(asyncio.BufferedProtocol):
         self.closed = False
         self.started_at = 0.0
         self.ready = asyncio.get_running_loop().create_future()
+        self.lowat = COUNTING_RCVLOWAT
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -109,6 +112,11 @@ class Player(asyncio.BufferedProtocol):
 
     def _start_counting(self) -> None:
         self.counting = True
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        if sock is not None and self.lowat:
+            # wake up once per `lowat` bytes, not once per server send: nginx-rtmp sends each
+            # message at once, and ~70 wake-ups/s/player would make this client the bottleneck
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self.lowat)
         self.started_at = time.monotonic()
         if not self.ready.done():
             self.ready.set_result(True)
@@ -138,6 +146,8 @@ class RtmpPlayer(Player):
         super().__init__()
         self.url = url
         self.parse = parse
+        if parse:
+            self.lowat = 0
         self.publisher = publisher
         self.session = ClientSession(url.app, url.tc_url)
         self.window = 0

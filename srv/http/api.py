@@ -15,7 +15,7 @@ import os
 import time
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 from srv import __version__
 from srv.http.stats import PUBLISH_TYPES, ServerView, StreamView, kbps, stream_id, vhost_id

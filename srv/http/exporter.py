@@ -56,7 +56,7 @@ class SnapshotCollector(Collector):
         yield CounterMetricFamily("srs_clients_errs", "Clients closed because of an error.",
                                   value=v.counter("clients_errs_total"))
         by_type = GaugeMetricFamily("srs_clients_by_type", "Clients connected now, by type.", labels=["type"])
-        types: dict[str, int] = {}
+        types: dict[str, float] = {}
         for c in v.clients:
             t = str(c.get("type", ""))
             types[t] = types.get(t, 0) + 1

@@ -11,6 +11,7 @@ workers' figures for the HTTP API and the exporter, whichever worker serves them
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -368,6 +369,10 @@ class Arbiter:
             self.notifier.ready(f"reload failed: {str(e).splitlines()[0]}; running on the old config")
             return False
         diff = reload_diff(self.config, new)
+        # what needs a restart (pid, daemon, the log sink) keeps its old value, as the warning says
+        kept = {p: getattr(self.config, p) for p in diff.needs_restart if "." not in p}
+        if kept:
+            new = dataclasses.replace(new, **kept)
         for w in new.warnings:
             log.warning("%s", w)
         old_specs = list(self.listeners.specs)

@@ -28,6 +28,10 @@ from srv.rtmp.session import ServerSession
 
 log = logging.getLogger("srv.rtmp")
 
+# Largest message a client may announce (nginx-rtmp's max_message is 1 MB; a 4K keyframe can
+# pass 3 MB). A bigger length header is an attack or garbage: close before buffering it.
+MAX_MESSAGE_SIZE = 8 * 1024 * 1024
+
 
 class RtmpConnection(asyncio.Protocol):
     def __init__(self, ctx: WorkerContext, internal: bool = False) -> None:
@@ -73,7 +77,8 @@ class RtmpConnection(asyncio.Protocol):
                 transport.abort()
                 return
             ctx.register(self)
-        self.session = ServerSession(out_chunk_size=ctx.config.chunk_size)
+        self.session = ServerSession(out_chunk_size=ctx.config.chunk_size,
+                                     max_message_size=MAX_MESSAGE_SIZE)
         self.log.log(srvlog.INFO, "accepted")
 
     def data_received(self, data: bytes) -> None:
