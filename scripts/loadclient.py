@@ -153,6 +153,7 @@ class RtmpPlayer(Player):
         self.window = 0
         self.acked = 0
         self.latencies: list[float] = []
+        self.media_bytes = 0  # parse=True: audio/video payload bytes after Play.Start
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -176,8 +177,12 @@ class RtmpPlayer(Player):
         except Exception as e:  # a protocol error is a failed player, not a crashed bench
             self._fail(f"protocol error: {e}")
             return
+        media_before = self.media_bytes
         for e in events:
             self._event(e)
+        if not self.parse:
+            # the read that carried Play.Start may carry media too (GOP cache): count its payload
+            self.bytes += self.media_bytes - media_before
         out = self.session.data_to_send()
         if out and not self.closed:
             self.transport.write(out)  # type: ignore[union-attr]
@@ -200,8 +205,12 @@ class RtmpPlayer(Player):
                 self._fail(f"{e.code}: {e.description}")
         elif isinstance(e, ev.ConnectFailed):
             self._fail(f"connect failed: {e}")
-        elif isinstance(e, ev.MediaMessage) and self.publisher is not None and self.counting:
+        elif isinstance(e, ev.MediaMessage) and self.counting:
             msg = e.message
+            if msg.type_id in (MessageType.AUDIO, MessageType.VIDEO):
+                self.media_bytes += len(msg.payload)
+            if self.publisher is None:
+                return
             if msg.type_id == MessageType.VIDEO:
                 sent = self.publisher.sent.get(latency_key(msg.payload))
                 if sent is not None and sent >= self.started_at:

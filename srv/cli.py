@@ -49,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.test:
             print(f"srs: configuration file {args.conf} test failed", file=sys.stderr)
         elif args.signal:
-            print(f"srs: {args.signal} not sent: configuration file {args.conf} has errors; "
-                  "the running server keeps its config", file=sys.stderr)
+            keeps = "; the running server keeps its config" if args.signal == "reload" else ""
+            print(f"srs: {args.signal} not sent: configuration file {args.conf} has errors{keeps}",
+                  file=sys.stderr)
         return 1
     if args.test:
         for w in config.warnings:

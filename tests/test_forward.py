@@ -11,7 +11,7 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import Clients, Server, codecs, ffprobe, video_frames, wait_for
+from conftest import Clients, codecs, ffprobe, video_frames, wait_for
 
 STREAM = "live/livestream"
 

@@ -100,3 +100,33 @@ def test_reload_command_with_a_bad_config_prints_the_error_and_exits_1(srs_serve
                          text=True, timeout=20)
     assert out.returncode == 0, out.stderr
     srv.wait_log("reload ok")
+
+
+def test_hup_moves_rtmp_to_a_new_port_without_restarting_workers(srs_server, clients) -> None:  # type: ignore[no-untyped-def]
+    from conftest import free_port
+
+    srv = srs_server(workers=2)
+    old_port, new_port = srv.port, free_port()
+    workers = {s: p.pid for s, p in worker_procs(srv.master_pid).items()}
+    srv.header = srv.header.replace(f"listen 127.0.0.1:{old_port};", f"listen 127.0.0.1:{new_port};")
+    srv.write_conf("vhost __defaultVhost__ { }\n")
+    srv.send_signal(signal.SIGHUP)
+    srv.wait_log("reload ok: listen changed")
+    srv.wait_log(f"worker 1 now listens on rtmp://127.0.0.1:{new_port}")
+    srv.wait_log(f"worker 2 now listens on rtmp://127.0.0.1:{new_port}")
+    url = f"rtmp://127.0.0.1:{new_port}/live/moved"
+    for i in range(3):
+        clients.publish(f"{url}{i}")
+        assert "video" in codecs(ffprobe(f"{url}{i}"))
+    wait_for(lambda: _refused(old_port), what="old port closed")
+    assert {s: p.pid for s, p in worker_procs(srv.master_pid).items()} == workers
+
+
+def _refused(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except ConnectionRefusedError:
+        return True

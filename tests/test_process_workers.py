@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 
 import psutil
@@ -76,13 +77,70 @@ def test_ttin_adds_a_worker_and_ttou_retires_the_last_one(srs_server, clients) -
     workers = wait_for(lambda: len(w := worker_procs(srv.master_pid)) == 3 and w, what="3 workers")
     assert sorted(workers) == [1, 2, 3]
     srv.wait_log("worker 3 ready")
+    # signals of one kind sent back to back may merge into one (POSIX): one at a time
     srv.send_signal(signal.SIGTTOU)
+    srv.wait_log("SIGTTOU: workers 2")
     srv.send_signal(signal.SIGTTOU)
     workers = wait_for(lambda: len(w := worker_procs(srv.master_pid)) == 1 and w, what="1 worker")
     assert sorted(workers) == [1]
     # the last worker is never retired
+    srv.wait_log("SIGTTOU: workers 1")
     srv.send_signal(signal.SIGTTOU)
     srv.wait_log("SIGTTOU: workers 1", count=2)
     assert sorted(worker_procs(srv.master_pid)) == [1]
     _publish_and_probe(srv, clients, "one-worker")
     assert "[Error]" not in srv.log_text()
+
+
+def _hold_pull_address(master_pid: int, slot: int) -> socket.socket:
+    """Take the abstract unix name the worker of `slot` serves pulls on: its next boot fails."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(f"\0srv-{master_pid}-{slot}")
+    s.listen(1)
+    return s
+
+
+def test_worker_that_fails_to_boot_is_not_respawned_and_the_rest_serve(srs_server, clients) -> None:  # type: ignore[no-untyped-def]
+    srv = srs_server(workers=2)
+    before = worker_procs(srv.master_pid)
+    # the pull address is taken once the old worker 2 is gone: kill it, then hold its name
+    before[2].kill()
+    before[2].wait(5)
+    with _hold_pull_address(srv.master_pid, 2):
+        srv.wait_log("worker 2 (pid", count=1)
+        srv.wait_log("failed to boot; not respawning it", timeout=15)
+    time.sleep(0.5)
+    workers = worker_procs(srv.master_pid)
+    assert sorted(workers) == [1] and workers[1].pid == before[1].pid
+    assert srv.proc is not None and srv.proc.poll() is None
+    for i in range(3):  # every connection is served: none lands on the dead slot's socket
+        _publish_and_probe(srv, clients, f"one-left-{i}")
+    # a reload gives the failed slot another chance
+    srv.send_signal(signal.SIGHUP)
+    srv.wait_log("worker 2 ready", count=2)
+    assert sorted(worker_procs(srv.master_pid)) == [1, 2]
+    _publish_and_probe(srv, clients, "two-again")
+
+
+def test_master_exits_1_when_every_worker_fails_to_boot(srs_server) -> None:  # type: ignore[no-untyped-def]
+    srv = srs_server(workers=1)
+    w = worker_procs(srv.master_pid)[1]
+    w.kill()
+    w.wait(5)
+    with _hold_pull_address(srv.master_pid, 1):
+        assert srv.proc is not None and srv.proc.wait(15) == 1
+    assert "every worker failed to boot; master exits" in srv.log_text()
+    assert not srv.pid_file.exists()
+
+
+def test_workers_exit_when_the_master_is_killed_and_a_new_start_takes_over(srs_server, clients) -> None:  # type: ignore[no-untyped-def]
+    srv = srs_server(workers=2)
+    workers = list(worker_procs(srv.master_pid).values())
+    srv.send_signal(signal.SIGKILL)
+    assert srv.proc is not None and srv.proc.wait(5) == -signal.SIGKILL
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive
+    assert srv.pid_file.exists()  # stale: nobody holds its lock any more
+    srv.start(wait=False).wait_ready(count=2)  # same pid file, same ports
+    assert int(srv.pid_file.read_text()) == srv.master_pid
+    _publish_and_probe(srv, clients, "restarted")

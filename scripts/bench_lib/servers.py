@@ -76,9 +76,9 @@ class Server:
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=TOP)
         try:
             wait_port(self.port)
-        except RuntimeError:
+        except RuntimeError as e:
             self.stop()
-            raise RuntimeError(f"{self.name} did not start; see {self.workdir}/stdout.log")
+            raise RuntimeError(f"{self.name} did not start; see {self.workdir}/stdout.log") from e
 
     def processes(self) -> list[psutil.Process]:
         if self.proc is None:

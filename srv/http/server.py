@@ -282,7 +282,7 @@ class HttpConnection(asyncio.Protocol):
             if method not in ("GET", "HEAD"):
                 self._error(405, "method not allowed")
                 return
-            if path.endswith(".flv") and self.play_flv(req, path, query):
+            if path.endswith(".flv") and not head and self.play_flv(req, path, query):
                 return
             self.serve_static(path, head)
             return

@@ -280,6 +280,9 @@ class Arbiter:
                 continue
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == WORKER_BOOT_ERROR:
                 st.boot_failed = True
+                # nobody will accept on this slot's sockets: take them out of the SO_REUSEPORT
+                # group, or the kernel keeps queueing connections there that are never served
+                self.listeners.drop_slot(w.slot)
                 log.error("worker %d (pid %d) failed to boot; not respawning it", w.slot, pid)
                 continue
             # back off when a slot keeps dying young
@@ -395,6 +398,8 @@ class Arbiter:
             else:
                 self.send(w, msg)
         self.reloads_ok += 1
+        for st in self.slots.values():  # the operator may have fixed what made a worker fail
+            st.boot_failed = False
         for w in diff.warnings:
             log.warning("reload: %s", w)
         log.log(srvlog.TRACE, "reload ok: %s", describe_diff(diff))
