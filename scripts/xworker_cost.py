@@ -107,7 +107,7 @@ def main() -> int:
                 session = ClientSession("live", f"rtmp://127.0.0.1:{port}/live")
                 session.start()
                 writer.write(session.data_to_send())
-                started = False
+                started = playing = False
                 t0 = c0 = 0.0
                 while True:
                     data = await reader.read(65536)
@@ -116,16 +116,19 @@ def main() -> int:
                             session.create_stream()
                         elif isinstance(e, ev.StreamCreated):
                             session.play("s")
+                        elif isinstance(e, ev.StatusEvent) and e.code == "NetStream.Play.Start":
+                            playing = True
                     writer.write(session.data_to_send())
-                    if not started:
-                        await asyncio.sleep(0.5)
+                    if playing and not started:
+                        await asyncio.sleep(0.2)
                         if worker_of(log.read_text(), local) != other:
                             writer.close()
                             break
                         started = True
+                        await asyncio.sleep(2)  # let the pull settle
                         t0, ct = time.monotonic(), proc.cpu_times()
                         c0 = ct.user + ct.system
-                    elif time.monotonic() - t0 > args.seconds:
+                    elif started and time.monotonic() - t0 > args.seconds:
                         ct = proc.cpu_times()
                         writer.close()
                         return (ct.user + ct.system - c0) / (time.monotonic() - t0)

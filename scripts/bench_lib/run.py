@@ -430,6 +430,51 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
                 print(f"  srv {key}: {val}")
 
 
+def markdown(runs: list[dict[str, Any]]) -> str:
+    """The tables of docs/performance.md, from a results file (`scripts/bench --report F`)."""
+    out: list[str] = []
+    for i, res in enumerate(runs, 1):
+        out += [f"\n**Run {i}**\n",
+                "| server | capacity (players) | Gb/s at capacity | CPU-s/GB @200 | CPU-s/GB @1000 "
+                "| RSS KiB/player | latency p50 / p95 ms (N=latency point) | load client CPU max |",
+                "|---|---|---|---|---|---|---|---|"]
+        for name, r in res.items():
+            cap = r.get("capacity", {})
+            steps = {s["n"]: s for s in cap.get("steps", [])}
+            at = steps.get(cap.get("capacity"), {})
+            lat = r.get("latency", {})
+            kib = next((steps[n]["rss_per_player_kib"] for n in (1000, 500, 200) if n in steps), "-")
+            ccpu = max((s["client_cpu"] for s in cap.get("steps", [])), default="-")
+            out.append(
+                f"| {name} | {fmt(cap.get('capacity'))} | {fmt(at.get('gbps'))} "
+                f"| {fmt(steps.get(200, {}).get('cpu_s_per_gb'))} "
+                f"| {fmt(steps.get(1000, {}).get('cpu_s_per_gb'))} | {kib} "
+                f"| {fmt(lat.get('latency_ms_p50'))} / {fmt(lat.get('latency_ms_p95'))} "
+                f"| {ccpu} |")
+        out += ["", "| server | N | delivery (mean / min) | Gb/s | server CPU | CPU-s/GB | RSS MiB "
+                "| client CPU |", "|---|---|---|---|---|---|---|---|"]
+        for name, r in res.items():
+            for st in r.get("capacity", {}).get("steps", []):
+                out.append(f"| {name} | {st['n']} | {st['delivery']:.3f} / "
+                           f"{st.get('delivery_min', 0):.3f} | {st['gbps']} | {st['server_cpu']} "
+                           f"| {fmt(st['cpu_s_per_gb'])} | {st['rss_mib']} | {st['client_cpu']} |")
+        srv = res.get("srv", {})
+        rows = []
+        for key in ("mw", "workers", "forward", "httpflv"):
+            val = srv.get(key)
+            if isinstance(val, dict):
+                for k, m in val.items():
+                    rows.append(f"| {key} = {k} | {m['n']} | {m['delivery']:.3f} | "
+                                f"{m['server_cpu']} | {fmt(m.get('cpu_s_per_gb'))} | "
+                                f"{fmt(m.get('latency_ms_p50'))} / {fmt(m.get('latency_ms_p95'))} |")
+            elif val:
+                rows.append(f"| {key} | - | {val} | | | |")
+        if rows:
+            out += ["", "| srv variant | N | delivery | server CPU | CPU-s/GB | latency p50 / p95 ms |",
+                    "|---|---|---|---|---|---|", *rows]
+    return "\n".join(out)
+
+
 async def main_async(opts: argparse.Namespace) -> None:
     import signal
 
@@ -445,7 +490,7 @@ async def main_async(opts: argparse.Namespace) -> None:
         runs.append(await run_once(opts, src))
     out = sv.BENCH_DIR / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({
-        "argv": sys.argv[1:], "source_mbps": src * 8 / 1e6, "window_s": opts.window,
+        "argv": sys.argv[1:], "rcvlowat": lc.COUNTING_RCVLOWAT, "source_mbps": src * 8 / 1e6, "window_s": opts.window,
         "load": os.getloadavg(), "runs": runs}, indent=1))
     print_tables(runs)
     print(f"\nresults: {out}")
@@ -463,7 +508,14 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=5)
     ap.add_argument("--point-n", type=int, default=0, help="N for latency/mw/workers/...")
     ap.add_argument("--quick", action="store_true", help="smoke run, under ~3 minutes")
+    ap.add_argument("--rcvlowat", type=int, default=lc.COUNTING_RCVLOWAT,
+                    help="SO_RCVLOWAT of counting players (0: read every segment, like a "
+                         "real player; costs the load client far more CPU)")
+    ap.add_argument("--report", metavar="RESULTS_JSON", help="print markdown tables and exit")
     opts = ap.parse_args()
+    if opts.report:
+        print(markdown(json.loads(Path(opts.report).read_text())["runs"]))
+        return
     opts.servers = ["srv", "nginx", "nms"] if opts.server == "all" else opts.server.split(",")
     default_sc = "capacity,latency" if opts.quick else "capacity,latency,mw,workers,forward,httpflv"
     opts.scenarios = (opts.scenario or default_sc).split(",")
@@ -473,6 +525,7 @@ def main() -> None:
     opts.point_n = opts.point_n or (50 if opts.quick else 1000)
     if opts.quick:
         opts.warmup = min(opts.warmup, 3)
+    lc.COUNTING_RCVLOWAT = opts.rcvlowat
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -71,7 +71,7 @@ class Consumer:
 class ConsumerGroup:
     """Consumers that share one encoding and one flush schedule."""
 
-    __slots__ = ("encoding", "immediate", "consumers", "flushed", "handle")
+    __slots__ = ("encoding", "immediate", "consumers", "flushed", "handle", "starving")
 
     def __init__(self, encoding: int, immediate: bool, flushed: int) -> None:
         self.encoding = encoding
@@ -79,6 +79,8 @@ class ConsumerGroup:
         self.consumers: list[Consumer] = []
         self.flushed = flushed
         self.handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        # a player joined with nothing to play yet: its first packets must not wait for a merge
+        self.starving = False
 
 
 class LiveSource:
@@ -184,7 +186,7 @@ class LiveSource:
             f.feed(pkt)
         for g in self.groups.values():
             if g.handle is None and g.consumers:
-                if g.immediate or not self.mw_latency:
+                if g.immediate or g.starving or not self.mw_latency:
                     g.handle = self.loop.call_soon(self._flush_group, g)
                 else:
                     g.handle = self.loop.call_later(self.mw_latency, self._flush_group, g)
@@ -212,6 +214,11 @@ class LiveSource:
         start = self.gop_start if self.gop_start is not None else g.flushed
         c.pos = min(start, g.flushed)
         self._send_headers(c)
+        if c.pos == g.flushed:
+            g.starving = True
+            if g.handle is not None and self.end > g.flushed:
+                g.handle.cancel()  # packets are waiting for a merge: send them now
+                g.handle = self.loop.call_soon(self._flush_group, g)
         self.catch_up(c, upto=g.flushed)
         return c
 
@@ -267,6 +274,7 @@ class LiveSource:
 
     def _flush_group(self, g: ConsumerGroup) -> None:
         g.handle = None
+        g.starving = False
         start, end = g.flushed, self.end
         if start < end and g.consumers:
             enc = g.encoding
