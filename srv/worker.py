@@ -243,7 +243,7 @@ class Worker:
         log.log(srvlog.INFO, "worker %d applied the new config", self.slot)
 
     async def _swap_listeners(self, specs: list[ListenSpec], fds: list[int]) -> None:
-        new = dict(zip(specs, fds))
+        new = dict(zip(specs, fds, strict=True))
         for spec, server in list(self.servers.items()):
             if spec not in new:
                 server.close()
@@ -305,6 +305,7 @@ def run_worker(slot: int, config: ServerConfig, listeners: dict[ListenSpec, sock
     """Entry point in the forked child; returns the exit code."""
     setproctitle(f"srs: worker process {slot}")
     srvlog.set_role(f"w{slot}")
+    loop: asyncio.AbstractEventLoop
     try:
         import uvloop
         loop = uvloop.new_event_loop()

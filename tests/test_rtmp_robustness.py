@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import Clients, ffprobe, codecs
+from conftest import Clients, codecs, ffprobe
 from rtmp_tools import RtmpTestClient, run
 from test_media_ffmpeg import hevc_access_units, hevc_type, hvcc
 from test_rtmp_live import decode_errors, duration, publishing, record
@@ -48,7 +48,7 @@ def closed_by_server(s: socket.socket, timeout: float = 10) -> bool:
         return True
     except (ConnectionResetError, BrokenPipeError):
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
     finally:
         s.close()

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from srv import log as srvlog
 from srv.app.source import LiveSource, Sink
@@ -168,11 +169,11 @@ class StreamHub:
             if src is not None and src.publisher is pull:
                 src.on_unpublish()
 
-    def pull_ended(self, pull: Any) -> None:
+    def pull_ended(self, pull: Any) -> None:  # a srv.net.pull.Pull
         """A pull's connection ended by itself; try again if the stream is still elsewhere."""
-        if self.pulls.get(pull.source.key) is pull:
-            del self.pulls[pull.source.key]
-            src = pull.source
+        src = pull.source
+        if self.pulls.get(src.key) is pull:
+            del self.pulls[src.key]
             if src.publisher is pull:
                 src.on_unpublish()
             self.loop.call_later(0.2, self._ensure_pull, src.key)

@@ -376,8 +376,8 @@ class Arbiter:
         kept = {p: getattr(self.config, p) for p in diff.needs_restart if "." not in p}
         if kept:
             new = dataclasses.replace(new, **kept)
-        for w in new.warnings:
-            log.warning("%s", w)
+        for warning in new.warnings:
+            log.warning("%s", warning)
         old_specs = list(self.listeners.specs)
         old_workers = self.config.workers
         srvlog.setup(new.srs_log_tank, new.srs_log_level, new.srs_log_file)
@@ -400,8 +400,8 @@ class Arbiter:
         self.reloads_ok += 1
         for st in self.slots.values():  # the operator may have fixed what made a worker fail
             st.boot_failed = False
-        for w in diff.warnings:
-            log.warning("reload: %s", w)
+        for warning in diff.warnings:
+            log.warning("reload: %s", warning)
         log.log(srvlog.TRACE, "reload ok: %s", describe_diff(diff))
         self.notifier.ready(self._status())
         return True

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-import sdnotify
+import sdnotify  # type: ignore[import-untyped]
 
 
 class Notifier:

@@ -8,7 +8,7 @@ event through `on_event` and `on_lost(reason)` once when the connection ends for
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 from srv.rtmp.client import ClientSession
 from srv.rtmp.errors import ProtocolError
@@ -36,13 +36,13 @@ class RtmpClientProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             events = self.session.receive_data(data)
-        except ProtocolError as e:
-            self.close(f"protocol error from server: {e}")
+        except ProtocolError as err:
+            self.close(f"protocol error from server: {err}")
             return
-        for e in events:
+        for event in events:
             if self.closed:
                 return
-            self.on_event(e)
+            self.on_event(event)
         self.flush()
 
     def flush(self) -> None:

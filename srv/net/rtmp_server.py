@@ -60,7 +60,7 @@ class RtmpConnection(asyncio.Protocol):
 
     # ---- asyncio callbacks -------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: Any) -> None:  # asyncio or uvloop transport
         self.transport = transport  # type: ignore[assignment]
         ctx = self.ctx
         self.cid = ctx.new_cid()
