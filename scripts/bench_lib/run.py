@@ -217,7 +217,8 @@ async def capacity(server: sv.Server, opts: argparse.Namespace, src: float) -> d
 
 
 async def point(server: sv.Server, opts: argparse.Namespace, src: float, n: int,
-                proto: str = "rtmp", probes: int = 3) -> dict[str, Any]:
+                proto: str = "rtmp", probes: int = 3,
+                check_urls: tuple[str, ...] = ()) -> dict[str, Any]:
     """N counting players on "s" + latency probes on a stream this process publishes."""
     async with Session(server, opts, src) as sess:
         lat: list[lc.RtmpPlayer] = []
@@ -246,6 +247,19 @@ async def point(server: sv.Server, opts: argparse.Namespace, src: float, n: int,
             m["latency_ms_p50"] = round(samples[len(samples) // 2] * 1000, 1)
             m["latency_ms_p95"] = round(samples[int(len(samples) * 0.95)] * 1000, 1)
             m["latency_samples"] = len(samples)
+        if check_urls:
+            # e.g. the forward destinations: does the stream really arrive there?
+            got = []
+            for url in check_urls:
+                c = lc.LoadClient(url)
+                ok = await c.add(1, timeout=5)
+                if ok:
+                    w = await c.window(2)
+                    got.append(round(w["bytes"] * 8 / w["seconds"] / 1e6, 2))
+                else:
+                    got.append(0.0)
+                c.close()
+            m["check_mbps"] = got
         log(f"  {server.name} point N={n} {proto}: {m}")
         return m
 
@@ -378,7 +392,8 @@ async def forward(opts: argparse.Namespace, src: float) -> dict[str, Any]:
         try:
             log(f"srv: forward to {k} destinations")
             s = sv.SrvServer(core=SERVER_CORE, forward_to=[f"127.0.0.1:{x.port}" for x in sinks])
-            out[str(k)] = await point(s, opts, src, opts.point_n, probes=0)
+            out[str(k)] = await point(s, opts, src, opts.point_n, probes=0,
+                                      check_urls=tuple(x.rtmp_url() for x in sinks))
         finally:
             for s in sinks:
                 s.stop()
