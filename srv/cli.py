@@ -84,6 +84,7 @@ def run(config: ServerConfig, conf_arg: str) -> int:
     from srv.master.pidfile import PidFileLocked
 
     srvlog.setup(config.srs_log_tank, config.srs_log_level, config.srs_log_file, role="master")
+    raise_fd_limit()
     arbiter = Arbiter(config, f"-c {conf_arg}", dict(os.environ))
     try:
         arbiter.prepare()
@@ -108,3 +109,18 @@ def daemonize() -> None:
         os.dup2(fd, std)
     if fd > 2:
         os.close(fd)
+
+
+def raise_fd_limit() -> None:
+    """Every player is a socket: take all the descriptors the hard limit allows (workers inherit
+    it), as operators would otherwise have to with `ulimit -n` or systemd's LimitNOFILE."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
