@@ -133,8 +133,12 @@ class FlvPlayer:
 
     # ---- Client --------------------------------------------------------------------------------
 
+    def byte_counts(self) -> tuple[int, int]:
+        """(sent, received), cheaply: read every second for the server-wide counters."""
+        return self.sent + (self.consumer.sent_bytes if self.consumer is not None else 0), self.recv_bytes
+
     def info(self) -> dict[str, Any]:
-        sent = self.sent + (self.consumer.sent_bytes if self.consumer is not None else 0)
+        sent = self.byte_counts()[0]
         return {
             "id": self.cid, "ip": self.ip, "vhost": self.vhost.name, "stream": self.key,
             "url": f"/{self.app}/{self.stream}.flv", "tcUrl": f"http://{self.host}/{self.app}",

@@ -21,6 +21,7 @@ from srv.conf.model import ServerConfig
 class Client(Protocol):
     cid: str
 
+    def byte_counts(self) -> tuple[int, int]: ...
     def info(self) -> dict[str, Any]: ...
     def kick(self, reason: str) -> None: ...
 
@@ -55,17 +56,17 @@ class WorkerContext:
 
     def unregister(self, client: Client) -> None:
         if self.clients.pop(client.cid, None) is not None:
-            info = client.info()
-            self._closed_send += int(info.get("send_bytes", 0))
-            self._closed_recv += int(info.get("recv_bytes", 0))
+            sent, received = client.byte_counts()
+            self._closed_send += sent
+            self._closed_recv += received
 
     def refresh_bytes(self) -> None:
         """Bring the cumulative byte counters up to date (clients gone + clients here)."""
         send, recv = self._closed_send, self._closed_recv
         for c in self.clients.values():
-            info = c.info()
-            send += int(info.get("send_bytes", 0))
-            recv += int(info.get("recv_bytes", 0))
+            sent, received = c.byte_counts()
+            send += sent
+            recv += received
         self.counters["send_bytes"] = max(send, self.counters["send_bytes"])
         self.counters["recv_bytes"] = max(recv, self.counters["recv_bytes"])
 

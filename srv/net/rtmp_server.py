@@ -323,6 +323,10 @@ class RtmpConnection(asyncio.Protocol):
 
     # ---- Client (API, kick) --------------------------------------------------------------------
 
+    def byte_counts(self) -> tuple[int, int]:
+        """(sent, received), cheaply: read every second for the server-wide counters."""
+        return self.sent(), self.recv_bytes
+
     def info(self) -> dict[str, Any]:
         return {
             "id": self.cid,
