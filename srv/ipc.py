@@ -47,6 +47,20 @@ class FrameBuffer:
         return out
 
 
+def drain(sock: socket.socket, out: bytearray) -> bool:
+    """Send what a non-blocking socket takes now; True while bytes remain queued in `out`.
+    A broken channel drops them: its process is gone and the master will reap it."""
+    try:
+        while out:
+            n = sock.send(out)
+            del out[:n]
+    except (BlockingIOError, InterruptedError):
+        pass
+    except OSError:
+        out.clear()
+    return bool(out)
+
+
 def send_with_fds(sock: socket.socket, msg: dict[str, Any], fds: list[int]) -> None:
     """Send one message carrying file descriptors (blocking; only used for rare listener changes)."""
     data = encode(msg)

@@ -61,15 +61,7 @@ class MasterChannel:
         self._write()
 
     def _write(self) -> None:
-        try:
-            while self.out:
-                n = self.sock.send(self.out)
-                del self.out[:n]
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            self.out.clear()
-        if self.out:
+        if ipc.drain(self.sock, self.out):
             self.loop.add_writer(self.sock.fileno(), self._write)
         else:
             self.loop.remove_writer(self.sock.fileno())

@@ -446,16 +446,9 @@ class Arbiter:
             self.send(w, msg)
 
     def _flush(self, w: WorkerProc) -> None:
+        pending = ipc.drain(w.chan, w.out)
         try:
-            while w.out:
-                n = w.chan.send(w.out)
-                del w.out[:n]
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            w.out.clear()
-        try:
-            self.sel.modify(w.chan, selectors.EVENT_READ | (selectors.EVENT_WRITE if w.out else 0), w)
+            self.sel.modify(w.chan, selectors.EVENT_READ | (selectors.EVENT_WRITE if pending else 0), w)
         except (KeyError, ValueError):
             pass
 

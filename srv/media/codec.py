@@ -235,16 +235,30 @@ def parse_ex_video_header(p: bytes) -> ExVideoHeader | None:
             return None
         return ExVideoHeader(frame_type, packet_type, b"", i, False)
     multitrack = packet_type == VideoPacketType.MULTITRACK
+    found = _fourcc_and_packet_type(p, i, n, packet_type, multitrack)
+    if found is None:
+        return None
+    fourcc, packet_type, i = found
+    return ExVideoHeader(frame_type, packet_type, fourcc, i, multitrack)
+
+
+def _fourcc_and_packet_type(p: bytes, i: int, n: int, packet_type: int,
+                            multitrack: bool) -> tuple[bytes, int, int] | None:
+    """(FourCC, real packet type, offset after them) for video and audio ExHeaders alike.
+
+    Multitrack (both media share its layout, and its packet-type values 6/7 for video and 5/7
+    for audio mean "nested multitrack" and "ModEx", which are not allowed inside it): same-codec
+    tracks carry one FourCC here; ManyTracksManyCodecs one per track, which for the first track
+    sits at the same place. Then trackId and (not OneTrack) a UI24 size."""
     if multitrack:
         if i >= n:
             return None
         multitrack_type = p[i] >> 4
-        packet_type = p[i] & 0x0F
+        inner = p[i] & 0x0F
         i += 1
-        if packet_type in (VideoPacketType.MULTITRACK, VideoPacketType.MOD_EX):
+        if inner == VideoPacketType.MOD_EX or inner == packet_type:
             return None
-        # Same-codec tracks carry one FourCC here; ManyTracksManyCodecs one per track, which
-        # for the first track sits at the same place. Then trackId and (not OneTrack) UI24 size.
+        packet_type = inner
         fourcc = p[i : i + 4]
         i += 5 if multitrack_type == _ONE_TRACK else 8
         if multitrack_type > _MANY_TRACKS_MANY_CODECS:
@@ -254,7 +268,7 @@ def parse_ex_video_header(p: bytes) -> ExVideoHeader | None:
         i += 4
     if i > n or len(fourcc) != 4:
         return None
-    return ExVideoHeader(frame_type, packet_type, bytes(fourcc), i, multitrack)
+    return bytes(fourcc), packet_type, i
 
 
 def parse_ex_audio_header(p: bytes) -> ExAudioHeader | None:
@@ -270,24 +284,11 @@ def parse_ex_audio_header(p: bytes) -> ExAudioHeader | None:
             return None
         packet_type, i = skipped
     multitrack = packet_type == AudioPacketType.MULTITRACK
-    if multitrack:
-        if i >= n:
-            return None
-        multitrack_type = p[i] >> 4
-        packet_type = p[i] & 0x0F
-        i += 1
-        if packet_type in (AudioPacketType.MULTITRACK, AudioPacketType.MOD_EX):
-            return None
-        if multitrack_type > _MANY_TRACKS_MANY_CODECS:
-            return None
-        fourcc = p[i : i + 4]
-        i += 5 if multitrack_type == _ONE_TRACK else 8
-    else:
-        fourcc = p[i : i + 4]
-        i += 4
-    if i > n or len(fourcc) != 4:
+    found = _fourcc_and_packet_type(p, i, n, packet_type, multitrack)
+    if found is None:
         return None
-    return ExAudioHeader(packet_type, bytes(fourcc), i, multitrack)
+    fourcc, packet_type, i = found
+    return ExAudioHeader(packet_type, fourcc, i, multitrack)
 
 
 # --- hot path ---------------------------------------------------------------------------
