@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +17,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import Clients, codecs, ffprobe, free_port, video_frames, wait_for
 
 from srv.rtmp import events as ev
@@ -210,8 +208,6 @@ def test_failing_backend_rejects_the_publish(srs_server, clients: Clients):
 NGINX_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
 
 
-@pytest.mark.skipif(not (shutil.which("nginx") and NGINX_MODULE.exists()),
-                    reason="needs Debian's nginx + libnginx-mod-rtmp")
 def test_forward_to_an_nginx_rtmp_slave(srs_server, clients: Clients, tmp_path: Path):
     port = free_port()
     conf = tmp_path / "nginx.conf"

@@ -15,13 +15,9 @@ import time
 from typing import Any
 
 import psutil
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Clients, Server, codecs, ffprobe, wait_for
-
-pytestmark = pytest.mark.skipif(subprocess.run(["which", "ffmpeg"], capture_output=True).returncode != 0,
-                                reason="needs ffmpeg")
 
 REMUX = "vhost __defaultVhost__ { http_remux { enabled on; mount [vhost]/[app]/[stream].flv; } }\n"
 

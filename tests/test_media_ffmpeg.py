@@ -9,7 +9,6 @@ real .flv file and read back.
 from __future__ import annotations
 
 import re
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -26,10 +25,6 @@ from srv.media.codec import (
 from srv.media.flv import FLV_HEADER, TAG_AUDIO, TAG_VIDEO, FlvTag, encode_tag, read_flv_file
 from srv.media.metadata import describe_stream
 from srv.media.video_config import parse_hevc_sequence_header, parse_video_sequence_header
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None, reason="needs ffmpeg"
-)
 
 LAVFI_VIDEO = ["-f", "lavfi", "-i", "testsrc=size={size}:rate=25"]
 
