@@ -112,12 +112,12 @@ def test_vhost_lookup_falls_back_to_default_vhost_like_srs(tmp_path: Path) -> No
         ("frobnicate 1;", 'x.conf:1:1: unknown directive "frobnicate"'),
         ("gop_cache on;", 'x.conf:1:1: "gop_cache" is not allowed in main, only in vhost.play'),
         ("vhost v { pid x; }", 'x.conf:1:11: "pid" is not allowed in vhost, only in main'),
-        ("listen abc;", 'x.conf:1:1: invalid port "abc"'),
-        ("listen 70000;", 'x.conf:1:1: invalid port "70000" (expected 1 to 65535)'),
-        ("listen 1.2.3:1935;", 'x.conf:1:1: invalid listen address "1.2.3:1935" ("1.2.3" is not an IP address)'),
-        ("workers -1;", 'x.conf:1:1: invalid value "-1" (expected 1 to 1024)'),
-        ("workers 0;", 'x.conf:1:1: invalid value "0" (expected 1 to 1024)'),
-        ("workers two;", 'x.conf:1:1: invalid integer "two" (expected a whole number)'),
+        ("listen abc;", 'x.conf:1:8: invalid port "abc"'),
+        ("listen 70000;", 'x.conf:1:8: invalid port "70000" (expected 1 to 65535)'),
+        ("listen 1.2.3:1935;", 'x.conf:1:8: invalid listen address "1.2.3:1935" ("1.2.3" is not an IP address)'),
+        ("workers -1;", 'x.conf:1:9: invalid value "-1" (expected 1 to 1024)'),
+        ("workers 0;", 'x.conf:1:9: invalid value "0" (expected 1 to 1024)'),
+        ("workers two;", 'x.conf:1:9: invalid integer "two" (expected a whole number)'),
         ("workers 1 2;", 'x.conf:1:1: "workers" takes exactly 1 argument, got 2'),
         ("pid;", 'x.conf:1:1: "pid" takes exactly 1 argument, got 0'),
         ("listen;", 'x.conf:1:1: "listen" takes 1 or more arguments, got 0'),
@@ -125,15 +125,15 @@ def test_vhost_lookup_falls_back_to_default_vhost_like_srs(tmp_path: Path) -> No
         ("http_api on;", 'x.conf:1:1: "http_api" is a block: write "http_api on { ... }"'),
         ("http_api x { }", 'x.conf:1:1: "http_api" takes exactly 0 arguments, got 1'),
         ("vhost { }", 'x.conf:1:1: "vhost" takes exactly 1 argument, got 0'),
-        ("daemon of;", 'x.conf:1:1: invalid value "of" (expected on or off; did you mean "off"?)'),
-        ("daemon yes;", 'x.conf:1:1: invalid value "yes" (expected on or off; did you mean "on"?)'),
-        ("daemon maybe;", 'x.conf:1:1: invalid value "maybe" (expected on or off)'),
-        ("srs_log_level debug;", 'x.conf:1:1: invalid value "debug" (expected one of: verbose, info, trace, warn, error)'),
-        ("chunk_size 64;", 'x.conf:1:1: invalid value "64" (expected 128 to 65536)'),
-        ("vhost v { play { queue_length -1; } }", 'x.conf:1:18: invalid value "-1" (expected a number >= 0)'),
-        ("vhost v { forward { destination http://x/y; } }", 'x.conf:1:21: invalid destination "http://x/y" (expected host[:port] or rtmp://host[:port]/app/stream)'),
-        ("vhost v { forward { destination a.com:x; } }", 'x.conf:1:21: invalid destination "a.com:x" (bad port "x")'),
-        ("vhost v { forward { backend ftp://x; } }", 'x.conf:1:21: invalid URL "ftp://x" (expected http://host[:port]/path)'),
+        ("daemon of;", 'x.conf:1:8: invalid value "of" (expected on or off; did you mean "off"?)'),
+        ("daemon yes;", 'x.conf:1:8: invalid value "yes" (expected on or off; did you mean "on"?)'),
+        ("daemon maybe;", 'x.conf:1:8: invalid value "maybe" (expected on or off)'),
+        ("srs_log_level debug;", 'x.conf:1:15: invalid value "debug" (expected one of: verbose, info, trace, warn, error)'),
+        ("chunk_size 64;", 'x.conf:1:12: invalid value "64" (expected 128 to 65536)'),
+        ("vhost v { play { queue_length -1; } }", 'x.conf:1:31: invalid value "-1" (expected a number >= 0)'),
+        ("vhost v { forward { destination http://x/y; } }", 'x.conf:1:33: invalid destination "http://x/y" (expected host[:port] or rtmp://host[:port]/app/stream)'),
+        ("vhost v { forward { destination a.com:x; } }", 'x.conf:1:33: invalid destination "a.com:x" (bad port "x")'),
+        ("vhost v { forward { backend ftp://x; } }", 'x.conf:1:29: invalid URL "ftp://x" (expected http://host[:port]/path)'),
         ("vhost v { forward { backoff_initial 9000; } }", "x.conf:1:21: backoff_initial is larger than backoff_max"),
         ("listen 1935 1935;", 'x.conf:1:1: listen address "0.0.0.0:1935" is given twice'),
     ],
@@ -144,7 +144,7 @@ def test_meaning_errors_say_where_and_what(tmp_path: Path, text: str, expected: 
 
 def test_all_errors_in_a_file_are_reported_at_once(tmp_path: Path) -> None:
     errors = _errors(tmp_path, "listen abc;\nworkers 0;\nvhost v {\n    lisen 1;\n}\n")
-    assert [e.split(": ")[0] for e in errors] == ["x.conf:1:1", "x.conf:2:1", "x.conf:4:5"]
+    assert [e.split(": ")[0] for e in errors] == ["x.conf:1:8", "x.conf:2:9", "x.conf:4:5"]
     with pytest.raises(ConfigErrors) as info:
         load(str(tmp_path / "x.conf"), {})
     assert str(info.value).count("\n") == 2
@@ -191,7 +191,7 @@ def test_errors_in_included_files_name_those_files(tmp_path: Path) -> None:
     (tmp_path / "x.conf").write_text("include v.conf;\n")
     with pytest.raises(ConfigErrors) as info:
         load(str(tmp_path / "x.conf"), {})
-    assert str(info.value) == f'{tmp_path / "v.conf"}:2:12: invalid value "maybe" (expected on or off)'
+    assert str(info.value) == f'{tmp_path / "v.conf"}:2:22: invalid value "maybe" (expected on or off)'
 
 
 def test_syntax_error_is_raised_as_config_errors_too(tmp_path: Path) -> None:

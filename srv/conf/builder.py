@@ -44,8 +44,12 @@ class _Builder:
         self.errors: list[ConfigError] = []
         self.warnings: list[str] = []
 
-    def error(self, d: Directive, message: str) -> None:
-        self.errors.append(ConfigError(d.file, d.line, d.col, message))
+    def error(self, d: Directive, message: str, arg: int | None = None) -> None:
+        """Report at the directive, or at its argument number `arg` when the value is wrong."""
+        line, col = d.line, d.col
+        if arg is not None and arg < len(d.arg_positions):
+            line, col = d.arg_positions[arg]
+        self.errors.append(ConfigError(d.file, line, col, message))
 
     def warn(self, d: Directive, message: str) -> None:
         self.warnings.append(format_location(d.file, d.line, d.col, message))
@@ -137,12 +141,12 @@ class _Builder:
             self.error(d, f'"{d.name}" takes {spec.shape()}, got {len(d.args)}')
             return _INVALID
         converted: list[Any] = []
-        for arg in d.args:
+        for index, arg in enumerate(d.args):
             assert spec.convert is not None
             try:
                 converted.append(spec.convert(arg))
             except ValueError as e:
-                self.error(d, str(e))
+                self.error(d, str(e), arg=index)
                 return _INVALID
         if not spec.block:
             return converted[0] if high == 1 else tuple(converted)

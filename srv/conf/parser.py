@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lark import Lark, Token, Tree
@@ -35,6 +35,8 @@ class Directive:
     file: str
     line: int
     col: int
+    #: (line, col) of each argument, so a bad value is reported where it is written
+    arg_positions: tuple[tuple[int, int], ...] = field(default=(), compare=False)
 
     @property
     def is_block(self) -> bool:
@@ -106,6 +108,7 @@ def _to_directive(node: Tree[Token], path: str) -> Directive:
     name_token = node.children[0]
     assert isinstance(name_token, Token)
     args: list[str] = []
+    positions: list[tuple[int, int]] = []
     children: list[Directive] | None = [] if node.data == "block" else None
     for child in node.children[1:]:
         if not isinstance(child, Tree):
@@ -114,6 +117,7 @@ def _to_directive(node: Tree[Token], path: str) -> Directive:
             token = child.children[0]
             assert isinstance(token, Token)
             args.append(_unquote(token))
+            positions.append((token.line or 0, token.column or 0))
         elif children is not None:
             children.append(_to_directive(child, path))
     return Directive(
@@ -123,6 +127,7 @@ def _to_directive(node: Tree[Token], path: str) -> Directive:
         file=path,
         line=name_token.line or 0,
         col=name_token.column or 0,
+        arg_positions=tuple(positions),
     )
 
 
