@@ -44,7 +44,7 @@ def test_t_on_shipped_configs_succeeds() -> None:
 
 @pytest.mark.parametrize("body, line, col, words", [
     ("listen 1935;\nworkers 1;\nvhost x {\n    lisen 1;\n}\n", 4, 5, 'unknown directive "lisen"'),
-    ("listen 1935;\nworkers -1;\n", 2, None, 'invalid value "-1"'),
+    ("listen 1935;\nworkers -1;\n", 2, 9, 'invalid value "-1"'),
     ("listen 1935;\nvhost x {\n", 2, None, ""),
 ], ids=["unknown-directive", "bad-value", "unclosed-block"])
 def test_t_on_a_broken_config_prints_path_line_col_and_exits_1(tmp_path: Path, body: str, line: int,
