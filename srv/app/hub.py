@@ -120,7 +120,7 @@ class StreamHub:
              internal: bool = False) -> Any:
         """Attach a player. `internal` players are other workers pulling: never pull for them."""
         src = self.source(key, vhost)
-        consumer = src.add_consumer(sink, encoding, immediate=internal)
+        consumer = src.add_consumer(sink, encoding, internal=internal)
         if not internal:
             self._ensure_pull(key)
         return consumer
@@ -128,7 +128,7 @@ class StreamHub:
     def stop_play(self, consumer: Any) -> None:
         src: LiveSource = consumer.source
         src.remove_consumer(consumer)
-        if not any(not c.immediate for c in src.consumers()):
+        if not any(not c.internal for c in src.consumers()):
             self._stop_pull(src.key)
 
     # ---- other workers ---------------------------------------------------------------------------
@@ -156,7 +156,7 @@ class StreamHub:
             return
         if key in self.pulls or (src.publisher is not None and src.origin):
             return
-        if not any(not c.immediate for c in src.consumers()):
+        if not any(not c.internal for c in src.consumers()):
             return
         log.log(srvlog.INFO, "pull %s from worker %d", key, owner)
         self.pulls[key] = self.make_pull(src, owner)

@@ -42,14 +42,14 @@ class Sink(Protocol):
 
 
 class Consumer:
-    __slots__ = ("source", "sink", "encoding", "immediate", "pos", "paused", "paused_since",
+    __slots__ = ("source", "sink", "encoding", "internal", "pos", "paused", "paused_since",
                  "dropped", "sent_bytes", "group")
 
-    def __init__(self, source: LiveSource, sink: Sink, encoding: int, immediate: bool) -> None:
+    def __init__(self, source: LiveSource, sink: Sink, encoding: int, internal: bool) -> None:
         self.source = source
         self.sink = sink
         self.encoding = encoding
-        self.immediate = immediate
+        self.internal = internal  # another worker pulling: not a player of its own
         self.pos = 0
         self.paused = False
         self.paused_since = 0.0
@@ -69,13 +69,12 @@ class Consumer:
 
 
 class ConsumerGroup:
-    """Consumers that share one encoding and one flush schedule."""
+    """Consumers that share one encoding, hence one flush schedule and one batch per flush."""
 
-    __slots__ = ("encoding", "immediate", "consumers", "flushed", "handle", "starving")
+    __slots__ = ("encoding", "consumers", "flushed", "handle", "starving")
 
-    def __init__(self, encoding: int, immediate: bool, flushed: int) -> None:
+    def __init__(self, encoding: int, flushed: int) -> None:
         self.encoding = encoding
-        self.immediate = immediate
         self.consumers: list[Consumer] = []
         self.flushed = flushed
         self.handle: asyncio.TimerHandle | asyncio.Handle | None = None
@@ -97,7 +96,10 @@ class LiveSource:
         self.base = 0  # sequence number of ring[0]
         self.gop_start: int | None = None
         self.video_seen = False
-        self.groups: dict[tuple[int, bool], ConsumerGroup] = {}
+        self.groups: dict[int, ConsumerGroup] = {}
+        # fed by a pull from the worker that owns the publisher: what arrives was already merged
+        # there (one batch per mw_latency), so it goes out at once instead of waiting again
+        self.upstream_merged = False
         self.last_ts = -1
         self.ts_delta = 0
         self.await_first = False
@@ -129,6 +131,7 @@ class LiveSource:
     def on_publish(self, publisher: Any, origin: bool) -> None:
         self.publisher = publisher
         self.origin = origin
+        self.upstream_merged = not origin
         self.publish_started = time.time()
         self.await_first = self.last_ts >= 0  # continue timestamps for players that stayed
         for c in self.consumers():
@@ -186,7 +189,7 @@ class LiveSource:
             f.feed(pkt)
         for g in self.groups.values():
             if g.handle is None and g.consumers:
-                if g.immediate or g.starving or not self.mw_latency:
+                if g.starving or self.upstream_merged or not self.mw_latency:
                     g.handle = self.loop.call_soon(self._flush_group, g)
                 else:
                     g.handle = self.loop.call_later(self.mw_latency, self._flush_group, g)
@@ -202,13 +205,12 @@ class LiveSource:
     def consumers(self) -> list[Consumer]:
         return [c for g in self.groups.values() for c in g.consumers]
 
-    def add_consumer(self, sink: Sink, encoding: int, immediate: bool = False) -> Consumer:
+    def add_consumer(self, sink: Sink, encoding: int, internal: bool = False) -> Consumer:
         """Attach a player; it first gets metadata, sequence headers and the GOP cache."""
-        c = Consumer(self, sink, encoding, immediate)
-        gkey = (encoding, immediate)
-        g = self.groups.get(gkey)
+        c = Consumer(self, sink, encoding, internal)
+        g = self.groups.get(encoding)
         if g is None:
-            g = self.groups[gkey] = ConsumerGroup(encoding, immediate, self.end)
+            g = self.groups[encoding] = ConsumerGroup(encoding, self.end)
         c.group = g
         g.consumers.append(c)
         start = self.gop_start if self.gop_start is not None else g.flushed
@@ -229,7 +231,7 @@ class LiveSource:
             if not g.consumers:
                 if g.handle is not None:
                     g.handle.cancel()
-                del self.groups[(g.encoding, g.immediate)]
+                del self.groups[g.encoding]
         self._maybe_empty()
 
     def _send_headers(self, c: Consumer) -> None:
