@@ -53,6 +53,8 @@ _SERVER = [
          doc="graceful stop: ms to keep accepting after SIGQUIT before closing listeners."),
     Spec("grace_final_wait", (MAIN,), v.milliseconds(), default="3200",
          doc="graceful stop: ms to let sessions finish before exiting."),
+    Spec("worker_timeout", (MAIN,), v.seconds(minimum=1.0), default="30", example="60",
+         doc="seconds without a heartbeat before the master kills and replaces a worker (srv)."),
     Spec("force_grace_quit", (MAIN,), v.flag, default="off", example="on",
          doc="treat SIGTERM like SIGQUIT (graceful)."),
     Spec("pithy_print_ms", (MAIN,), v.milliseconds(1), default="10000",

@@ -174,6 +174,7 @@ class ServerConfig:
     chunk_size: int = 60000
     grace_start_wait: int = 2300
     grace_final_wait: int = 3200
+    worker_timeout: float = 30.0
     force_grace_quit: bool = False
     pithy_print_ms: int = 10000
     http_api: HttpApiConfig = HttpApiConfig()

@@ -49,7 +49,6 @@ SIGNALS = {
 HANDLED = (*SIGNALS, signal.SIGCHLD)  # SIGCHLD only wakes the loop, which reaps every turn
 
 WORKER_BOOT_ERROR = 3  # a worker that exits with this code could not start: do not respawn it
-WORKER_TIMEOUT = 10.0  # seconds without a heartbeat before a worker is killed and replaced
 SNAPSHOT_TIMEOUT = 1.0
 
 
@@ -312,7 +311,7 @@ class Arbiter:
     def murder_workers(self) -> None:
         now = time.monotonic()
         for w in list(self.workers.values()):
-            if not w.killed_for and now - w.last_heartbeat > WORKER_TIMEOUT:
+            if not w.killed_for and now - w.last_heartbeat > self.config.worker_timeout:
                 w.killed_for = f"no heartbeat for {now - w.last_heartbeat:.0f}s"
                 log.error("worker %d (pid %d) %s; killing it", w.slot, w.pid, w.killed_for)
                 self._kill(w.pid, signal.SIGKILL)
