@@ -192,6 +192,7 @@ class Worker:
 
     async def heartbeat(self) -> None:
         while True:
+            self.hub.sample_rates()
             self.ctx.refresh_bytes()
             c = self.ctx.counters
             self.channel.send({"op": "heartbeat", "counters": {

@@ -177,3 +177,32 @@ def test_audio_only_stream_is_cached_and_bounded() -> None:
     src.add_consumer(sink, FLV)
     assert sink.data().startswith(src.audio_sh.flv())  # type: ignore[union-attr]
     assert len(src.ring) <= 120
+
+
+def test_stream_rates_are_measured_over_the_last_thirty_seconds() -> None:
+    src = source()
+    src.on_publish(object(), origin=True)
+    sink = FakeSink()
+    src.add_consumer(sink, FLV)
+    assert src.kbps() == (0, 0)
+    t = 1000.0
+    for second in range(60):
+        # 125 000 bytes/s in (1000 kbit/s) for the first 30 s, then 250 000 bytes/s
+        per_second = 125_000 if second < 30 else 250_000
+        for _ in range(10):
+            src.on_message(VIDEO, second * 1000, inter(second) + bytes(per_second // 10 - 26))
+        run_loop(src)
+        src.sample_rates(t + second)
+    kbps_in, kbps_out = src.kbps()
+    assert 1950 <= kbps_in <= 2050  # only the last 30 s count
+    assert kbps_out > 1900  # the player got it all (FLV framing adds a little)
+    assert len(src.rate_samples) <= 31
+
+
+def test_a_pull_by_another_worker_is_not_counted_as_sent_to_players() -> None:
+    src = source()
+    src.on_publish(object(), origin=True)
+    src.add_consumer(FakeSink(), FLV, internal=True)
+    feed_gop(src, 0)
+    run_loop(src)
+    assert src.bytes_out == 0

@@ -94,6 +94,13 @@ def test_http_flv_plays_on_every_worker_and_api_counts_agree(srs_server: Any, cl
         assert one["id"] == s["id"] and one["name"] == "s" and one["app"] == "live"
         kinds = sorted(c["type"] for c in api(srv, "/api/v1/clients")["clients"])
         assert kinds == ["flv-play"] * len(players) + ["fmle-publish"]
+    # rates over the last 30 s (sampled each second by every worker): in from the publisher's
+    # worker, out summed over the workers that serve players
+    wait_for(lambda: api(srv, "/api/v1/streams")["streams"][0]["kbps"]["send_30s"] > 0, 10,
+             interval=0.5, what="30 s rates")
+    rate = api(srv, "/api/v1/streams")["streams"][0]["kbps"]
+    assert 20 < rate["recv_30s"] < 5000
+    assert rate["recv_30s"] * 0.3 < rate["send_30s"] < rate["recv_30s"] * (len(players) + 1) * 1.6
     vhosts = api(srv, "/api/v1/vhosts")["vhosts"]
     assert vhosts[0]["name"] == "__defaultVhost__" and vhosts[0]["streams"] == 1
     summ = api(srv, "/api/v1/summaries")["data"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -210,6 +211,11 @@ class StreamHub:
         for dest, fw in wanted.items():
             keep.append(self.make_forwarder(src, dest, fw))
         src.forwarders[:] = keep
+
+    def sample_rates(self) -> None:
+        now = time.monotonic()
+        for src in self.sources.values():
+            src.sample_rates(now)
 
     def stats(self) -> list[dict[str, Any]]:
         return [s.stats() for s in self.sources.values()]

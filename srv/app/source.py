@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import Any, Protocol
 
 from srv import log as srvlog
@@ -29,6 +30,8 @@ from srv.app.packet import AUDIO, DATA, FLV, VIDEO, Packet
 from srv.conf.model import VhostConfig
 
 log = logging.getLogger("srv.source")
+
+RATE_WINDOW = 30.0  # seconds: SRS reports stream rates as recv_30s / send_30s
 
 
 class Sink(Protocol):
@@ -111,6 +114,8 @@ class LiveSource:
         self.dropped = 0
         self.forwarders: list[Any] = []
         self.backend_urls: dict[str, tuple[str, ...]] = {}  # forward backend -> its destinations
+        # (monotonic time, bytes_in, bytes_out), one a second for the last RATE_WINDOW seconds
+        self.rate_samples: deque[tuple[float, int, int]] = deque()
         self.on_empty: Any = None  # hub callback when no publisher and no consumers remain
         self.configure(vhost)
 
@@ -271,7 +276,8 @@ class LiveSource:
     def _write(self, c: Consumer, parts: list[bytes]) -> None:
         n = sum(map(len, parts))
         c.sent_bytes += n
-        self.bytes_out += n
+        if not c.internal:
+            self.bytes_out += n
         c.sink.writelines(parts)
 
     def _flush_group(self, g: ConsumerGroup) -> None:
@@ -289,7 +295,8 @@ class LiveSource:
                 if c.pos == g.flushed and not c.paused:
                     c.sink.write(batch)
                     c.sent_bytes += n
-                    self.bytes_out += n
+                    if not c.internal:  # a pull is counted where its players are
+                        self.bytes_out += n
                     c.pos = end
                 elif c.paused:
                     if now - c.paused_since > max(self.queue_length, 1.0):
@@ -325,6 +332,24 @@ class LiveSource:
 
     # ---- figures -------------------------------------------------------------------------------
 
+    def sample_rates(self, now: float) -> None:
+        """Called about once a second (the worker's heartbeat) to keep the 30 s rate window."""
+        samples = self.rate_samples
+        samples.append((now, self.bytes_in, self.bytes_out))
+        while now - samples[0][0] > RATE_WINDOW:
+            samples.popleft()
+
+    def kbps(self) -> tuple[int, int]:
+        """(in, out) kbit/s over the last RATE_WINDOW seconds (0 until two samples a second apart)."""
+        if len(self.rate_samples) < 2:
+            return 0, 0
+        t0, in0, out0 = self.rate_samples[0]
+        t1, in1, out1 = self.rate_samples[-1]
+        dt = t1 - t0
+        if dt < 0.9:
+            return 0, 0
+        return int((in1 - in0) * 8 / 1000 / dt), int((out1 - out0) * 8 / 1000 / dt)
+
     def stats(self) -> dict[str, Any]:
         cs = self.consumers()
         return {
@@ -337,6 +362,7 @@ class LiveSource:
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "dropped": self.dropped,
+            "kbps_30s": self.kbps(),
             "meta": self.meta.payload if self.meta else None,
             "video_sh": self.video_sh.payload if self.video_sh else None,
             "audio_sh": self.audio_sh.payload if self.audio_sh else None,

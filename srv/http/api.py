@@ -177,7 +177,6 @@ class Api:
     # ---- /api/v1/streams -------------------------------------------------------------------------
 
     def stream_entry(self, view: ServerView, s: StreamView) -> dict[str, Any]:
-        live = view.now - s.publish_started if s.publishing and s.publish_started else 0.0
         codecs = view.codecs(s)
         return {
             "id": s.id, "name": s.name, "vhost": vhost_id(s.vhost), "vhost_name": s.vhost, "app": s.app,
@@ -185,7 +184,7 @@ class Api:
             "live_ms": int(s.publish_started * 1000) if s.publishing else 0,
             "clients": s.clients, "players": s.players, "frames": s.frames,
             "send_bytes": s.send_bytes, "recv_bytes": s.recv_bytes,
-            "kbps": {"recv_30s": kbps(s.recv_bytes, live), "send_30s": kbps(s.send_bytes, live)},
+            "kbps": {"recv_30s": s.recv_kbps, "send_30s": s.send_kbps},
             "publish": {"active": s.publishing, "cid": s.publish_cid},
             "video": codecs["video"], "audio": codecs["audio"],
             "forwards": [forward_entry(f) for f in s.forwards],

@@ -69,6 +69,8 @@ class StreamView:
     frames: int = 0
     recv_bytes: int = 0
     send_bytes: int = 0
+    recv_kbps: int = 0  # over the last 30 s, from the worker that holds the publisher
+    send_kbps: int = 0  # over the last 30 s, summed over the workers that serve players
     dropped: int = 0
     players: int = 0
     publisher_ip: str = ""
@@ -115,7 +117,10 @@ class ServerView:
                     vhost, app, name = (key.split("/", 2) + ["", ""])[:3]
                     view = self.streams[key] = StreamView(key, vhost, app, name)
                 view.workers.append(slot)
+                kbps_in, kbps_out = s.get("kbps_30s", (0, 0))
+                view.send_kbps += kbps_out
                 if s.get("origin") and s.get("publishing"):
+                    view.recv_kbps = kbps_in
                     view.publishing = True
                     view.publish_started = s.get("publish_started", 0.0)
                     view.frames = s.get("frames", 0)
@@ -175,5 +180,5 @@ class ServerView:
 
 
 def kbps(nbytes: float, seconds: float) -> int:
-    """Average rate since the start: the figure SRS calls `recv_30s`/`send_30s`."""
+    """Average rate since the start (clients; streams report a real 30 s window)."""
     return int(nbytes * 8 / 1000 / seconds) if seconds > 0.5 else 0
