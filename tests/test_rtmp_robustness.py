@@ -195,3 +195,74 @@ def test_aggregate_messages_are_split_for_players(srs_server) -> None:
         await pub.close()
 
     run(go())
+
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.out.append(bytes(data))
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.out.extend(bytes(d) for d in data)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 50000) if name == "peername" else default
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+
+def test_an_internal_error_costs_only_that_connection(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A bug hit while handling one client's bytes (here: the hub raising on play) is logged
+    with its traceback and closes that connection; nothing escapes into the event loop."""
+    from srv.app.hub import StreamHub
+    from srv.conf.loader import load
+    from srv.net.context import WorkerContext
+    from srv.net.rtmp_server import RtmpConnection
+    from srv.rtmp.client import ClientSession
+
+    conf = tmp_path / "x.conf"
+    conf.write_text("listen 1935;\nvhost __defaultVhost__ { }\n")
+    config = load(str(conf), {})
+    loop = asyncio.new_event_loop()
+    try:
+        hub = StreamHub(config, 1, registry=None, loop=loop)  # type: ignore[arg-type]
+
+        def broken_play(*args: object, **kw: object) -> None:
+            raise RuntimeError("simulated bug")
+
+        hub.play = broken_play  # type: ignore[method-assign]
+        ctx = WorkerContext(1, config, hub, loop, None)
+        conn = RtmpConnection(ctx)
+        transport = FakeTransport()
+        conn.connection_made(transport)
+        client = ClientSession("live", "rtmp://127.0.0.1/live")
+        client.start()
+
+        def exchange() -> list[ev.Event]:
+            conn.data_received(client.data_to_send())  # must never raise
+            got = client.receive_data(b"".join(transport.out))
+            transport.out.clear()
+            return got
+
+        events = []
+        for _ in range(4):
+            events += exchange()
+        assert any(isinstance(e, ev.Connected) for e in events)
+        client.create_stream()
+        events = exchange()
+        assert any(isinstance(e, ev.StreamCreated) for e in events)
+        client.play("s")
+        exchange()
+        assert transport.aborted and conn.closed
+        assert "internal error" in caplog.text and "simulated bug" in caplog.text
+        assert ctx.counters["clients_errs_total"] == 1
+    finally:
+        loop.close()

@@ -8,6 +8,7 @@ event through `on_event` and `on_lost(reason)` once when the connection ends for
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 from srv.rtmp.client import ClientSession
@@ -39,10 +40,15 @@ class RtmpClientProtocol(asyncio.Protocol):
         except ProtocolError as err:
             self.close(f"protocol error from server: {err}")
             return
-        for event in events:
-            if self.closed:
-                return
-            self.on_event(event)
+        try:
+            for event in events:
+                if self.closed:
+                    return
+                self.on_event(event)
+        except Exception as err:  # a bug must cost this one connection, never the worker
+            logging.getLogger("srv.net").exception("internal error on an outgoing RTMP connection")
+            self.close(f"internal error: {err!r}")
+            return
         self.flush()
 
     def flush(self) -> None:

@@ -90,6 +90,10 @@ class RtmpConnection(asyncio.Protocol):
         except ProtocolError as e:
             self.fail(f"protocol error: {e}")
             return
+        except Exception:  # a bug must cost this one connection, never the worker
+            self.log.exception("internal error while handling this connection's data")
+            self.fail("internal error")
+            return
         self.flush()
 
     def dispatch(self, events: list[ev.Event]) -> None:
@@ -201,6 +205,13 @@ class RtmpConnection(asyncio.Protocol):
         self.ctx.loop.create_task(self._publish(e))
 
     async def _publish(self, e: ev.PublishRequest) -> None:
+        try:
+            await self._start_publish(e)
+        except Exception:
+            self.log.exception("internal error while starting to publish")
+            self.fail("internal error")
+
+    async def _start_publish(self, e: ev.PublishRequest) -> None:
         assert self.vhost is not None
         why, backend_urls = await self._forward_checks(e)
         if why is None and not self.closed:
