@@ -132,10 +132,12 @@ def test_metrics_parse_and_byte_counters_follow_the_traffic(srs_server: Any, cli
     start_publishing(srv, clients)
     play_flv(clients, flv_url(srv))
     wait_for(lambda: len(flv_clients(srv)) == 1, 15, interval=0.2, what="player registered")
-    time.sleep(1.5)
+    labels = (("app", "live"), ("stream", "s"), ("vhost", "__defaultVhost__"))
+    # wait for traffic, not for a fixed time: a loaded machine encodes slower
+    wait_for(lambda: metrics(srv).get(("srs_stream_send_bytes_total", labels), 0) > 50_000, 20,
+             interval=0.3, what="50 kB through the stream")
     first = metrics(srv)
     stream = api(srv, "/api/v1/streams")["streams"][0]
-    labels = (("app", "live"), ("stream", "s"), ("vhost", "__defaultVhost__"))
     assert first[("srs_stream_players", labels)] == 1
     assert first[("srs_stream_publishers", labels)] == 1
     assert first[("srs_streams", ())] == 1 and first[("srs_clients", ())] == 2
@@ -295,3 +297,30 @@ def _status_on(port: int, path: str) -> int | None:
         return http(port, "GET", path, timeout=3)[0]
     except OSError:
         return None
+
+
+def test_large_static_file_is_streamed_whole_and_head_has_its_length(srs_server: Any) -> None:
+    import hashlib
+    import os
+    import urllib.request
+
+    srv = srs_server(workers=1, http=True)
+    blob = os.urandom(40 * 1024 * 1024 + 123)  # bigger than any single read or buffer
+    (srv.dir / "big.bin").write_bytes(blob)
+    url = f"http://127.0.0.1:{srv.http_port}/big.bin"
+    with urllib.request.urlopen(url, timeout=30) as r:
+        assert r.headers["Content-Length"] == str(len(blob))
+        digest = hashlib.sha256()
+        while chunk := r.read(1 << 20):
+            digest.update(chunk)
+    assert digest.hexdigest() == hashlib.sha256(blob).hexdigest()
+    req = urllib.request.Request(url, method="HEAD")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.headers["Content-Length"] == str(len(blob)) and r.read() == b""
+    # a slow reader does not hold the worker: the API answers while it downloads
+    import socket
+    slow = socket.create_connection(("127.0.0.1", srv.http_port))
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert api(srv, "/api/v1/versions")["code"] == 0
+    slow.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from http import HTTPStatus
 from typing import Any
@@ -64,6 +65,8 @@ class HttpConnection(asyncio.Protocol):
         self.body = 0
         self.player: FlvPlayer | None = None
         self.task: asyncio.Task[None] | None = None
+        self.writable = asyncio.Event()  # cleared while the transport pushes back (static files)
+        self.writable.set()
 
     # ---- asyncio callbacks ---------------------------------------------------------------------
 
@@ -110,10 +113,14 @@ class HttpConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self.player is not None:
             self.player.pause()
+        else:
+            self.writable.clear()
 
     def resume_writing(self) -> None:
         if self.player is not None:
             self.player.resume()
+        else:
+            self.writable.set()
 
     # ---- request cycle -------------------------------------------------------------------------
 
@@ -206,13 +213,17 @@ class HttpConnection(asyncio.Protocol):
         data = self.conn.send(event)
         return data or b""
 
-    def respond(self, status: int, body: bytes, ctype: str, extra: list[tuple[bytes, bytes]] | None = None,
-                head: bool = False) -> None:
+    def _response_head(self, status: int, ctype: str, length: int,
+                       extra: list[tuple[bytes, bytes]] | None = None) -> bytes:
         headers = [(b"Server", SERVER), (b"Content-Type", ctype.encode()),
-                   (b"Content-Length", str(len(body)).encode())] + list(extra or [])
+                   (b"Content-Length", str(length).encode())] + list(extra or [])
         if self._cors():
             headers += CORS
-        out = self._send(h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase.encode()))
+        return self._send(h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase.encode()))
+
+    def respond(self, status: int, body: bytes, ctype: str, extra: list[tuple[bytes, bytes]] | None = None,
+                head: bool = False) -> None:
+        out = self._response_head(status, ctype, len(body), extra)
         if body and not head:
             out += self._send(h11.Data(data=body))
         out += self._send(h11.EndOfMessage())
@@ -284,7 +295,7 @@ class HttpConnection(asyncio.Protocol):
                 return
             if path.endswith(".flv") and not head and self.play_flv(req, path, query):
                 return
-            self.serve_static(path, head)
+            await self.serve_static(path, head)
             return
         self._error(404, "not found")
 
@@ -311,17 +322,37 @@ class HttpConnection(asyncio.Protocol):
             return
         self.respond(200, render(snap, self.ctx.config.exporter), METRICS_TYPE, head=head)
 
-    def serve_static(self, path: str, head: bool) -> None:
+    async def serve_static(self, path: str, head: bool) -> None:
+        """Stream a file in chunks read off the event loop, never holding it whole in memory
+        nor blocking other sessions on the disk; the transport's back-pressure paces it."""
         found = static.resolve(self.ctx.config.http_server.dir, path)
         if found.status == 403:
             log.warning("%s: refused static path %r", self.peer, path)
             self._error(403, "forbidden")
             return
-        data = static.read(found.path) if found.status == 200 else None
-        if data is None:
+        try:
+            f = open(found.path, "rb") if found.status == 200 else None
+        except OSError:
+            f = None
+        if f is None:
             self._error(404, "not found")
             return
-        self.respond(200, data, found.content_type, head=head)
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            assert self.transport is not None
+            self.transport.write(self._response_head(200, found.content_type, size))
+            left = 0 if head else size
+            while left > 0:
+                chunk = await self.ctx.loop.run_in_executor(None, f.read, min(static.CHUNK, left))
+                if not chunk or self.closed:
+                    break  # the file shrank, or the client left: Content-Length cannot be met
+                left -= len(chunk)
+                self.transport.write(self._send(h11.Data(data=chunk)))
+                await self.writable.wait()
+            if left > 0:
+                self._close()
+                return
+            self.transport.write(self._send(h11.EndOfMessage()))
 
     def play_flv(self, req: h11.Request, path: str, query: dict[str, str]) -> bool:
         """Start an HTTP-FLV play if `path` is a mount; False if it is not one."""

@@ -24,7 +24,7 @@ EXTRA_TYPES = {
     ".json": "application/json",
     ".wasm": "application/wasm",
 }
-MAX_FILE = 64 * 1024 * 1024
+CHUNK = 256 * 1024  # bytes read (in a thread) and written per step when serving a file
 
 
 @dataclass(frozen=True)
@@ -66,14 +66,3 @@ def resolve(root: str, url_path: str) -> Resolved:
     if not os.path.isfile(full):
         return Resolved(404)
     return Resolved(200, full, content_type(full))
-
-
-def read(path: str) -> bytes | None:
-    """The file's bytes (None if it vanished or is too big to serve from memory)."""
-    try:
-        if os.path.getsize(path) > MAX_FILE:
-            return None
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return None
