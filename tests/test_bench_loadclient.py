@@ -65,7 +65,8 @@ def test_load_client_counts_what_rtmpdump_and_a_parsing_player_receive(srs_serve
     server = srs_server(workers=1)
     stream = f"{server.url}/live/bench"
     clients.publish(stream)
-    time.sleep(2)  # the GOP cache holds a keyframe: every player starts on it
+    server.wait_log("publish start", timeout=20)
+    time.sleep(1)  # the GOP cache holds a keyframe: every player starts on it
     out = asyncio.run(play_side_by_side(stream, tmp_path / "dump.flv"))
 
     assert out["failed"] == ["", "", ""]
