@@ -36,6 +36,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def refused(port: int) -> bool:
+    """True once nothing listens on 127.0.0.1:port (a connection attempt is refused)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
 def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
              what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout

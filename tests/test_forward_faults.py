@@ -31,8 +31,10 @@ HIGH_RATE = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", 
 class SilentPeer:
     """Accepts TCP connections and never reads a byte (not even the handshake)."""
 
-    def __init__(self) -> None:
+    def __init__(self, rcvbuf: int = 0) -> None:
         self.sock = socket.socket()
+        if rcvbuf:  # on the listening socket, so accepted ones advertise a small window from SYN
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
@@ -46,6 +48,10 @@ class SilentPeer:
             except OSError:
                 return
             self.conns.append(conn)
+            self.on_connection(conn)
+
+    def on_connection(self, conn: socket.socket) -> None:
+        """A silent peer does nothing with what it accepts."""
 
     def close(self) -> None:
         self.sock.close()
@@ -57,18 +63,11 @@ class StuckPeer(SilentPeer):
     """Answers the handshake, connect and publish like a server, then stops reading forever."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.published = threading.Event()
+        super().__init__(rcvbuf=4096)
 
-    def _accept(self) -> None:
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def on_connection(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         session = ServerSession(out_chunk_size=4096)

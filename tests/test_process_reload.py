@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import SRS, codecs, ffprobe, player, wait_for, worker_procs
+from conftest import SRS, codecs, ffprobe, player, refused, wait_for, worker_procs
 
 FIRST = "vhost first { }\n"
 
@@ -118,15 +118,6 @@ def test_hup_moves_rtmp_to_a_new_port_without_restarting_workers(srs_server, cli
     for i in range(3):
         clients.publish(f"{url}{i}")
         assert "video" in codecs(ffprobe(f"{url}{i}"))
-    wait_for(lambda: _refused(old_port), what="old port closed")
+    wait_for(lambda: refused(old_port), what="old port closed")
     assert {s: p.pid for s, p in worker_procs(srv.master_pid).items()} == workers
 
-
-def _refused(port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return False
-    except ConnectionRefusedError:
-        return True

@@ -8,24 +8,14 @@ sessions run for up to `grace_final_wait`, then close them and exit 0, removing 
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
-from conftest import SRS, codecs, ffprobe, player, wait_for
+from conftest import SRS, codecs, ffprobe, player, refused, wait_for
 
 GRACE = {"grace_start_wait": "500", "grace_final_wait": "2500"}
 
-
-def _refused(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return False
-    except ConnectionRefusedError:
-        return True
-    except OSError:
-        return False
 
 
 def _serving(srv, clients):  # type: ignore[no-untyped-def]
@@ -49,7 +39,7 @@ def test_quit_waits_for_sessions_up_to_grace_final_wait_then_exits_0(srs_server,
     srv.send_signal(signal.SIGQUIT)
     srv.wait_log("SIGQUIT: graceful stop")
     # after grace_start_wait the listeners are closed: new connections are refused ...
-    wait_for(lambda: _refused(srv.port), timeout=5, what="connections refused")
+    wait_for(lambda: refused(srv.port), timeout=5, what="connections refused")
     refused_after = time.monotonic() - started
     assert refused_after >= 0.4
     # ... while the sessions already there go on
