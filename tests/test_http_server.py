@@ -324,3 +324,32 @@ def test_large_static_file_is_streamed_whole_and_head_has_its_length(srs_server:
     slow.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
     assert api(srv, "/api/v1/versions")["code"] == 0
     slow.close()
+
+
+def test_stalled_flv_player_is_dropped_while_another_plays_on(srs_server: Any, clients: Clients) -> None:
+    import socket
+
+    body = ("vhost __defaultVhost__ { play { queue_length 2; } "
+            "http_remux { enabled on; mount [vhost]/[app]/[stream].flv; } }\n")
+    srv = srs_server(body, workers=1, http=True)
+    # constant 2 Mb/s, so the stalled player's buffers fill at a known pace
+    clients.publish(f"{srv.url}/live/s", video=[
+        "-c:v", "libx264", "-preset", "ultrafast", "-b:v", "2M", "-minrate", "2M", "-maxrate", "2M",
+        "-bufsize", "1M", "-x264-params", "nal-hrd=cbr", "-g", "25", "-pix_fmt", "yuv420p"])
+    srv.wait_log("publish start", timeout=20)
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", srv.http_port))
+    stalled.sendall(b"GET /live/s.flv HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
+    good = play_flv(clients, flv_url(srv))
+    import re
+
+    from srv.net.flow import HIGH_WATER, PLAYER_SNDBUF
+
+    srv.wait_log("player stalled for", timeout=25)
+    assert good.poll() is None, "the reading player must not be dropped"
+    # the stall surfaced after a bounded amount, not after the kernel's autotuned megabytes
+    sent = re.search(r"flv-play \S+ closed \(player stalled for .*\), sent (\d+) bytes", srv.log_text())
+    assert sent is not None and int(sent.group(1)) < PLAYER_SNDBUF + HIGH_WATER + 512 * 1024
+    assert "Traceback" not in srv.log_text()
+    stalled.close()

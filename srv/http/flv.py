@@ -27,6 +27,7 @@ from srv.app.packet import FLV
 from srv.conf.model import DEFAULT_VHOST, VhostConfig
 from srv.media.flv import FLV_HEADER
 from srv.net.context import WorkerContext
+from srv.net.flow import tune_player_transport
 
 
 @lru_cache(maxsize=256)
@@ -79,6 +80,7 @@ class FlvPlayer:
 
     def start(self) -> None:
         self.ctx.register(self)
+        tune_player_transport(self.transport)  # a stall must show as back-pressure, as for RTMP
         self.write(FLV_HEADER())
         self.consumer = self.ctx.hub.play(self.key, self.vhost, self, FLV)
 
