@@ -45,8 +45,10 @@ HEADER_TIMEOUT = 10.0
 MAX_HEADER = 16 * 1024
 MAX_BODY = 64 * 1024
 SERVER = f"{SIGNATURE}/{__version__}".encode()
+# SRS's CORS headers, except that no method that changes anything is allowed cross-origin: a
+# browser preflights DELETE (kick a client) and is refused it from any page, until access control
 CORS = [(b"Access-Control-Allow-Origin", b"*"),
-        (b"Access-Control-Allow-Methods", b"GET, POST, HEAD, PUT, DELETE, OPTIONS"),
+        (b"Access-Control-Allow-Methods", b"GET, HEAD, OPTIONS"),
         (b"Access-Control-Expose-Headers", b"Server,range,Content-Length,Content-Range"),
         (b"Access-Control-Allow-Headers", b"origin,range,accept-encoding,referer,Cache-Control,X-Proxy-Authorization,X-Requested-With,Content-Type")]
 HEALTH_PATHS = ("/health", "/healthz", "/livez", "/ready", "/readyz")
@@ -221,10 +223,14 @@ class HttpConnection(asyncio.Protocol):
             headers += CORS
         return self._send(h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase.encode()))
 
-    def respond(self, status: int, body: bytes, ctype: str, extra: list[tuple[bytes, bytes]] | None = None,
-                head: bool = False) -> None:
+    @property
+    def head_request(self) -> bool:
+        """A HEAD is answered like a GET without the body: same status and headers."""
+        return self.request is not None and self.request.method == b"HEAD"
+
+    def respond(self, status: int, body: bytes, ctype: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
         out = self._response_head(status, ctype, len(body), extra)
-        if body and not head:
+        if body and not self.head_request:
             out += self._send(h11.Data(data=body))
         out += self._send(h11.EndOfMessage())
         if self.transport is not None and not self.closed:
@@ -275,15 +281,14 @@ class HttpConnection(asyncio.Protocol):
         split = urlsplit(target)
         path = split.path or "/"
         query = dict(parse_qsl(split.query))
-        head = method == "HEAD"
         if method == "OPTIONS" and self._cors():
             self.respond(200, b"", "text/plain")
             return
         if path in HEALTH_PATHS:
-            await self.health(path, head)
+            await self.health(path)
             return
         if "exporter" in self.services and path == "/metrics":
-            await self.metrics(head)
+            await self.metrics()
             return
         if "api" in self.services and (path == "/api" or path.startswith("/api/")):
             status, obj = await Api(self.ctx).handle(method, path, query)
@@ -293,15 +298,15 @@ class HttpConnection(asyncio.Protocol):
             if method not in ("GET", "HEAD"):
                 self._error(405, "method not allowed")
                 return
-            if path.endswith(".flv") and not head and self.play_flv(req, path, query):
+            if path.endswith(".flv") and self.play_flv(req, path, query):
                 return
-            await self.serve_static(path, head)
+            await self.serve_static(path)
             return
         self._error(404, "not found")
 
-    async def health(self, path: str, head: bool) -> None:
+    async def health(self, path: str) -> None:
         if path in ("/health", "/healthz", "/livez"):
-            self.respond(200, b'{"status":"ok"}', "application/json", head=head)
+            self.respond(200, b'{"status":"ok"}', "application/json")
             return
         ready, why = False, "stopping"
         if not self.ctx.stopping:
@@ -312,17 +317,17 @@ class HttpConnection(asyncio.Protocol):
             except (TimeoutError, OSError):
                 why = "master not answering"
         body = json.dumps({"status": "ready" if ready else "not ready", "reason": why}).encode()
-        self.respond(200 if ready else 503, body, "application/json", head=head)
+        self.respond(200 if ready else 503, body, "application/json")
 
-    async def metrics(self, head: bool) -> None:
+    async def metrics(self) -> None:
         try:
             snap = await self.ctx.master.snapshot()
         except (TimeoutError, OSError):
             self._error(503, "master not answering")
             return
-        self.respond(200, render(snap, self.ctx.config.exporter), METRICS_TYPE, head=head)
+        self.respond(200, render(snap, self.ctx.config.exporter), METRICS_TYPE)
 
-    async def serve_static(self, path: str, head: bool) -> None:
+    async def serve_static(self, path: str) -> None:
         """Stream a file in chunks read off the event loop, never holding it whole in memory
         nor blocking other sessions on the disk; the transport's back-pressure paces it."""
         found = static.resolve(self.ctx.config.http_server.dir, path)
@@ -341,7 +346,7 @@ class HttpConnection(asyncio.Protocol):
             size = os.fstat(f.fileno()).st_size
             assert self.transport is not None
             self.transport.write(self._response_head(200, found.content_type, size))
-            left = 0 if head else size
+            left = 0 if self.head_request else size
             while left > 0:
                 chunk = await self.ctx.loop.run_in_executor(None, f.read, min(static.CHUNK, left))
                 if not chunk or self.closed:
@@ -378,6 +383,9 @@ class HttpConnection(asyncio.Protocol):
         head = self._send(h11.Response(status_code=200, headers=headers))
         chunked = b"transfer-encoding: chunked" in head.lower()
         assert self.transport is not None
+        if self.head_request:  # what a GET would get, without the stream
+            self.transport.write(head + self._send(h11.EndOfMessage()))
+            return True
         self.transport.write(head)
         app, stream = found
         self.player = FlvPlayer(ctx, self.transport, vhost, app, stream, self.ip, host or "127.0.0.1",
