@@ -41,8 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     srvlog.setup("console", "trace")
+    # What the server cannot enforce yet (access control) stops a start or a reload; `-t`
+    # and the other signals only need the file to be valid.
+    enforce = not args.test and args.signal in (None, "reload")
     try:
-        config = load(args.conf)
+        config = load(args.conf, enforce=enforce)
     except ConfigErrors as e:
         for err in e.errors:
             print(f"srs: {err}", file=sys.stderr)
@@ -52,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             keeps = "; the running server keeps its config" if args.signal == "reload" else ""
             print(f"srs: {args.signal} not sent: configuration file {args.conf} has errors{keeps}",
                   file=sys.stderr)
+        else:
+            print(f"srs: not started: configuration file {args.conf} has errors", file=sys.stderr)
         return 1
     if args.test:
         for w in config.warnings:

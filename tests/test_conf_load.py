@@ -22,6 +22,7 @@ from srv.conf.directives import REGISTRY
 from srv.conf.registry import MAIN
 
 ROOT = Path(__file__).resolve().parent.parent
+SRS_TRUNK = ROOT / "tests" / "data" / "srs-trunk-conf"
 
 
 def _load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> ServerConfig:
@@ -183,7 +184,14 @@ def test_srs3_vhost_spellings_are_upgraded_with_a_warning(tmp_path: Path) -> Non
     assert vhost.play.gop_cache is False and vhost.play.mw_msgs == 3
     assert vhost.publish.normal_timeout == 9000
     assert vhost.forwards == (ForwardConfig(enabled=True, destinations=("127.0.0.1:1936",)),)
-    assert len(config.warnings) == 3 and all("SRS 3 syntax" in w for w in config.warnings)
+    path = tmp_path / "x.conf"
+    assert config.warnings == (
+        f'{path}:2:3: "gop_cache off;" directly in a vhost is SRS 1/2 syntax; read as play {{ gop_cache off; }}',
+        f'{path}:3:3: "publish_normal_timeout 9000;" directly in a vhost is SRS 1/2 syntax; '
+        f'read as publish {{ normal_timeout 9000; }}',
+        f'{path}:4:3: "forward 127.0.0.1:1936;" is SRS 1/2 syntax; '
+        f'read as forward {{ enabled on; destination 127.0.0.1:1936; }}',
+    )
 
 
 def test_errors_in_included_files_name_those_files(tmp_path: Path) -> None:
@@ -211,10 +219,18 @@ def test_shipped_default_conf_matches_the_documented_setup() -> None:
     config = load(str(ROOT / "conf" / "srs.conf"), {})
     assert config.listen == (Endpoint("0.0.0.0", 1935),)
     assert (config.daemon, config.srs_log_tank, config.max_connections) == (False, "console", 1000)
-    assert config.http_api.enabled and config.http_api.listen.port == 1985
+    # the API (which kicks clients and reloads) and the exporter answer on this host only
+    assert config.http_api.enabled and config.http_api.listen == Endpoint("127.0.0.1", 1985)
+    assert config.exporter.enabled and config.exporter.listen == Endpoint("127.0.0.1", 9972)
     assert config.http_server.enabled and config.http_server.listen.port == 8080
-    assert config.exporter.enabled and config.exporter.listen.port == 9972
     assert config.vhosts["__defaultVhost__"].http_remux.enabled
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "conf").glob("*.conf") if p.name != "full.conf"))
+def test_shipped_configs_keep_the_api_and_exporter_local(name: str) -> None:
+    config = load(str(ROOT / "conf" / name), {})
+    for service in (config.http_api, config.exporter):
+        assert not service.enabled or service.listen.host == "127.0.0.1", (name, service)
 
 
 def test_forward_sample_confs_use_distinct_ports_and_pid_files() -> None:
@@ -228,8 +244,9 @@ def test_forward_sample_confs_use_distinct_ports_and_pid_files() -> None:
     assert len(ports) == len(set(ports))
 
 
-def test_srs_full_conf_loads_with_warnings_only() -> None:
-    config = load(str(ROOT / "tests" / "data" / "conf" / "srs-full.conf"), {})
+def test_srs_full_conf_loads_with_warnings_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(SRS_TRUNK)  # its include ./conf/include.vhost.conf; is relative to trunk
+    config = load("conf/full.conf", {}, enforce=False)
     assert any('"hls" is not supported yet' in w for w in config.warnings)
     assert "include.srs.com" in config.vhosts
     assert config.http_api.listen.port == 8080  # the first http_api block wins, as in SRS

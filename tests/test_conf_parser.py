@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -100,7 +101,32 @@ def test_include_of_a_missing_file_points_at_the_include_line(tmp_path: Path) ->
     with pytest.raises(ConfigError) as info:
         parse_file(main)
     missing = tmp_path / "nope.conf"
-    assert str(info.value) == f'{main}:2:3: cannot include "{missing}": no such file'
+    assert str(info.value) == (f'{main}:2:3: cannot include "{missing}": no such file '
+                               f'(nor "nope.conf" in the working directory {os.getcwd()})')
+    absolute = _write(tmp_path / "abs.conf", f"include {missing};\n")
+    with pytest.raises(ConfigError) as info:
+        parse_file(absolute)
+    assert str(info.value) == f'{absolute}:1:1: cannot include "{missing}": no such file'
+
+
+def test_include_falls_back_to_the_working_directory_as_srs_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # SRS's trunk: ./objs/srs -c conf/include.conf, which says include ./conf/include.vhost.conf;
+    _write(tmp_path / "conf" / "include.vhost.conf", "vhost v { }\n")
+    _write(tmp_path / "conf" / "include.conf", "listen 1935;\ninclude ./conf/include.vhost.conf;\n")
+    monkeypatch.chdir(tmp_path)
+    tree = parse_file("conf/include.conf")
+    assert [d.name for d in tree] == ["listen", "vhost"]
+    assert tree[1].file == "conf/include.vhost.conf"
+
+
+def test_include_prefers_the_including_files_folder_over_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write(tmp_path / "conf" / "v.conf", "pid beside.pid;\n")
+    _write(tmp_path / "v.conf", "pid cwd.pid;\n")
+    main = _write(tmp_path / "conf" / "main.conf", "include v.conf;\n")
+    monkeypatch.chdir(tmp_path)
+    assert parse_file(main)[0].args == ("beside.pid",)
 
 
 def test_include_cycle_is_an_error_at_the_include_that_closes_it(tmp_path: Path) -> None:

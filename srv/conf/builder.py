@@ -10,14 +10,19 @@ at the first.  Rules (SRS-compatible where SRS has one):
 - a directive srv implements elsewhere is an error naming the contexts where it belongs;
 - anything else is an unknown directive, with a "did you mean" when one is close;
 - a single-valued directive given twice keeps the first, as SRS does, with a warning;
-- SRS 3 spellings SRS still upgrades (``gop_cache`` directly in a vhost, ``forward
-  host:port;``) are upgraded the same way, with a warning.
+- older and newer SRS spellings SRS still reads (``gop_cache`` directly in a vhost,
+  ``forward host:port;``, SRS 7's ``rtmp { listen; }``) are read the same way, with a
+  warning naming the current spelling (``compat``);
+- ``security``, ``http_hooks`` and ``http_api { auth }`` are access control, which srv does
+  not enforce yet: enabled, they are an error (the server would run wide open where the file
+  asks for it closed), or with ``enforce=False`` (``srs -t``) a warning saying so.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from srv.conf.compat import upgrade_main, upgrade_vhost
 from srv.conf.directives import REGISTRY
 from srv.conf.errors import ConfigError, format_location
 from srv.conf.model import DEFAULT_VHOST, ServerConfig, VhostConfig, VhostMap
@@ -27,22 +32,24 @@ from srv.conf.srs_known import srs_knows
 
 __all__ = ["build"]
 
-# SRS 3 allowed these directly in a vhost; SRS 4+ moves them (srs_config_transform_vhost).
-_SRS3_VHOST_MOVES: dict[str, tuple[str, str]] = {
-    "gop_cache": ("play", "gop_cache"),
-    "queue_length": ("play", "queue_length"),
-    "mw_latency": ("play", "mw_latency"),
-    "publish_1stpkt_timeout": ("publish", "firstpkt_timeout"),
-    "publish_normal_timeout": ("publish", "normal_timeout"),
-}
-
 _INVALID = object()
+
+# Blocks that decide who may connect, publish or play; SRS's default for each is off.
+_ACCESS_CONTROL = {("vhost", "security"), ("vhost", "http_hooks"), ("http_api", "auth")}
+
+
+def _enabled(block: Directive) -> bool:
+    """``enabled on;`` inside ``block`` (SRS reads the first ``enabled``, and only "on" as on)."""
+    flags = [d.args for d in block.children or () if d.name == "enabled" and d.children is None]
+    return bool(flags) and flags[0][:1] == ("on",)
 
 
 class _Builder:
     def __init__(self) -> None:
         self.errors: list[ConfigError] = []
         self.warnings: list[str] = []
+        #: enabled access-control blocks, and how to name them
+        self.unenforced: list[tuple[Directive, str]] = []
 
     def error(self, d: Directive, message: str, arg: int | None = None) -> None:
         """Report at the directive, or at its argument number `arg` when the value is wrong."""
@@ -118,7 +125,10 @@ class _Builder:
         if spec is not None:
             return spec
         if srs_knows(context, d.name):
-            self.warn(d, f'"{d.name}" is not supported yet (ignored)')
+            if (context, d.name) in _ACCESS_CONTROL and _enabled(d):
+                self.unenforced.append((d, d.name if context == "vhost" else f"{context} {{ {d.name} }}"))
+            else:
+                self.warn(d, f'"{d.name}" is not supported yet (ignored)')
             return None
         elsewhere = REGISTRY.contexts_of(d.name)
         if elsewhere:
@@ -154,41 +164,26 @@ class _Builder:
         extra = {spec.arg_field: converted[0]} if converted else {}
         children = d.children or ()
         if child == "vhost":
-            children = self.upgrade_srs3_vhost(children)
+            children = upgrade_vhost(children, self)
         return self.section(child, children, extra)
 
-    def upgrade_srs3_vhost(self, children: tuple[Directive, ...]) -> tuple[Directive, ...]:
-        moved: dict[str, list[Directive]] = {}
-        kept: list[Directive] = []
-        for d in children:
-            if d.name in _SRS3_VHOST_MOVES and d.children is None:
-                block, name = _SRS3_VHOST_MOVES[d.name]
-                self.warn(d, f'"{d.name}" directly in a vhost is SRS 3 syntax; read as {block} {{ {name} ...; }}')
-                moved.setdefault(block, []).append(Directive(name, d.args, None, d.file, d.line, d.col))
-            elif d.name == "forward" and d.children is None:
-                self.warn(d, f'"forward {" ".join(d.args)};" is SRS 3 syntax; read as forward {{ enabled on; destination ...; }}')
-                body = (
-                    Directive("enabled", ("on",), None, d.file, d.line, d.col),
-                    Directive("destination", d.args, None, d.file, d.line, d.col),
-                )
-                kept.append(Directive("forward", (), body, d.file, d.line, d.col))
-            else:
-                kept.append(d)
-        for block, directives in moved.items():
-            for i, d in enumerate(kept):
-                if d.name == block and d.children is not None:
-                    kept[i] = Directive(d.name, d.args, d.children + tuple(directives), d.file, d.line, d.col)
-                    break
-            else:
-                first = directives[0]
-                kept.append(Directive(block, (), tuple(directives), first.file, first.line, first.col))
-        return tuple(kept)
 
+def build(directives: list[Directive], path: str,
+          enforce: bool = True) -> tuple[ServerConfig | None, list[ConfigError], list[str]]:
+    """Validate ``directives`` (already env-overridden) into a config, errors and warnings.
 
-def build(directives: list[Directive], path: str) -> tuple[ServerConfig | None, list[ConfigError], list[str]]:
-    """Validate ``directives`` (already env-overridden) into a config, errors and warnings."""
+    ``enforce=False`` turns the refusal of access control srv cannot enforce yet into
+    warnings, for ``srs -t``: SRS's own configs test clean, and say they would not start.
+    """
     builder = _Builder()
-    config = builder.section(MAIN, tuple(directives), {"path": path})
+    config = builder.section(MAIN, upgrade_main(tuple(directives), builder), {"path": path})
+    for d, name in builder.unenforced:
+        if enforce:
+            builder.error(d, f'"{name}" is enabled, but srv does not enforce access control yet: '
+                             f'refusing to run wide open (remove it or set "enabled off;")')
+        else:
+            builder.warn(d, f'"{name}" is enabled, but srv does not enforce access control yet: '
+                            f'the server refuses to start with this file')
     if builder.errors or config is _INVALID:
         return None, builder.errors, builder.warnings
     assert isinstance(config, ServerConfig)

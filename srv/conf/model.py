@@ -2,7 +2,7 @@
 
 Built once by ``srv.conf.load`` and passed in; nothing reads config globally.  Every object
 here is immutable, hashable and picklable (the master sends ``ServerConfig`` to workers).
-Defaults are SRS's (see srs-full.conf); where srv goes beyond SRS the docstring says so.
+Defaults are SRS's (see SRS's full.conf); where srv goes beyond SRS the docstring says so.
 Times: ``*_timeout``, ``*_wait``, ``mw_latency``, ``backoff_*`` are milliseconds (int);
 ``queue_length`` is seconds (float).
 """

@@ -6,7 +6,8 @@ expands ``include file...;`` in place, in the block where it appears.  What a di
 means is not decided here (see ``registry`` and ``builder``).
 
 Invariants: every ``Directive`` carries the file it came from (included files keep their
-own path), args are unquoted strings, ``children is None`` for ``name args;`` and a tuple
+own path; a relative include resolves next to the including file, else in the working
+directory as in SRS), args are unquoted strings, ``children is None`` for ``name args;`` and a tuple
 (possibly empty) for ``name args { ... }``.
 """
 
@@ -178,8 +179,10 @@ def _include(d: Directive, stack: tuple[str, ...]) -> list[Directive]:
         raise _at(d, "include needs at least one file name")
     out: list[Directive] = []
     for arg in d.args:
-        target = arg if os.path.isabs(arg) else os.path.join(os.path.dirname(d.file), arg)
-        target = os.path.normpath(target)
+        target = _resolve(arg, d.file)
+        if not os.path.isabs(arg) and not os.path.exists(target):
+            raise _at(d, f'cannot include "{target}": no such file '
+                         f'(nor "{arg}" in the working directory {os.getcwd()})')
         identity = _identity(target)
         if identity in stack:
             chain = " -> ".join(_shorten(p) for p in (*stack[stack.index(identity) :], identity))
@@ -187,6 +190,23 @@ def _include(d: Directive, stack: tuple[str, ...]) -> list[Directive]:
         text = _read(target, d)
         out.extend(_parse(text, target, (*stack, identity)))
     return out
+
+
+def _resolve(arg: str, including: str) -> str:
+    """Where ``include arg;`` in ``including`` points.
+
+    A relative path is looked up next to the including file first (so a config tree can be
+    moved as a whole), then in the working directory, which is where SRS looks: its users run
+    ``./objs/srs -c conf/include.conf`` from trunk and write ``include ./conf/x.conf;``.  When
+    neither exists the first is returned, so the error names the path next to the includer.
+    """
+    if os.path.isabs(arg):
+        return os.path.normpath(arg)
+    beside = os.path.normpath(os.path.join(os.path.dirname(including), arg))
+    if os.path.exists(beside):
+        return beside
+    cwd = os.path.normpath(arg)
+    return cwd if os.path.exists(cwd) else beside
 
 
 def _shorten(path: str) -> str:

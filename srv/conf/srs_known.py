@@ -1,7 +1,7 @@
 """SRS directive names by context, taken from SRS's annotated full.conf (MIT, the SRS authors).
 
-Generated once from tests/data/conf/srs-full.conf; a context is the dotted path of block
-names ("main" for the top level, vhost names dropped).  srv uses it to tell a directive SRS
+Generated once from tests/data/srs-trunk-conf/conf/full.conf; a context is the dotted path of
+block names ("main" for the top level, vhost names dropped).  srv uses it to tell a directive SRS
 knows but srv does not implement (a warning) from a typo (an error).  Names SRS accepts that
 the full.conf leaves out or comments out are added at the end by hand.
 """
@@ -298,9 +298,18 @@ SRS_KNOWN: dict[str, frozenset[str]] = {
 }
 
 # Known to SRS but absent from (or commented out in) its full.conf: older spellings that
-# SRS still reads, and options it documents as always off.
+# SRS still reads (``compat`` reads most of them the way SRS does), options it documents as
+# always off, and names SRS 7 added (its check_normal_config lists them).
 _EXTRA: dict[str, frozenset[str]] = {
-    "main": frozenset({"rtmp", "http_stream", "ff_log_level", "srs_log_level_v2"}),
+    "main": frozenset(
+        {
+            "rtmp", "http_stream", "ff_log_level", "srs_log_level_v2", "rtmps", "rtsp_server",
+        }
+    ),
+    "rtmp": frozenset({"listen", "chunk_size"}),
+    "rtmps": frozenset({"enabled", "listen", "key", "cert"}),
+    "rtsp_server": frozenset({"enabled", "listen"}),
+    "srt_server": frozenset({"payloadsize", "sei_filter", "mix_correct", "default_streamid"}),
     "http_api.raw_api": frozenset({"allow_query", "allow_update"}),
     "vhost": frozenset(
         {
@@ -308,9 +317,20 @@ _EXTRA: dict[str, frozenset[str]] = {
             "refer_play", "bandcheck", "http", "http_flv", "mr", "mr_latency",
             "publish_1stpkt_timeout", "publish_normal_timeout", "time_jitter", "mix_correct",
             "atc", "atc_auto", "gop_cache", "queue_length", "send_min_interval",
-            "reduce_sequence_header", "mw_latency", "hls", "hds", "dvr", "dash",
+            "reduce_sequence_header", "mw_latency", "hls", "hds", "dvr", "dash", "rtsp",
         }
     ),
+    "vhost.forward": frozenset({"rtmps"}),
+    "vhost.hls": frozenset(
+        {
+            "hls_use_fmp4", "hls_init_file", "hls_fmp4_file", "hls_recover",
+            "hls_master_m3u8_path_relative", "hls_storage", "hls_mount",
+        }
+    ),
+    "vhost.http_hooks": frozenset({"on_connect", "on_close"}),
+    "vhost.security": frozenset({"deny"}),
+    "vhost.rtc": frozenset({"init_rate_from_sdp", "bframe", "aac"}),
+    "vhost.rtsp": frozenset({"enabled", "rtmp_to_rtsp"}),
 }
 
 for _context, _names in _EXTRA.items():
