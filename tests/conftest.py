@@ -1,20 +1,30 @@
 """Shared test harness: start the real `./objs/srs` on free ports, drive real clients.
 
 `srs_server(...)` (fixture) writes a config into the test's tmp dir, starts `./objs/srs -c it`
-and waits until the master logs that every worker is ready. Logs go to a file that tests grep.
-Every server and client started here is stopped at teardown, even when the test fails.
+and waits until the master says READY=1 on its sd_notify socket (every worker accepts), as
+systemd would. Logs go to a file that tests grep.
+
+Every server and client starts in a process group of its own and the whole group is stopped at
+teardown (SIGTERM, then SIGKILL), even when the test fails, so a child a client forked (the
+nginx-rtmp worker, a srs worker) cannot outlive the test. A session-end check fails the run if
+any process of those groups is still alive. Ports come from `free_port()`, reserved across
+xdist workers and concurrent runs until the test ends.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import random
 import re
 import signal
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +40,160 @@ FFMPEG_PUBLISH = [
 ]
 
 
+PORT_LOCKS = Path(tempfile.gettempdir()) / "srv-test-ports"
+_held_ports: dict[int, int] = {}  # port -> fd of its lock file, released when the test ends
+
+
+def _port_range() -> tuple[int, int]:
+    """Below the kernel's ephemeral range, so no client's outgoing connection is given the port."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return 10000, max(low, 12000) - 1
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A 127.0.0.1 TCP port nothing listens on, reserved for the calling test.
+
+    Binding port 0 and closing races: the kernel hands the same port to the next caller (another
+    xdist worker, a client's outgoing connection) before the server binds it. Instead a port
+    below the ephemeral range is locked with a lock file (flock: released by the kernel if this
+    process dies) that every xdist worker and every concurrent run honours, and checked free by
+    binding it. The lock is dropped when the test ends (`_release_ports`).
+    """
+    PORT_LOCKS.mkdir(exist_ok=True)
+    low, high = _port_range()
+    start = random.randrange(low, high + 1)
+    for i in range(high - low + 1):
+        port = low + (start - low + i) % (high - low + 1)
+        if port in _held_ports:
+            continue
+        fd = os.open(PORT_LOCKS / str(port), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            os.close(fd)
+            continue
+        _held_ports[port] = fd
+        return port
+    raise RuntimeError(f"no free port in {low}-{high}")
+
+
+@pytest.fixture(autouse=True)
+def _release_ports() -> Iterator[None]:
+    """Set up first, torn down last: the ports a test reserved stay reserved until its servers stop."""
+    before = set(_held_ports)
+    yield
+    for port in set(_held_ports) - before:
+        os.close(_held_ports.pop(port))
+
+
+# ---- process groups: nothing a test starts outlives it ---------------------------------------
+
+_groups: set[int] = set()  # process groups and sessions the tests started
+
+
+def track_group(pgid: int) -> None:
+    """Count every process of group (or session) `pgid` as started by the tests."""
+    _groups.add(pgid)
+
+
+def group_members(ids: Iterable[int]) -> list[tuple[int, str]]:
+    """Live (not zombie) processes whose process group or session is in `ids`: (pid, cmdline)."""
+    wanted = set(ids)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        state, pgrp, session = fields[0], int(fields[2]), int(fields[3])
+        if state != "Z" and (pgrp in wanted or session in wanted):
+            found.append((int(entry.name), cmdline.strip()))
+    return found
+
+
+def stop_groups(pgids: Iterable[int], grace: float = 5.0) -> None:
+    """Stop every process of the groups `pgids`: SIGTERM to all, SIGKILL what is left after `grace` s."""
+    pgids = set(pgids)
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        live = {pgid for pgid in pgids if group_members([pgid])}
+        for pgid in live:
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while live and group_members(live) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def stop_group(pgid: int, grace: float = 5.0) -> None:
+    stop_groups([pgid], grace)
+
+
+def spawn_in_group(args: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+    """`subprocess.Popen` in a new process group, tracked so the session-end check sees it."""
+    p: subprocess.Popen[bytes] = subprocess.Popen(args, process_group=0, **kw)
+    track_group(p.pid)
+    return p
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_left_behind() -> Iterator[None]:
+    """Session end (each xdist worker checks its own): fail if a started process still runs."""
+    yield
+    left = group_members(_groups)
+    stop_groups(_groups, grace=1.0)
+    assert not left, "processes the tests started are still running:\n" + \
+        "\n".join(f"  pid {pid}: {cmd}" for pid, cmd in left)
+
+
+# ---- sd_notify ---------------------------------------------------------------------------------
+
+
+class NotifySocket:
+    """What systemd does for `Type=notify`: a unix datagram socket given as NOTIFY_SOCKET.
+
+    Abstract address (`@name`): nothing on disk to clean up, no sun_path length limit to hit.
+    """
+
+    def __init__(self) -> None:
+        self.address = f"@srv-test-notify-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.address[1:])
+        self.sock.setblocking(False)
+        self.messages: list[dict[str, str]] = []  # one dict per datagram
+        self.times: list[float] = []
+
+    def poll(self) -> list[dict[str, str]]:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except BlockingIOError:
+                return self.messages
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            self.messages.append(fields)
+            self.times.append(time.monotonic())
+
+    def wait(self, pred: Callable[[dict[str, str]], bool], after: int = 0, timeout: float = 15,
+             what: str = "notify message", alive: Callable[[], None] | None = None) -> int:
+        """Index of the first message from `after` on that matches (`alive` raises if it never can)."""
+        def found() -> int | None:
+            if alive is not None:
+                alive()
+            msgs = self.poll()
+            return next((i + 1 for i in range(after, len(msgs)) if pred(msgs[i])), None)
+        return int(wait_for(found, timeout, what=what)) - 1
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def refused(port: int) -> bool:
@@ -91,6 +251,8 @@ class Server:
                 self.header += line
         self.write_conf(body)
         self.proc: subprocess.Popen[bytes] | None = None
+        self._notify: NotifySocket | None = None
+        self._ready_after = 0  # READY=1 counts from this notify message on (the last launch)
 
     def write_conf(self, body: str) -> None:
         self.conf.write_text(self.header + body)
@@ -99,22 +261,36 @@ class Server:
     def url(self) -> str:
         return f"rtmp://127.0.0.1:{self.port}"
 
-    def start(self, wait: bool = True) -> Server:
+    @property
+    def notify(self) -> NotifySocket:
+        """The sd_notify socket this server reports to (made on first use)."""
+        if self._notify is None:
+            self._notify = NotifySocket()
+        return self._notify
+
+    def environ(self) -> dict[str, str]:
+        """Environment to launch this server with; READY=1 is awaited from this launch on."""
         env = dict(os.environ)
+        env["NOTIFY_SOCKET"] = self.notify.address
         env.update(self.env or {})
-        self.proc = subprocess.Popen([str(SRS), "-c", str(self.conf)], cwd=self.dir, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._ready_after = len(self.notify.poll())
+        return env
+
+    def start(self, wait: bool = True) -> Server:
+        self.proc = spawn_in_group([str(SRS), "-c", str(self.conf)], cwd=self.dir, env=self.environ(),
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if wait:
             self.wait_ready()
         return self
 
-    def wait_ready(self, count: int = 1, timeout: float = 20) -> None:
-        def ready() -> bool:
+    def wait_ready(self, timeout: float = 20) -> None:
+        """Until the master of the last launch sends READY=1 (every worker accepts)."""
+        def exited() -> None:
             if self.proc is not None and self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
                 raise AssertionError(f"srs exited with {self.proc.returncode}: {out}\n{self.log_text()}")
-            return self.log_text().count("] ready: ") >= count
-        wait_for(ready, timeout, what="srs ready")
+        self.notify.wait(lambda m: m.get("READY") == "1", after=self._ready_after, timeout=timeout,
+                         what="srs READY=1", alive=exited)
 
     def log_text(self) -> str:
         try:
@@ -136,14 +312,24 @@ class Server:
         os.kill(self.proc.pid, sig)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
+        """Stop the master with `sig`, then whatever of its process group is left."""
+        if self.proc is None:
+            return None
+        code = self.proc.poll()
+        if code is None:
+            self.proc.send_signal(sig)
+            try:
+                code = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                stop_group(self.proc.pid, grace=0)
+                code = self.proc.wait(5)
+        stop_group(self.proc.pid)
+        return code
+
+    def close(self) -> None:
+        self.stop()
+        if self._notify is not None:
+            self._notify.close()
 
 
 class Clients:
@@ -162,20 +348,20 @@ class Clients:
             spec[i:i + 10] = video
         if seconds is not None:
             spec += ["-t", str(seconds)]  # an output option: ends every input
-        p = subprocess.Popen(args + spec + [url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.procs.append(p)
-        return p
+        return self.spawn(args + spec + [url], stdout=subprocess.DEVNULL)
 
     def spawn(self, args: list[str], **kw: Any) -> subprocess.Popen[bytes]:
-        p = subprocess.Popen(args, stdout=kw.pop("stdout", subprocess.PIPE),
-                             stderr=kw.pop("stderr", subprocess.PIPE), **kw)
+        """Start a client in a process group of its own (stopped as a group at teardown)."""
+        p = spawn_in_group(args, stdout=kw.pop("stdout", subprocess.PIPE),
+                           stderr=kw.pop("stderr", subprocess.PIPE), **kw)
         self.procs.append(p)
         return p
 
     def close(self) -> None:
+        """Stop every client's whole group, gracefully first: a forked child (nginx's worker)
+        must not outlive its parent."""
+        stop_groups(p.pid for p in self.procs)
         for p in self.procs:
-            if p.poll() is None:
-                p.kill()
             try:
                 p.wait(5)
             except subprocess.TimeoutExpired:
@@ -216,7 +402,7 @@ def srs_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 
     yield start
     for s in servers:
-        s.stop()
+        s.close()
 
 
 def worker_procs(master_pid: int) -> dict[int, Any]:

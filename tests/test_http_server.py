@@ -146,10 +146,9 @@ def test_metrics_parse_and_byte_counters_follow_the_traffic(srs_server: Any, cli
     assert first[("srs_receive_bytes_total", ())] >= first[("srs_stream_receive_bytes_total", labels)] > 50_000
     assert first[("srs_send_bytes_total", ())] >= first[("srs_stream_send_bytes_total", labels)] > 50_000
     assert stream["recv_bytes"] > 0
-    time.sleep(1.5)
-    second = metrics(srv)
-    for name in ("srs_send_bytes_total", "srs_receive_bytes_total"):
-        assert second[(name, ())] > first[(name, ())]
+    totals = ("srs_send_bytes_total", "srs_receive_bytes_total")
+    second = wait_for(lambda: (m := metrics(srv)) and all(m[(n, ())] > first[(n, ())] for n in totals) and m,
+                      20, interval=0.3, what="byte counters to grow")
     assert second[("srs_clients_total", ())] >= 2
     build = [k for k in second if k[0] == "srs_build_info"]
     assert dict(build[0][1])["label"] == "lab1" and dict(build[0][1])["tag"] == "tag1"
@@ -162,7 +161,9 @@ def test_killed_worker_leaves_no_stale_series_and_counters_never_go_back(srs_ser
     for _ in range(4):
         play_flv(clients, flv_url(srv))
     wait_for(lambda: len(flv_clients(srv)) == 4, 15, interval=0.2, what="players registered")
-    time.sleep(1)
+    # every player has been sent media, so the victim's counters are part of `before`
+    wait_for(lambda: all(c["send_bytes"] > 0 for c in flv_clients(srv)), 15, interval=0.2,
+             what="media sent to every player")
     before = metrics(srv)
     workers = {w["slot"]: w["pid"] for w in api(srv, "/api/v1/summaries")["data"]["workers"]}
     victim_slot = 2

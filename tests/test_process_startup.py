@@ -15,12 +15,13 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import SRS, Server, codecs, ffprobe, free_port, wait_for, worker_procs
+from conftest import SRS, Server, codecs, ffprobe, free_port, track_group, wait_for, worker_procs
 
 
-def _run(conf: Path, *args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+def _run(conf: Path, *args: str, timeout: float = 20,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(SRS), *args, "-c", str(conf)], capture_output=True, text=True,
-                          timeout=timeout, cwd=conf.parent)
+                          timeout=timeout, cwd=conf.parent, env=env)
 
 
 def _second_conf(srv: Server, tmp_path: Path, daemon: bool) -> Path:
@@ -46,12 +47,13 @@ def test_second_instance_on_the_same_pid_file_is_refused(srs_server, tmp_path: P
 
 def test_daemon_on_detaches_and_is_stopped_through_the_pid_file(tmp_path: Path, clients) -> None:  # type: ignore[no-untyped-def]
     srv = Server(tmp_path, "vhost __defaultVhost__ { }\n", 2, settings={"daemon": "on"})
-    launched = _run(srv.conf)
+    launched = _run(srv.conf, env=srv.environ())
     master = 0
     try:
         assert launched.returncode == 0, launched.stderr
-        srv.wait_log("] ready: ")
+        srv.wait_ready()
         master = int(srv.pid_file.read_text())
+        track_group(os.getsid(master))  # its own session: the session-end check watches it too
         assert f"master pid {master}," in srv.log_text()  # the daemon's own pid, not the launcher's
         proc = psutil.Process(master)
         assert proc.cmdline()[0] == f"srs: master process -c {srv.conf}"

@@ -9,7 +9,15 @@ from hypothesis import strategies as st
 
 from srv.rtmp import amf0
 from srv.rtmp.errors import ProtocolError
-from srv.rtmp.events import ConnectRequest, PlayRequest, PublishRequest
+from srv.rtmp.events import (
+    ConnectRequest,
+    Event,
+    FCUnpublish,
+    MediaMessage,
+    MetadataMessage,
+    PlayRequest,
+    PublishRequest,
+)
 from srv.rtmp.messages import Message, MessageType
 from srv.rtmp.session import ClientSession, ServerSession
 
@@ -51,28 +59,49 @@ def recorded_client_session() -> bytes:
     return bytes(sent)
 
 
-def drive(data: bytes, cuts: list[int]) -> None:
-    """Feed ``data`` split at ``cuts``, acting like a permissive application."""
+def run_session(data: bytes, cuts: list[int]) -> list[Event]:
+    """Feed ``data`` split at ``cuts``, acting like a permissive application; every event seen."""
     server = ServerSession(max_message_size=1 << 16)
     pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    seen: list[Event] = []
+    for piece in pieces:
+        events = server.receive_data(piece)
+        while events:
+            event = events.pop(0)
+            seen.append(event)
+            if isinstance(event, ConnectRequest):
+                events += server.accept_connect(event)
+            elif isinstance(event, PublishRequest):
+                server.accept_publish(event.stream_id, event.stream_name)
+            elif isinstance(event, PlayRequest):
+                server.start_play(event.stream_id, event.stream_name)
+        server.data_to_send()
+    return seen
+
+
+def drive(data: bytes, cuts: list[int]) -> None:
+    """Like :func:`run_session` for hostile input: a ProtocolError is the one allowed failure."""
     try:
-        for piece in pieces:
-            events = server.receive_data(piece)
-            while events:
-                event = events.pop(0)
-                if isinstance(event, ConnectRequest):
-                    events += server.accept_connect(event)
-                elif isinstance(event, PublishRequest):
-                    server.accept_publish(event.stream_id, event.stream_name)
-                elif isinstance(event, PlayRequest):
-                    server.start_play(event.stream_id, event.stream_name)
-            server.data_to_send()
+        run_session(data, cuts)
     except ProtocolError:
         pass
 
 
 def test_recorded_session_is_valid_as_is() -> None:
-    drive(recorded_client_session(), [])
+    wire = recorded_client_session()
+    for cuts in ([], list(range(1, len(wire)))):  # whole, then one byte at a time
+        events = run_session(wire, cuts)
+        connects = [e for e in events if isinstance(e, ConnectRequest)]
+        assert [(c.app, c.vhost) for c in connects] == [("live", "v")]
+        publishes = [e for e in events if isinstance(e, PublishRequest)]
+        assert [(p.stream_name, p.params, p.publish_type) for p in publishes] == [("s", {"k": "v"}, "live")]
+        metadata = [e for e in events if isinstance(e, MetadataMessage)]
+        assert [m.metadata for m in metadata] == [{"width": 1.0, "list": [1.0, "a"]}]
+        media = [e.message for e in events if isinstance(e, MediaMessage)]
+        assert [(m.type_id, m.timestamp, m.payload) for m in media] == [
+            (8 + i % 2, (i * 20 + 0xFFFFF0) & 0xFFFFFFFF, bytes([i]) * (50 + i * 100)) for i in range(6)
+        ]
+        assert [e.stream_name for e in events if isinstance(e, FCUnpublish)] == ["s"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

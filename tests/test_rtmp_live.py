@@ -15,6 +15,7 @@ from pathlib import Path
 from conftest import Clients, Server, codecs, ffprobe, wait_for
 from rtmp_tools import RtmpTestClient, run
 
+from srv.media.flv import FlvError, FlvReader
 from srv.rtmp import events as ev
 
 
@@ -36,6 +37,16 @@ def decode_errors(path: Path) -> str:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stderr.strip()
+
+
+def media_seconds(path: Path) -> float:
+    """Seconds of audio/video in an FLV file that may still be growing (0 before its first tag)."""
+    try:
+        tags = FlvReader(check_previous_tag_size=False).feed(path.read_bytes())
+    except (FileNotFoundError, FlvError):
+        return 0.0
+    stamps = [t.timestamp for t in tags if t.tag_type in (8, 9)]
+    return (max(stamps) - min(stamps)) / 1000 if stamps else 0.0
 
 
 def first_video_packet_is_key(path: Path) -> bool:
@@ -86,7 +97,9 @@ def test_rtmpdump_plays(srs_server, clients: Clients, tmp_path: Path) -> None:
     publishing(s)
     out = tmp_path / "dump.flv"
     p = clients.spawn(["rtmpdump", "-q", "--live", "-r", f"{s.url}/live/s", "-o", str(out), "-B", "3"])
-    time.sleep(4)
+    wait_for(lambda: p.poll() is not None or media_seconds(out) >= 2.5, 30, interval=0.2,
+             what="rtmpdump to save 2.5 s")
+    assert p.poll() is None, p.stderr.read() if p.stderr else ""
     p.send_signal(signal.SIGINT)
     p.wait(10)
     streams = codecs(ffprobe(str(out)))
@@ -115,7 +128,7 @@ def test_late_joiner_decodes_from_its_first_frame(srs_server, clients: Clients, 
     clients.publish(f"{s.url}/live/s", video=["-c:v", "libx264", "-preset", "ultrafast", "-tune",
                                                "zerolatency", "-g", "100", "-pix_fmt", "yuv420p"])
     publishing(s)
-    time.sleep(2.5)  # well into a 4 s GOP
+    time.sleep(2.5)  # not a wait for an event: puts the players 2.5 s into a 4 s GOP
     for i in range(3):
         out = tmp_path / f"late{i}.flv"
         assert record(clients, f"{s.url}/live/s", out, 2).wait(30) == 0
@@ -159,7 +172,7 @@ def test_player_connected_before_the_publisher_starts_when_it_arrives(
     out = tmp_path / "early.flv"
     player = record(clients, f"{s.url}/live/early", out, 3)
     s.wait_log("play start")
-    time.sleep(1)
+    time.sleep(1)  # not a wait for an event: the player idles a while before the publisher comes
     clients.publish(f"{s.url}/live/early")
     assert player.wait(40) == 0
     assert duration(out) >= 2.5
@@ -212,7 +225,10 @@ def test_paused_player_does_not_disturb_others_and_is_dropped(
         await c.open()
         await c.play("s")
         c.read = False  # stop reading: the kernel buffers fill, the server must push back
-        await asyncio.sleep(12)
+        deadline = time.monotonic() + 40
+        while "player stalled for" not in s.log_text():  # until the server drops it
+            assert time.monotonic() < deadline, "the stalled player was never dropped"
+            await asyncio.sleep(0.2)
         await c.close()
 
     out = tmp_path / "ok.flv"
@@ -246,7 +262,10 @@ def test_max_connections_closes_the_extra_ones(srs_server) -> None:
 
     s = srs_server(workers=1, body="max_connections 3;\nvhost __defaultVhost__ { }\n")
     socks = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(3)]
-    time.sleep(0.3)
+    for x in socks:  # each one answers its handshake: the server holds (and counts) all three
+        x.settimeout(10)
+        x.sendall(b"\x03" + bytes(1536))
+        assert x.recv(1) == b"\x03"
     extra = socket.create_connection(("127.0.0.1", s.port))
     extra.settimeout(5)
     assert extra.recv(10) == b""  # closed by the server
