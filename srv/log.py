@@ -99,6 +99,13 @@ def set_role(role: str) -> None:
     _role = role
 
 
+def stream() -> Any:
+    """The file object lines go to now (the log file, or stderr): for faulthandler's dumps."""
+    if isinstance(_handler, logging.StreamHandler):
+        return _handler.stream
+    return sys.stderr
+
+
 def reopen() -> None:
     if isinstance(_handler, _ReopenableFileHandler):
         _handler.reopen()

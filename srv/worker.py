@@ -7,32 +7,38 @@ inside its loop, so a stuck loop is noticed and the worker replaced.
 
 Signals (sent by the master): QUIT graceful stop — keep accepting for `grace_start_wait`, then
 close the listeners and let sessions finish for up to `grace_final_wait`; TERM/INT fast stop;
-USR1 reopen log files. The master's reload arrives as a "config" message and is applied in place.
+USR1 reopen log files; ABRT (the master's answer to a missed heartbeat) makes faulthandler write
+every thread's stack to the log before the worker dies. The master's reload arrives as a
+`Config` message and is applied in place. Messages from the master go to `handle_<name>`
+(`srv/process/messages.py`); a bad frame is logged and dropped, never fatal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from setproctitle import setproctitle
 
-from srv import ipc
 from srv import log as srvlog
 from srv.app.hub import StreamHub
 from srv.conf.model import ServerConfig
 from srv.master.listeners import ListenSpec
-from srv.net.context import WorkerContext
+from srv.net.context import ClientQuery, WorkerContext
 from srv.net.rtmp_server import RtmpConnection
+from srv.process import WORKER_BOOT_ERROR
+from srv.process import messages as m
+from srv.process.channel import Channel, FrameTooLarge
 
 log = logging.getLogger("srv.worker")
 
-WORKER_BOOT_ERROR = 3
 HEARTBEAT_INTERVAL = 1.0
 
 
@@ -42,80 +48,80 @@ def pull_address(master_pid: int, slot: int) -> str:
 
 
 class MasterChannel:
-    """The worker's end of the control channel: requests with futures, pushes to the hub."""
+    """The worker's end of the control channel: requests with futures, pushes to the worker."""
 
     def __init__(self, sock: socket.socket, worker: Worker) -> None:
-        self.sock = sock
+        self.chan = Channel(sock)
         self.worker = worker
         self.loop = asyncio.get_running_loop()
-        self.buf = ipc.FrameBuffer()
-        self.out = bytearray()
         self.futures: dict[int, asyncio.Future[Any]] = {}
         self.next_req = 1
         self.master_pid = worker.master_pid
-        sock.setblocking(False)
-        self.loop.add_reader(sock.fileno(), self._readable)
+        self.handlers = m.handlers(worker, m.TO_WORKER)
+        self.loop.add_reader(self.chan.fileno(), self._readable)
 
-    def send(self, msg: dict[str, Any]) -> None:
-        self.out += ipc.encode(msg)
+    def send(self, msg: m.Message) -> None:
+        self.chan.send(msg)
         self._write()
 
     def _write(self) -> None:
-        if ipc.drain(self.sock, self.out):
-            self.loop.add_writer(self.sock.fileno(), self._write)
+        if self.chan.flush():
+            self.loop.add_writer(self.chan.fileno(), self._write)
         else:
-            self.loop.remove_writer(self.sock.fileno())
+            self.loop.remove_writer(self.chan.fileno())
 
     def _readable(self) -> None:
-        try:
-            data, ancdata, _, _ = self.sock.recvmsg(1 << 16, socket.CMSG_SPACE(64 * 4))
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data, ancdata = b"", []
-        if not data:
-            self.loop.remove_reader(self.sock.fileno())
+        got = self.chan.receive()
+        if got is None:
+            self.loop.remove_reader(self.chan.fileno())
             log.error("master went away; stopping")
             self.worker.stop(graceful=False)
             return
-        fds = ipc.recv_fds_from_ancdata(ancdata)
-        if fds:
-            self.worker.incoming_fds.extend(fds)
-        for msg in self.buf.feed(data):
+        frames, fds = got
+        self.worker.incoming_fds.extend(fds)
+        for msg in frames:
             try:
-                self.worker.handle_message(msg)
+                handler = m.accept(self.handlers, msg)
+            except m.BadMessage as e:
+                log.error("bad control frame from the master, dropped: %s", e)
+                continue
+            try:
+                handler(msg)
             except Exception:
-                log.exception("control message %s failed", msg.get("op"))
+                log.exception("control message %s failed", getattr(msg, "name", "?"))
 
-    def request(self, msg: dict[str, Any]) -> asyncio.Future[Any]:
+    def request(self, make: Callable[[int], m.Message]) -> asyncio.Future[Any]:
+        """Send `make(req)` and return the future its reply (same `req`) resolves."""
         req = self.next_req
         self.next_req += 1
         fut: asyncio.Future[Any] = self.loop.create_future()
         self.futures[req] = fut
-        msg["req"] = req
-        self.send(msg)
+        self.send(make(req))
         return fut
 
-    def resolve(self, msg: dict[str, Any]) -> None:
-        fut = self.futures.pop(msg["req"], None)
+    def resolve(self, req: int, reply: m.Message) -> None:
+        fut = self.futures.pop(req, None)
         if fut is not None and not fut.done():
-            fut.set_result(msg)
+            fut.set_result(reply)
 
     # Registry, for the hub
     async def claim(self, key: str) -> int | None:
-        reply = await self.request({"op": "claim", "key": key})
-        return None if reply["ok"] else int(reply["owner"])
+        reply: m.ClaimResult = await self.request(lambda req: m.Claim(req, key))
+        return None if reply.ok or reply.owner is None else reply.owner
 
     def release(self, key: str) -> None:
-        self.send({"op": "release", "key": key})
+        self.send(m.Release(key))
 
     # For the HTTP API
-    async def snapshot(self) -> dict[str, Any]:
-        return await asyncio.wait_for(self.request({"op": "snapshot"}), 5)  # type: ignore[no-any-return]
+    async def snapshot(self, query: ClientQuery | None = None) -> dict[str, Any]:
+        """The whole server's figures: {"workers": {slot: WorkerContext.snapshot()}, "master": ...}."""
+        fut = self.request(lambda req: m.Snapshot(req, query or ClientQuery()))
+        reply: m.SnapshotReply = await asyncio.wait_for(fut, 5)
+        return {"workers": reply.workers, "master": reply.master}
 
     async def reload(self) -> bool:
-        reply = await asyncio.wait_for(self.request({"op": "reload"}), 10)
-        return bool(reply["ok"])
+        reply: m.ReloadResult = await asyncio.wait_for(self.request(m.Reload), 10)
+        return reply.ok
 
     def kick(self, client_id: str) -> bool:
         try:
@@ -124,7 +130,7 @@ class MasterChannel:
             return False
         if slot == self.worker.slot:
             return self.worker.kick(client_id)
-        self.send({"op": "kick", "slot": slot, "client_id": client_id})
+        self.send(m.KickRequest(slot, client_id))
         return True
 
 
@@ -162,7 +168,7 @@ class Worker:
         except Exception as e:
             log.error("worker %d cannot start: %s", self.slot, e)
             return WORKER_BOOT_ERROR
-        self.channel.send({"op": "ready"})
+        self.channel.send(m.Ready())
         log.log(srvlog.INFO, "worker %d ready, pid %d", self.slot, os.getpid())
         beat = loop.create_task(self.heartbeat())
         await self.done
@@ -194,29 +200,40 @@ class Worker:
         while True:
             self.hub.sample_rates()
             self.ctx.refresh_bytes()
-            c = self.ctx.counters
-            self.channel.send({"op": "heartbeat", "counters": {
-                k: v for k, v in c.items()}})
+            self.channel.send(m.Heartbeat(dict(self.ctx.counters)))
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
     # ---- control messages ----------------------------------------------------------------------
 
-    def handle_message(self, msg: dict[str, Any]) -> None:
-        op = msg["op"]
-        if op in ("claim_result", "snapshot_reply", "reload_result"):
-            self.channel.resolve(msg)
-        elif op == "streams":
-            self.hub.on_streams(msg["table"])
-        elif op == "published":
-            self.hub.on_published(msg["key"], msg["slot"])
-        elif op == "unpublished":
-            self.hub.on_unpublished(msg["key"], msg["slot"])
-        elif op == "stats_request":
-            self.channel.send({"op": "stats", "sid": msg["sid"], "data": self.ctx.snapshot()})
-        elif op == "kick":
-            self.kick(msg["client_id"])
-        elif op == "config":
-            self.apply_config(msg["config"], msg.get("listeners"))
+    def handle_claim_result(self, msg: m.ClaimResult) -> None:
+        self.channel.resolve(msg.req, msg)
+
+    def handle_snapshot_reply(self, msg: m.SnapshotReply) -> None:
+        self.channel.resolve(msg.req, msg)
+
+    def handle_reload_result(self, msg: m.ReloadResult) -> None:
+        self.channel.resolve(msg.req, msg)
+
+    def handle_streams(self, msg: m.Streams) -> None:
+        self.hub.on_streams(msg.table)
+
+    def handle_published(self, msg: m.Published) -> None:
+        self.hub.on_published(msg.key, msg.slot)
+
+    def handle_unpublished(self, msg: m.Unpublished) -> None:
+        self.hub.on_unpublished(msg.key, msg.slot)
+
+    def handle_stats_request(self, msg: m.StatsRequest) -> None:
+        try:
+            self.channel.send(m.Stats(msg.sid, self.ctx.snapshot(msg.query)))
+        except FrameTooLarge as e:  # not expected with trimmed, paged snapshots; say so
+            log.error("snapshot not sent: %s", e)
+
+    def handle_kick(self, msg: m.Kick) -> None:
+        self.kick(msg.client_id)
+
+    def handle_config(self, msg: m.Config) -> None:
+        self.apply_config(msg.config, msg.listeners)
 
     def kick(self, client_id: str) -> bool:
         client = self.ctx.clients.get(client_id)
@@ -229,6 +246,7 @@ class Worker:
         self.config = config
         self.ctx.config = config
         srvlog.setup(config.srs_log_tank, config.srs_log_level, config.srs_log_file)
+        dump_stacks_on_abort()
         self.hub.apply_config(config)
         if listeners is not None:
             fds, self.incoming_fds = self.incoming_fds, []
@@ -252,6 +270,7 @@ class Worker:
 
     def reopen_logs(self) -> None:
         srvlog.reopen()
+        dump_stacks_on_abort()
         log.log(srvlog.TRACE, "SIGUSR1: log files reopened")
 
     # ---- stop ------------------------------------------------------------------------------------
@@ -293,11 +312,18 @@ class Worker:
             self.done.set_result(None)
 
 
+def dump_stacks_on_abort() -> None:
+    """SIGABRT (a hung worker, from the master) writes every thread's stack to the log, then
+    the default action ends the process. Re-armed whenever the log file is reopened."""
+    faulthandler.enable(srvlog.stream(), all_threads=True)
+
+
 def run_worker(slot: int, config: ServerConfig, listeners: dict[ListenSpec, socket.socket],
                chan: socket.socket, master_pid: int) -> int:
     """Entry point in the forked child; returns the exit code."""
     setproctitle(f"srs: worker process {slot}")
     srvlog.set_role(f"w{slot}")
+    dump_stacks_on_abort()
     loop: asyncio.AbstractEventLoop
     try:
         import uvloop

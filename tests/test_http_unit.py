@@ -14,6 +14,7 @@ from srv.http import static
 from srv.http.exporter import render
 from srv.http.flv import match_mount
 from srv.http.stats import ServerView, stream_id
+from srv.net.context import ClientQuery, client_figures
 from srv.rtmp import amf0
 
 
@@ -56,6 +57,9 @@ def test_flv_mount_drops_the_default_vhost_and_uses_the_host_otherwise() -> None
     assert match_mount(VhostConfig("__defaultVhost__"), "/live/s.flv") is None  # http_remux off
 
 
+EVERY_CLIENT = ClientQuery(0, 100)
+
+
 def _snapshot(dead: bool = False) -> dict[str, Any]:
     key = "__defaultVhost__/live/s"
     meta = amf0.encode("onMetaData", {"width": 320.0, "height": 240.0, "videocodecid": 7.0})
@@ -68,14 +72,14 @@ def _snapshot(dead: bool = False) -> dict[str, Any]:
     workers = {
         1: {"slot": 1, "pid": 11, "counters": {"send_bytes": 100, "recv_bytes": 5000, "clients_total": 3,
                                                  "rejected:max_connections": 2},
-            "clients": [{"id": "1-1", "type": "fmle-publish", "stream": key, "vhost": "__defaultVhost__",
-                         "send_bytes": 10, "recv_bytes": 5000, "alive": 10.0},
-                        {"id": "1-2", "type": "rtmp-play", "stream": key, "vhost": "__defaultVhost__",
-                         "send_bytes": 90, "recv_bytes": 0, "alive": 5.0}],
+            **client_figures([{"id": "1-1", "type": "fmle-publish", "stream": key, "vhost": "__defaultVhost__",
+                               "send_bytes": 10, "recv_bytes": 5000, "alive": 10.0},
+                              {"id": "1-2", "type": "rtmp-play", "stream": key, "vhost": "__defaultVhost__",
+                               "send_bytes": 90, "recv_bytes": 0, "alive": 5.0}], EVERY_CLIENT),
             "streams": [origin]},
         2: {"slot": 2, "pid": 22, "counters": {"send_bytes": 300, "clients_total": 1},
-            "clients": [{"id": "2-1", "type": "flv-play", "stream": key, "vhost": "__defaultVhost__",
-                         "send_bytes": 300, "recv_bytes": 0, "alive": 5.0}],
+            **client_figures([{"id": "2-1", "type": "flv-play", "stream": key, "vhost": "__defaultVhost__",
+                               "send_bytes": 300, "recv_bytes": 0, "alive": 5.0}], EVERY_CLIENT),
             "streams": [pull]},
     }
     alive = [{"slot": 1, "pid": 11, "ready": True, "age": 5.0}]

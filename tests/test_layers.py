@@ -18,7 +18,7 @@ def layer_of(module: str) -> str | None:
     parts = module.split(".")
     if parts[0] != "srv":
         return None
-    if len(parts) == 1 or parts[1] in ("__init__", "log", "ipc"):
+    if len(parts) == 1 or parts[1] in ("__init__", "log"):
         return "base"
     return parts[1] if parts[1] in ORDER else "top"
 

@@ -18,8 +18,8 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 
 from srv import __version__
-from srv.http.stats import PUBLISH_TYPES, ServerView, StreamView, kbps, stream_id, vhost_id
-from srv.net.context import WorkerContext
+from srv.http.stats import ServerView, StreamView, VhostFigures, kbps, stream_id, vhost_id
+from srv.net.context import PUBLISH_TYPES, ClientQuery, WorkerContext
 
 # SRS error codes (srs_kernel_error.hpp)
 ERROR_SUCCESS = 0
@@ -88,8 +88,9 @@ class Api:
             return await self.raw(query)
         if what not in ("summaries", "vhosts", "streams", "clients"):
             return 404, self.envelope(None, 404)
+        wanted = client_query(what, rest, query)
         try:
-            view = ServerView(await self.ctx.master.snapshot())
+            view = ServerView(await self.ctx.master.snapshot(wanted), wanted)
         except (TimeoutError, OSError):
             return 503, self.envelope(None, ERROR_HTTP_API_UNAVAILABLE)
         if what == "summaries":
@@ -117,7 +118,7 @@ class Api:
                             "uptime": round(w.get("age", 0.0), 3),
                             "cpu_percent": round(fig["cpu_percent"], 2),
                             "mem_kbyte": int(fig["rss"] / 1024),
-                            "clients": len(snap.get("clients", [])),
+                            "clients": int(snap.get("clients_total", 0)),
                             "streams": len(snap.get("streams", []))})
         forget_processes({mpid} | {int(w["pid"]) for w in m.get("workers", [])})
         vm, swap = psutil.virtual_memory(), psutil.swap_memory()
@@ -142,7 +143,7 @@ class Api:
                 "load_1m": load[0], "load_5m": load[1], "load_15m": load[2],
                 "srs_send_bytes": int(view.counter("send_bytes")),
                 "srs_recv_bytes": int(view.counter("recv_bytes")),
-                "conn_srs": len(view.clients),
+                "conn_srs": view.client_count,
             },
             "workers": workers,
             "reloads": {"ok": m.get("reloads_ok", 0), "failed": m.get("reloads_failed", 0)},
@@ -153,11 +154,9 @@ class Api:
 
     def vhost_entry(self, view: ServerView, name: str, enabled: bool) -> dict[str, Any]:
         streams = [s for s in view.streams.values() if s.vhost == name]
-        clients = [c for c in view.clients if c.get("vhost") == name]
-        send = sum(int(c.get("send_bytes", 0)) for c in clients)
-        recv = sum(int(c.get("recv_bytes", 0)) for c in clients)
-        alive = max((float(c.get("alive", 0)) for c in clients), default=0.0)
-        return {"id": vhost_id(name), "name": name, "enabled": enabled, "clients": len(clients),
+        figures = view.vhosts.get(name, VhostFigures())
+        send, recv, alive = figures.send_bytes, figures.recv_bytes, figures.alive
+        return {"id": vhost_id(name), "name": name, "enabled": enabled, "clients": figures.clients,
                 "streams": sum(1 for s in streams if s.publishing), "send_bytes": send, "recv_bytes": recv,
                 "kbps": {"recv_30s": kbps(recv, alive), "send_30s": kbps(send, alive)},
                 "hls": {"enabled": False}}
@@ -247,6 +246,24 @@ class Api:
                 ok = False
             return 200, self.envelope(None, ERROR_SUCCESS if ok else ERROR_SYSTEM_CONFIG_RAW_PARAMS)
         return 200, self.envelope(None, ERROR_SYSTEM_CONFIG_RAW_PARAMS)
+
+
+def client_query(what: str, rest: str, query: dict[str, str]) -> ClientQuery:
+    """Which clients the workers list one by one for this request: none but for
+    /api/v1/clients, which pages as SRS does (`start` from 0, `count` at least 10, default 10)
+    or names one client."""
+    if what != "clients":
+        return ClientQuery()
+    if rest:
+        return ClientQuery(cid=rest)
+    return ClientQuery(start=max(0, _int(query.get("start"), 0)), count=max(10, _int(query.get("count"), 10)))
+
+
+def _int(text: str | None, default: int) -> int:
+    try:
+        return int(text) if text is not None else default
+    except ValueError:
+        return default
 
 
 def forward_entry(f: dict[str, Any]) -> dict[str, Any]:

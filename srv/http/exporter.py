@@ -51,17 +51,13 @@ class SnapshotCollector(Collector):
                                   value=v.counter("recv_bytes"))
         yield GaugeMetricFamily("srs_streams", "Streams being published.",
                                 value=sum(1 for s in v.streams.values() if s.publishing))
-        yield GaugeMetricFamily("srs_clients", "Clients connected now.", value=len(v.clients))
+        yield GaugeMetricFamily("srs_clients", "Clients connected now.", value=v.client_count)
         yield CounterMetricFamily("srs_clients", "Clients accepted.", value=v.counter("clients_total"))
         yield CounterMetricFamily("srs_clients_errs", "Clients closed because of an error.",
                                   value=v.counter("clients_errs_total"))
         by_type = GaugeMetricFamily("srs_clients_by_type", "Clients connected now, by type.", labels=["type"])
-        types: dict[str, float] = {}
-        for c in v.clients:
-            t = str(c.get("type", ""))
-            types[t] = types.get(t, 0) + 1
-        for t, n in sorted(types.items()):
-            by_type.add_metric([t], n)
+        for kind, count in sorted(v.clients_by_type.items()):
+            by_type.add_metric([kind], count)
         yield by_type
         rejected = CounterMetricFamily("srs_connections_rejected", "Connections refused, by reason.",
                                        labels=["reason"])

@@ -11,6 +11,10 @@ elsewhere. `ServerView` folds that into one entry per stream:
 - a stream's bytes out are the sum of what its connected play clients were sent (the hub's own
   figure would include the copies sent to other workers).
 
+Workers fold their clients into counts (per type, vhost and stream) and list one by one only
+the page the request asked for (`ClientQuery`: each worker sends its first `start + count`, the
+view keeps the server-wide slice), so a snapshot's size does not grow with the clients.
+
 Ids are stable and short: a stream is `"str-" + sha1(key)[:8]`, a vhost `"vid-" + sha1(name)[:7]`,
 a client keeps its server-wide id `"<slot>-<n>"`. Only workers the master lists as alive are
 counted, so a worker that just died leaves nothing stale; its cumulative counters live on in
@@ -25,10 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from srv.media.metadata import describe_stream
+from srv.net.context import ClientQuery
 from srv.rtmp import amf0
-
-PLAY_TYPES = frozenset({"rtmp-play", "flv-play"})
-PUBLISH_TYPES = frozenset({"fmle-publish", "flash-publish", "haivision-publish"})
 
 
 def _digest(text: str) -> str:
@@ -91,8 +93,16 @@ class StreamView:
         return self.players + (1 if self.publish_cid else 0)
 
 
+@dataclass
+class VhostFigures:
+    clients: int = 0
+    send_bytes: int = 0
+    recv_bytes: int = 0
+    alive: float = 0.0  # the longest-connected client's age
+
+
 class ServerView:
-    def __init__(self, snap: dict[str, Any]) -> None:
+    def __init__(self, snap: dict[str, Any], query: ClientQuery | None = None) -> None:
         self.master: dict[str, Any] = snap.get("master") or {}
         alive = {int(w["slot"]): int(w["pid"]) for w in self.master.get("workers", [])}
         workers = {int(k): v for k, v in (snap.get("workers") or {}).items()}
@@ -101,10 +111,25 @@ class ServerView:
             slot: w for slot, w in sorted(workers.items())
             if slot in alive and w.get("pid", alive[slot]) == alive[slot]}
         self.now = time.time()
-        self.clients: list[dict[str, Any]] = []
+        listed: list[dict[str, Any]] = []
+        self.client_count = 0
+        self.clients_by_type: dict[str, int] = {}
+        self.vhosts: dict[str, VhostFigures] = {}
         for slot, w in self.workers.items():
-            for c in w.get("clients", []):
-                self.clients.append(dict(c, worker=slot))
+            listed += [dict(c, worker=slot) for c in w.get("clients", [])]
+            self.client_count += int(w.get("clients_total", 0))
+            for kind, n in w.get("clients_by_type", {}).items():
+                self.clients_by_type[kind] = self.clients_by_type.get(kind, 0) + int(n)
+            for name, f in w.get("vhosts", {}).items():
+                v = self.vhosts.setdefault(name, VhostFigures())
+                v.clients += int(f["clients"])
+                v.send_bytes += int(f["send_bytes"])
+                v.recv_bytes += int(f["recv_bytes"])
+                v.alive = max(v.alive, float(f["alive"]))
+        # the server-wide page (each worker sent its first start + count)
+        if query is not None and not query.cid:
+            listed = listed[query.start:query.start + query.count]
+        self.clients = listed
         self.streams: dict[str, StreamView] = {}
         self._fold_streams()
 
@@ -134,17 +159,18 @@ class ServerView:
                     view.dropped += s.get("dropped", 0)
                 else:
                     view.dropped += s.get("dropped", 0)
-        for c in self.clients:
-            view = self.streams.get(c.get("stream", ""))
-            if view is None:
-                continue
-            if c.get("type") in PLAY_TYPES:
-                view.players += 1
-                view.send_bytes += int(c.get("send_bytes", 0))
-            elif c.get("type") in PUBLISH_TYPES:
-                view.publish_cid = c["id"]
-                view.publisher_ip = c.get("ip", "")
-                view.tc_url = c.get("tcUrl", "")
+        for w in self.workers.values():
+            for key, f in w.get("stream_clients", {}).items():
+                view = self.streams.get(key)
+                if view is None:
+                    continue
+                view.players += int(f.get("players", 0))
+                view.send_bytes += int(f.get("send_bytes", 0))
+                pub = f.get("publisher")
+                if pub:
+                    view.publish_cid = pub["id"]
+                    view.publisher_ip = pub.get("ip", "")
+                    view.tc_url = pub.get("tcUrl", "")
         # a stream whose publisher is on a worker that did not answer in time still shows up
         for key in self.master.get("streams", {}):
             if key not in self.streams:

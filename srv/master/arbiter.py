@@ -7,6 +7,14 @@ acts (see SIGNALS). The master is also the registry of who publishes what: a wor
 stream here before it accepts a publisher, which keeps one publisher per stream across all
 workers, and every worker is told who owns each stream so its players can pull it. It gathers the
 workers' figures for the HTTP API and the exporter, whichever worker serves them.
+
+Pieces: the stream registry (`registry.py`), the snapshot broker (`snapshots.py`) and the
+channel transport (`srv/process/channel.py`) live beside this loop; messages arrive as frozen
+dataclasses (`srv/process/messages.py`) and go to `handle_<name>`, as signals go to
+`handle_<sig>`. Nothing a worker sends can take the master down: a bad frame is logged and
+dropped, and a worker that sends BAD_FRAME_LIMIT of them within BAD_FRAME_WINDOW seconds is
+killed and respawned. Should the master itself fail, the traceback goes to the log and it
+exits 1 after stopping its workers.
 """
 
 from __future__ import annotations
@@ -19,12 +27,13 @@ import selectors
 import signal
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from setproctitle import setproctitle
 
-from srv import __version__, ipc
+from srv import __version__
 from srv import log as srvlog
 from srv.conf.errors import ConfigErrors
 from srv.conf.loader import ConfigDiff, load, reload_diff
@@ -32,6 +41,12 @@ from srv.conf.model import ServerConfig
 from srv.master.listeners import ListenError, ListenerSet, listen_specs
 from srv.master.notify import Notifier
 from srv.master.pidfile import PidFile
+from srv.master.registry import StreamRegistry
+from srv.master.snapshots import SnapshotBroker
+from srv.net.context import ClientQuery
+from srv.process import WORKER_BOOT_ERROR
+from srv.process import messages as m
+from srv.process.channel import Channel, FrameTooLarge
 
 log = logging.getLogger("srv.master")
 
@@ -48,22 +63,23 @@ SIGNALS = {
 }
 HANDLED = (*SIGNALS, signal.SIGCHLD)  # SIGCHLD only wakes the loop, which reaps every turn
 
-WORKER_BOOT_ERROR = 3  # a worker that exits with this code could not start: do not respawn it
-SNAPSHOT_TIMEOUT = 1.0
+BAD_FRAME_LIMIT = 3  # bad control frames from one worker within BAD_FRAME_WINDOW: restart it
+BAD_FRAME_WINDOW = 60.0
+ABORT_GRACE = 2.0  # a hung worker has this long after SIGABRT to log its stack, then SIGKILL
 
 
 @dataclass
 class WorkerProc:
     slot: int
     pid: int
-    chan: socket.socket
+    chan: Channel
     started: float
     last_heartbeat: float
-    buf: ipc.FrameBuffer = field(default_factory=ipc.FrameBuffer)
-    out: bytearray = field(default_factory=bytearray)
     ready: bool = False
     stopping: bool = False
     killed_for: str = ""
+    aborted_at: float = 0.0  # when it was sent SIGABRT for a missed heartbeat
+    bad_frames: deque[float] = field(default_factory=deque)
     counters: dict[str, float] = field(default_factory=dict)
 
 
@@ -73,15 +89,6 @@ class SlotState:
     next_spawn: float = 0.0
     boot_failed: bool = False
     restarts: int = 0
-
-
-@dataclass
-class PendingSnapshot:
-    requester: int
-    req: int
-    waiting: set[int]
-    deadline: float
-    results: dict[int, Any] = field(default_factory=dict)
 
 
 class Arbiter:
@@ -97,9 +104,9 @@ class Arbiter:
         self.num_workers = config.workers
         self.sel = selectors.DefaultSelector()
         self.sig_queue: list[int] = []
-        self.streams: dict[str, int] = {}  # "vhost/app/stream" -> owning slot
-        self.pending: dict[int, PendingSnapshot] = {}
-        self.next_id = 1
+        self.streams = StreamRegistry()
+        self.snapshots = SnapshotBroker(self._ask_stats, self._answer_snapshot)
+        self.handlers = m.handlers(self, m.TO_MASTER)
         self.started = time.time()
         self.reloads_ok = 0
         self.reloads_failed = 0
@@ -128,6 +135,8 @@ class Arbiter:
             raise
 
     def start(self) -> None:
+        for sig in SIGNALS:  # every signal of the table has its handler
+            getattr(self, f"handle_{signal.Signals(sig).name[3:].lower()}")
         setproctitle(f"srs: master process {self.title}")
         self.prepare()
         self.pidfile.write_pid()  # after a daemon fork the master's pid is a new one
@@ -152,8 +161,8 @@ class Arbiter:
     # ---- main loop ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        self.start()
         try:
+            self.start()
             while True:
                 self.notifier.tick()
                 for key, mask in self.sel.select(timeout=self.tick):
@@ -169,11 +178,15 @@ class Arbiter:
                     continue
                 self.murder_workers()
                 self.manage_workers()
-                self._expire_snapshots()
+                self.snapshots.expire()
                 if not self.workers and all(s.boot_failed for s in self.slots.values()):
                     log.error("every worker failed to boot; master exits")
                     self.exit_code = 1
                     break
+        except Exception:
+            # a bug of the master's own: say so where the operator looks, then stop the workers
+            log.exception("master crashed")
+            self.exit_code = 1
         finally:
             self.halt()
         return self.exit_code
@@ -185,32 +198,44 @@ class Arbiter:
         except BlockingIOError:
             pass
 
+    # ---- signals: handle_<sig> -----------------------------------------------------------------
+
     def handle_signals(self) -> None:
         while self.sig_queue:
-            sig = self.sig_queue.pop(0)
+            sig = signal.Signals(self.sig_queue.pop(0))
             if sig == signal.SIGCHLD:
                 continue  # reap_workers runs every turn
-            name = signal.Signals(sig).name
             if self.stopping and sig not in (signal.SIGTERM, signal.SIGINT):
-                log.log(srvlog.TRACE, "%s ignored: stopping", name)
-            elif sig == signal.SIGHUP:
-                log.log(srvlog.TRACE, "%s: reload %s", name, self.config.path)
-                self.reload()
-            elif sig == signal.SIGQUIT or (sig == signal.SIGTERM and self.config.force_grace_quit):
-                self.stop(graceful=True, why=name)
-            elif sig in (signal.SIGTERM, signal.SIGINT):
-                self.stop(graceful=False, why=name)
-            elif sig == signal.SIGUSR1:
-                srvlog.reopen()
-                log.log(srvlog.TRACE, "%s: log files reopened", name)
-                self.kill_workers(signal.SIGUSR1)
-            elif sig == signal.SIGTTIN:
-                self.num_workers += 1
-                log.log(srvlog.TRACE, "%s: workers %d", name, self.num_workers)
-            elif sig == signal.SIGTTOU:
-                if self.num_workers > 1:
-                    self.num_workers -= 1
-                log.log(srvlog.TRACE, "%s: workers %d", name, self.num_workers)
+                log.log(srvlog.TRACE, "%s ignored: stopping", sig.name)
+                continue
+            getattr(self, f"handle_{sig.name[3:].lower()}")()
+
+    def handle_hup(self) -> None:
+        log.log(srvlog.TRACE, "SIGHUP: reload %s", self.config.path)
+        self.reload()
+
+    def handle_quit(self) -> None:
+        self.stop(graceful=True, why="SIGQUIT")
+
+    def handle_term(self) -> None:
+        self.stop(graceful=self.config.force_grace_quit, why="SIGTERM")
+
+    def handle_int(self) -> None:
+        self.stop(graceful=False, why="SIGINT")
+
+    def handle_usr1(self) -> None:
+        srvlog.reopen()
+        log.log(srvlog.TRACE, "SIGUSR1: log files reopened")
+        self.kill_workers(signal.SIGUSR1)
+
+    def handle_ttin(self) -> None:
+        self.num_workers += 1
+        log.log(srvlog.TRACE, "SIGTTIN: workers %d", self.num_workers)
+
+    def handle_ttou(self) -> None:
+        if self.num_workers > 1:
+            self.num_workers -= 1
+        log.log(srvlog.TRACE, "SIGTTOU: workers %d", self.num_workers)
 
     # ---- workers -----------------------------------------------------------------------------
 
@@ -234,12 +259,11 @@ class Arbiter:
                 logging.shutdown()
                 os._exit(code)
         child.close()
-        parent.setblocking(False)
         now = time.monotonic()
-        w = WorkerProc(slot, pid, parent, now, now)
+        w = WorkerProc(slot, pid, Channel(parent), now, now)
         self.workers[pid] = w
         self.sel.register(parent, selectors.EVENT_READ, w)
-        self.send(w, {"op": "streams", "table": dict(self.streams)})
+        self.send(w, m.Streams(self.streams.table()))
         log.log(srvlog.TRACE, "worker %d spawned, pid %d", slot, pid)
 
     def _close_in_child(self, keep: set[int]) -> None:
@@ -293,28 +317,34 @@ class Arbiter:
     def _forget(self, w: WorkerProc) -> None:
         """A worker is gone: drop its channel, release its streams, keep its counters."""
         try:
-            self.sel.unregister(w.chan)
+            self.sel.unregister(w.chan.sock)
         except (KeyError, ValueError):
             pass
         w.chan.close()
         for k, v in w.counters.items():
             self.retired[k] = self.retired.get(k, 0) + v
-        lost = [k for k, slot in self.streams.items() if slot == w.slot]
+        lost = self.streams.release_all(w.slot)
         for key in lost:
-            del self.streams[key]
-            self.broadcast({"op": "unpublished", "key": key, "slot": w.slot})
+            self.broadcast(m.Unpublished(key, w.slot))
         if lost:
             log.log(srvlog.TRACE, "released %d streams of worker %d: %s", len(lost), w.slot, ", ".join(lost))
-        for p in self.pending.values():
-            p.waiting.discard(w.slot)
+        self.snapshots.forget(w.slot)
 
     def murder_workers(self) -> None:
+        """A worker silent for `worker_timeout` gets SIGABRT, so that it logs its stack
+        (faulthandler) and dies; one still there ABORT_GRACE seconds later gets SIGKILL."""
         now = time.monotonic()
         for w in list(self.workers.values()):
-            if not w.killed_for and now - w.last_heartbeat > self.config.worker_timeout:
-                w.killed_for = f"no heartbeat for {now - w.last_heartbeat:.0f}s"
-                log.error("worker %d (pid %d) %s; killing it", w.slot, w.pid, w.killed_for)
+            if w.aborted_at and now - w.aborted_at > ABORT_GRACE and "SIGKILL" not in w.killed_for:
+                w.killed_for += f"; no exit {ABORT_GRACE:.0f}s after SIGABRT, SIGKILL"
+                log.error("worker %d (pid %d) still there after SIGABRT; killing it", w.slot, w.pid)
                 self._kill(w.pid, signal.SIGKILL)
+            elif not w.killed_for and now - w.last_heartbeat > self.config.worker_timeout:
+                w.killed_for = f"no heartbeat for {now - w.last_heartbeat:.0f}s"
+                w.aborted_at = now
+                log.error("worker %d (pid %d) %s; aborting it (SIGABRT, its stack goes to the log)",
+                          w.slot, w.pid, w.killed_for)
+                self._kill(w.pid, signal.SIGABRT)
 
     def manage_workers(self) -> None:
         alive = {w.slot for w in self.workers.values() if not w.stopping}
@@ -388,14 +418,12 @@ class Arbiter:
         for w in self.workers.values():
             if w.stopping:
                 continue
-            msg: dict[str, Any] = {"op": "config", "config": new}
             if changed_listeners:
                 socks = self.listeners.ensure_slot(w.slot)
-                msg["listeners"] = list(socks)
+                w.chan.send_with_fds(m.Config(new, list(socks)), [s.fileno() for s in socks.values()])
                 self._flush(w)
-                ipc.send_with_fds(w.chan, msg, [s.fileno() for s in socks.values()])
             else:
-                self.send(w, msg)
+                self.send(w, m.Config(new))
         self.reloads_ok += 1
         for st in self.slots.values():  # the operator may have fixed what made a worker fail
             st.boot_failed = False
@@ -423,6 +451,7 @@ class Arbiter:
         self.stop_deadline = time.monotonic() + wait
 
     def halt(self) -> None:
+        self.stopping = self.stopping or "fast"
         for pid in list(self.workers):
             log.warning("worker pid %d still running at exit; killing it", pid)
             self._kill(pid, signal.SIGKILL)
@@ -436,18 +465,21 @@ class Arbiter:
 
     # ---- control channel ---------------------------------------------------------------------
 
-    def send(self, w: WorkerProc, msg: dict[str, Any]) -> None:
-        w.out += ipc.encode(msg)
+    def send(self, w: WorkerProc, msg: m.Message) -> None:
+        try:
+            w.chan.send(msg)
+        except FrameTooLarge as e:
+            log.error("worker %d (pid %d): %s; not sent", w.slot, w.pid, e)
         self._flush(w)
 
-    def broadcast(self, msg: dict[str, Any]) -> None:
+    def broadcast(self, msg: m.Message) -> None:
         for w in list(self.workers.values()):
             self.send(w, msg)
 
     def _flush(self, w: WorkerProc) -> None:
-        pending = ipc.drain(w.chan, w.out)
+        pending = w.chan.flush()
         try:
-            self.sel.modify(w.chan, selectors.EVENT_READ | (selectors.EVENT_WRITE if pending else 0), w)
+            self.sel.modify(w.chan.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if pending else 0), w)
         except (KeyError, ValueError):
             pass
 
@@ -456,85 +488,93 @@ class Arbiter:
             self._flush(w)
         if not mask & selectors.EVENT_READ:
             return
-        try:
-            data = w.chan.recv(1 << 16)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
+        got = w.chan.receive()
+        if got is None:  # the worker is gone; reap_workers tells why
             try:
-                self.sel.unregister(w.chan)
+                self.sel.unregister(w.chan.sock)
             except (KeyError, ValueError):
                 pass
             return
-        for msg in w.buf.feed(data):
+        frames, fds = got
+        for fd in fds:  # workers never send descriptors
+            os.close(fd)
+        for msg in frames:
+            if w.killed_for:
+                return  # being killed (hung, or too many bad frames): nothing more from it
             self.handle_message(w, msg)
 
-    def handle_message(self, w: WorkerProc, msg: dict[str, Any]) -> None:
-        op = msg.get("op")
-        w.last_heartbeat = time.monotonic()
-        if op == "heartbeat":
-            w.counters = msg.get("counters", w.counters)
-        elif op == "ready":
-            w.ready = True
-            self.slots.setdefault(w.slot, SlotState()).failures = 0
-        elif op == "claim":
-            key = msg["key"]
-            owner = self.streams.get(key)
-            ok = owner is None or owner == w.slot
-            if ok:
-                self.streams[key] = w.slot
-                if owner is None:
-                    self.broadcast({"op": "published", "key": key, "slot": w.slot})
-            self.send(w, {"op": "claim_result", "req": msg["req"], "ok": ok, "owner": owner})
-        elif op == "release":
-            key = msg["key"]
-            if self.streams.get(key) == w.slot:
-                del self.streams[key]
-                self.broadcast({"op": "unpublished", "key": key, "slot": w.slot})
-        elif op == "snapshot":
-            self._start_snapshot(w, msg["req"])
-        elif op == "stats":
-            p = self.pending.get(msg["sid"])
-            # the snapshot's counters are fresher than the last heartbeat's: keep them, so the
-            # totals kept for a worker that dies never fall below what was already reported
-            w.counters = msg["data"].get("counters", w.counters)
-            if p is not None:
-                p.results[w.slot] = msg["data"]
-                p.waiting.discard(w.slot)
-                if not p.waiting:
-                    self._finish_snapshot(msg["sid"])
-        elif op == "kick":
-            target = next((x for x in self.workers.values() if x.slot == msg["slot"]), None)
-            if target is not None:
-                self.send(target, {"op": "kick", "client_id": msg["client_id"]})
-        elif op == "reload":
-            ok = self.reload()
-            self.send(w, {"op": "reload_result", "req": msg["req"], "ok": ok})
+    def handle_message(self, w: WorkerProc, msg: object) -> None:
+        """Hand one frame to its handle_<name>; a bad one is logged, dropped and counted."""
+        try:
+            handler = m.accept(self.handlers, msg)
+            w.last_heartbeat = time.monotonic()
+            handler(w, msg)
+        except (m.BadMessage, LookupError, TypeError, ValueError, AttributeError) as e:
+            self.bad_frame(w, f"{type(e).__name__}: {e}" if not isinstance(e, m.BadMessage) else str(e))
 
-    def _start_snapshot(self, w: WorkerProc, req: int) -> None:
-        sid = self.next_id
-        self.next_id += 1
-        live = {x.slot for x in self.workers.values() if not x.stopping}
-        self.pending[sid] = PendingSnapshot(w.slot, req, set(live), time.monotonic() + SNAPSHOT_TIMEOUT)
-        for x in self.workers.values():
-            if x.slot in live:
-                self.send(x, {"op": "stats_request", "sid": sid})
-
-    def _expire_snapshots(self) -> None:
+    def bad_frame(self, w: WorkerProc, why: str) -> None:
         now = time.monotonic()
-        for sid, p in list(self.pending.items()):
-            if now > p.deadline:
-                self._finish_snapshot(sid)
+        w.bad_frames.append(now)
+        while w.bad_frames and now - w.bad_frames[0] > BAD_FRAME_WINDOW:
+            w.bad_frames.popleft()
+        log.error("worker %d (pid %d) sent a bad control frame, dropped: %s", w.slot, w.pid, why)
+        if len(w.bad_frames) >= BAD_FRAME_LIMIT and not w.killed_for:
+            w.killed_for = f"{len(w.bad_frames)} bad control frames in {BAD_FRAME_WINDOW:.0f}s"
+            log.error("worker %d (pid %d) %s; restarting it", w.slot, w.pid, w.killed_for)
+            self._kill(w.pid, signal.SIGKILL)
 
-    def _finish_snapshot(self, sid: int) -> None:
-        p = self.pending.pop(sid)
-        requester = next((x for x in self.workers.values() if x.slot == p.requester), None)
-        if requester is None:
-            return
-        self.send(requester, {"op": "snapshot_reply", "req": p.req, "workers": p.results,
-                              "master": self.master_info()})
+    def handle_heartbeat(self, w: WorkerProc, msg: m.Heartbeat) -> None:
+        w.counters = msg.counters
+
+    def handle_ready(self, w: WorkerProc, msg: m.Ready) -> None:
+        w.ready = True
+        self.slots.setdefault(w.slot, SlotState()).failures = 0
+
+    def handle_claim(self, w: WorkerProc, msg: m.Claim) -> None:
+        was = self.streams.owners.get(msg.key)
+        owner = self.streams.claim(msg.key, w.slot)
+        if owner is None and was is None:
+            self.broadcast(m.Published(msg.key, w.slot))
+        self.send(w, m.ClaimResult(msg.req, owner is None, owner if owner is not None else was))
+
+    def handle_release(self, w: WorkerProc, msg: m.Release) -> None:
+        if self.streams.release(msg.key, w.slot):
+            self.broadcast(m.Unpublished(msg.key, w.slot))
+
+    def handle_snapshot(self, w: WorkerProc, msg: m.Snapshot) -> None:
+        live = {x.slot for x in self.workers.values() if not x.stopping}
+        self.snapshots.start(w.slot, msg.req, msg.query, live)
+
+    def handle_stats(self, w: WorkerProc, msg: m.Stats) -> None:
+        # the snapshot's counters are fresher than the last heartbeat's: keep them, so the
+        # totals kept for a worker that dies never fall below what was already reported
+        counters = msg.data.get("counters")
+        if isinstance(counters, dict):
+            w.counters = counters
+        self.snapshots.on_stats(w.slot, msg.sid, msg.data)
+
+    def handle_kick_request(self, w: WorkerProc, msg: m.KickRequest) -> None:
+        target = self._worker_in(msg.slot)
+        if target is not None:
+            self.send(target, m.Kick(msg.client_id))
+
+    def handle_reload(self, w: WorkerProc, msg: m.Reload) -> None:
+        ok = self.reload()
+        self.send(w, m.ReloadResult(msg.req, ok))
+
+    def _worker_in(self, slot: int) -> WorkerProc | None:
+        return next((x for x in self.workers.values() if x.slot == slot and not x.stopping), None) or \
+            next((x for x in self.workers.values() if x.slot == slot), None)
+
+    def _ask_stats(self, slot: int, sid: int, query: ClientQuery) -> None:
+        w = self._worker_in(slot)
+        if w is not None:
+            self.send(w, m.StatsRequest(sid, query))
+
+    def _answer_snapshot(self, slot: int, req: int, results: dict[int, dict[str, Any]]) -> None:
+        w = self._worker_in(slot)
+        if w is not None:
+            self.send(w, m.SnapshotReply(req, results, self.master_info()))
 
     def master_info(self) -> dict[str, Any]:
         return {
@@ -549,7 +589,7 @@ class Arbiter:
             "reloads_ok": self.reloads_ok,
             "reloads_failed": self.reloads_failed,
             "retired": dict(self.retired),
-            "streams": dict(self.streams),
+            "streams": self.streams.table(),
             "stopping": self.stopping,
             "ready": self.announced_ready and not self.stopping,
         }

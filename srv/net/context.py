@@ -3,6 +3,11 @@
 Client ids are `"<slot>-<n>"`, unique across the server, so the API can route a kick to the
 worker that holds the client. Counters here are cumulative for the worker's life; the master
 keeps the totals of workers that died, so server-wide counters never go backwards.
+
+`snapshot(query)` is what this worker tells the master for the API and the exporter. It stays
+small whatever the clients send: per-client figures are folded here into counts per type, per
+vhost and per stream; clients are listed one by one only for the page the API asked for
+(`ClientQuery`); and every text a client chose (tcUrl, url, stream, ...) is cut to MAX_FIELD.
 """
 
 from __future__ import annotations
@@ -12,10 +17,40 @@ import os
 import socket
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from srv.app.hub import StreamHub
 from srv.conf.model import ServerConfig
+
+MAX_FIELD = 4096  # characters kept of any text a client chose, in snapshots
+
+
+@dataclass(frozen=True, slots=True)
+class ClientQuery:
+    """Which clients a snapshot lists one by one: a page of the server-wide list (`start`,
+    `count`, as /api/v1/clients?start=&count=) or one client by id. Counts and per-type,
+    per-vhost, per-stream figures are always there; `count == 0` and no `cid` lists none."""
+
+    start: int = 0
+    count: int = 0
+    cid: str = ""
+
+
+def bounded(value: Any) -> Any:
+    """`value` with every string in it cut to MAX_FIELD characters (dicts and lists walked)."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_FIELD else value[:MAX_FIELD]
+    if isinstance(value, dict):
+        return {k: bounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [bounded(v) for v in value]
+    return value
+
+
+# the client types of players and of publishers, as the API names them (SRS's)
+PLAY_TYPES = frozenset({"rtmp-play", "flv-play"})
+PUBLISH_TYPES = frozenset({"fmle-publish", "flash-publish", "haivision-publish"})
 
 
 class Client(Protocol):
@@ -78,15 +113,49 @@ class WorkerContext:
     def reject(self, reason: str) -> None:
         self.counters[f"rejected:{reason}"] += 1
 
-    def snapshot(self) -> dict[str, Any]:
-        """This worker's figures, gathered by the master for the API and the exporter."""
+    def snapshot(self, query: ClientQuery | None = None) -> dict[str, Any]:
+        """This worker's figures, gathered by the master for the API and the exporter:
+        counters, streams, and its clients folded by `client_figures`."""
         self.refresh_bytes()
         return {
             "slot": self.slot,
             "started": self.started,
             "counters": dict(self.counters),
-            "clients": [c.info() for c in self.clients.values()],
-            "streams": self.hub.stats(),
+            **client_figures([c.info() for c in self.clients.values()], query),
+            "streams": bounded(self.hub.stats()),
             "pulls": sorted(self.hub.pulls),
             "pid": os.getpid(),
         }
+
+
+def client_figures(infos: list[dict[str, Any]], query: ClientQuery | None = None) -> dict[str, Any]:
+    """Clients (their `info()` dicts) folded into counts per type, figures per vhost and per
+    stream, plus the ones `query` lists: the first `start + count` (the master's view keeps
+    the server-wide page), or the one with id `cid`. Texts are cut to MAX_FIELD."""
+    by_type: Counter[str] = Counter()
+    vhosts: dict[str, dict[str, float]] = {}
+    streams: dict[str, dict[str, Any]] = {}
+    listed: list[dict[str, Any]] = []
+    want = query.start + query.count if query is not None and not query.cid else 0
+    for info in infos:
+        kind = str(info.get("type", ""))
+        by_type[kind] += 1
+        v = vhosts.setdefault(bounded(str(info.get("vhost", ""))), {
+            "clients": 0, "send_bytes": 0, "recv_bytes": 0, "alive": 0.0})
+        v["clients"] += 1
+        v["send_bytes"] += int(info.get("send_bytes", 0))
+        v["recv_bytes"] += int(info.get("recv_bytes", 0))
+        v["alive"] = max(v["alive"], float(info.get("alive", 0.0)))
+        key = str(info.get("stream", ""))
+        if key:
+            st = streams.setdefault(bounded(key), {"players": 0, "send_bytes": 0})
+            if kind in PLAY_TYPES:
+                st["players"] += 1
+                st["send_bytes"] += int(info.get("send_bytes", 0))
+            elif kind in PUBLISH_TYPES:
+                st["publisher"] = bounded({"id": info.get("id", ""), "ip": info.get("ip", ""),
+                                           "tcUrl": info.get("tcUrl", "")})
+        if len(listed) < want or (query is not None and query.cid and query.cid == info.get("id")):
+            listed.append(bounded(info))
+    return {"clients_total": len(infos), "clients_by_type": dict(by_type), "vhosts": vhosts,
+            "stream_clients": streams, "clients": listed}
