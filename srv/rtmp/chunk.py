@@ -8,9 +8,17 @@ headers compress against it) and partial messages. Invariants:
 * Set Chunk Size and Abort messages take effect *inside* the byte stream where
   they appear (the next chunk already uses the new size), so the decoder
   applies them itself while reassembling; they are still returned.
-* Resource limits: message length <= ``max_message_size``, at most
-  ``max_partial_messages`` messages in progress at once; violations raise
-  :class:`ProtocolError` before any memory is committed.
+* Each read is parsed in place: a message that fits one chunk is copied once
+  (into its payload); the chunks of a longer message are kept as pieces joined
+  once when it completes, or, below ``LIST_CHUNK_SIZE``, appended to ONE
+  buffer. The incomplete chunk at the end of a read is kept in a bytearray;
+  the next read is appended to it, parsed there, and the consumed head dropped
+  with ``del buf[:pos]`` (no copy of the rest).
+* Resource limits, all checked before any memory is committed: message length
+  <= ``max_message_size``; at most ``max_partial_messages`` messages in
+  progress, whose announced lengths add up to <= ``max_partial_bytes`` (the
+  connection's budget for unfinished messages); a peer's chunk size >=
+  ``min_chunk_size``. Violations raise :class:`ProtocolError`.
 
 Encoding (:func:`encode_message`) always writes a fmt 0 header with the
 absolute timestamp then fmt 3 continuations. It uses no per-connection state,
@@ -21,6 +29,7 @@ every player that shares the chunk size and message stream id.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Final
 
 from .errors import ProtocolError
@@ -36,6 +45,14 @@ DEFAULT_CHUNK_SIZE: Final = 128
 MAX_CHUNK_SIZE: Final = 0xFFFFFF
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 2**20
 DEFAULT_MAX_PARTIAL_MESSAGES: Final = 64
+#: Room in the budget for unfinished messages beyond one message of the largest size
+#: (audio and commands interleaved with a big video frame).
+PARTIAL_BUDGET_SLACK: Final = 2**20
+
+#: Chunks of at least this size are kept as a list of pieces and joined once when their
+#: message completes (measured cheapest: scripts/ingest-cost); smaller chunks go into one
+#: growing buffer, so the per-object overhead of tiny pieces never multiplies memory.
+LIST_CHUNK_SIZE: Final = 1024
 
 _U32 = struct.Struct(">I")
 _U32LE = struct.Struct("<I")
@@ -45,12 +62,15 @@ _EXTENDED: Final = 0xFFFFFF
 _HEADER_SIZE: Final = (11, 7, 3, 0)
 
 
+_NO_PIECES: Final[list[bytes | bytearray]] = []  # between messages (never appended to)
+
+
 class _ChunkStream:
     """Header state of one chunk stream id, and its message in progress."""
 
     __slots__ = (
         "timestamp", "delta", "length", "type_id", "stream_id",
-        "extended", "ext_value", "parts", "received", "seen",
+        "extended", "ext_value", "pieces", "add", "received", "seen",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -61,7 +81,10 @@ class _ChunkStream:
         self.stream_id = 0
         self.extended = False  # the last fmt 0-2 header carried an extended timestamp
         self.ext_value = 0  # ... with this value (repeated on fmt 3 chunks)
-        self.parts: list[bytes] = []
+        # the chunks of the message in progress and the method that appends one (see
+        # ChunkDecoder._start_partial)
+        self.pieces: list[bytes | bytearray] | bytearray = _NO_PIECES
+        self.add: Callable[[bytes | bytearray], object] = _NO_PIECES.append
         self.received = 0  # payload bytes of the message in progress; 0 = between messages
         self.seen = False  # a fmt 0 (or tolerated fmt 1) header has set up this stream
 
@@ -73,175 +96,241 @@ class ChunkDecoder:
         self,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_partial_messages: int = DEFAULT_MAX_PARTIAL_MESSAGES,
+        max_partial_bytes: int | None = None,
+        min_chunk_size: int = 1,
     ) -> None:
         self.chunk_size = DEFAULT_CHUNK_SIZE
-        self.max_message_size = max_message_size
         self.max_partial_messages = max_partial_messages
+        self.min_chunk_size = min_chunk_size
+        self.max_message_size = max_message_size
+        self.max_partial_bytes = max_message_size + PARTIAL_BUDGET_SLACK
+        self.set_limits(max_message_size, max_partial_bytes)
         self._streams: dict[int, _ChunkStream] = {}
-        self._partial = 0
+        self._partial = 0  # messages in progress
+        self._partial_bytes = 0  # ... and the sum of their announced lengths
         # Unparsed tail (an incomplete chunk) and the length it must reach before parsing can
-        # progress: small reads of a big chunk are appended without re-copying the buffer.
+        # progress: small reads of a big chunk are appended without re-parsing.
         self._pending = bytearray()
         self._need = 0
+
+    def set_limits(self, max_message_size: int, max_partial_bytes: int | None = None) -> None:
+        """Change the message cap and the budget for unfinished messages (default: one
+        message of the largest size plus :data:`PARTIAL_BUDGET_SLACK`)."""
+        self.max_message_size = max_message_size
+        if max_partial_bytes is None:
+            max_partial_bytes = max_message_size + PARTIAL_BUDGET_SLACK
+        self.max_partial_bytes = max_partial_bytes
 
     def set_chunk_size(self, size: int) -> None:
         """Apply the peer's Set Chunk Size value (top bit is reserved and masked)."""
         size &= 0x7FFFFFFF
         if not 1 <= size <= MAX_CHUNK_SIZE:
             raise ProtocolError(f"chunk size {size} out of range (1..{MAX_CHUNK_SIZE})")
+        if size < self.min_chunk_size:
+            raise ProtocolError(
+                f"chunk size {size} below the floor of {self.min_chunk_size} "
+                "(tiny chunks cost a worker CPU for every byte)"
+            )
         self.chunk_size = size
 
     def abort(self, csid: int) -> None:
         """Drop the partial message of chunk stream ``csid`` (Abort message)."""
         cs = self._streams.get(csid)
         if cs is not None and cs.received:
-            cs.parts = []
-            cs.received = 0
-            self._partial -= 1
+            self._end_partial(cs)
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet parsed (an incomplete chunk)."""
         return len(self._pending)
 
+    @property
+    def partial_bytes(self) -> int:
+        """Bytes held for messages in progress (their buffers have the announced length)."""
+        return self._partial_bytes
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
         """Consume ``data``; return every message completed by it, in order."""
-        if self._pending:
-            self._pending += data
-            if len(self._pending) < self._need:
-                return []
-            buf = bytes(self._pending)
-        else:
-            buf = bytes(data)  # no copy when data is already bytes
-        n = len(buf)
-        pos = 0
-        need = 0
         out: list[Message] = []
-        streams = self._streams
-        u32 = _U32.unpack_from
-        while pos < n:
-            # --- basic header: fmt and chunk stream id (1, 2 or 3 bytes)
-            b0 = buf[pos]
-            fmt = b0 >> 6
-            csid = b0 & 0x3F
-            hp = pos + 1
-            if csid < 2:
-                if csid == 0:
-                    if hp >= n:
-                        need = hp + 1
-                        break
-                    csid = 64 + buf[hp]
-                    hp += 1
-                else:
-                    if hp + 1 >= n:
-                        need = hp + 2
-                        break
-                    csid = 64 + buf[hp] + (buf[hp + 1] << 8)
-                    hp += 2
-            # --- message header
-            p = hp + _HEADER_SIZE[fmt]
-            if p > n:
-                need = p
-                break
-            cs = streams.get(csid)
-            if cs is None:
-                cs = streams[csid] = _ChunkStream()
-            new_message = cs.received == 0
-            if fmt == 0:
-                ts = u32(buf, hp - 1)[0] & 0xFFFFFF
-                length = u32(buf, hp + 2)[0] & 0xFFFFFF
-                type_id = buf[hp + 6]
-                stream_id = _U32LE.unpack_from(buf, hp + 7)[0]
-            elif fmt == 1:
-                ts = u32(buf, hp - 1)[0] & 0xFFFFFF
-                length = u32(buf, hp + 2)[0] & 0xFFFFFF
-                type_id = buf[hp + 6]
-                stream_id = cs.stream_id
-            elif fmt == 2:
-                ts = u32(buf, hp - 1)[0] & 0xFFFFFF
-                length, type_id, stream_id = cs.length, cs.type_id, cs.stream_id
-            else:
-                ts = -1
-                length, type_id, stream_id = cs.length, cs.type_id, cs.stream_id
-            if not cs.seen and fmt > 1:
-                # fmt 1 on a fresh stream is tolerated (librtmp sends it); 2 and 3 cannot work
-                raise ProtocolError(
-                    f"chunk stream {csid} starts with fmt {fmt} (no previous header)"
-                )
-            # --- extended timestamp
-            extended = cs.extended
-            ext_value = cs.ext_value
-            if ts == _EXTENDED:
-                if p + 4 > n:
-                    need = p + 4
-                    break
-                ext_value = u32(buf, p)[0]
-                extended = True
-                p += 4
-            elif ts >= 0:
-                extended = False
-            elif extended:
-                # fmt 3: the extended timestamp is repeated. For a continuation chunk some
-                # encoders omit it, so only take the 4 bytes when they match (as SRS does).
-                if p + 4 > n:
-                    need = p + 4
-                    break
-                if new_message or u32(buf, p)[0] == ext_value:
-                    p += 4
-            if new_message:
-                if length > self.max_message_size:
-                    raise ProtocolError(
-                        f"message length {length} exceeds limit {self.max_message_size}"
-                    )
-            elif fmt < 2 and length != cs.length:
-                raise ProtocolError(
-                    f"chunk stream {csid}: message length changed from {cs.length} to "
-                    f"{length} in the middle of a message"
-                )
-            # --- payload: only consume the chunk when all of it is here
-            remaining = length - cs.received
-            take = remaining if remaining < self.chunk_size else self.chunk_size
-            end = p + take
-            if end > n:
-                need = end
-                break
-            pos = end
-            # commit the header
-            if new_message:
-                if fmt == 0:
-                    cs.timestamp = ext_value if extended else ts
-                    cs.delta = cs.timestamp
-                elif fmt < 3:
-                    cs.delta = ext_value if extended else ts
-                    cs.timestamp = (cs.timestamp + cs.delta) & 0xFFFFFFFF
-                else:
-                    cs.timestamp = (cs.timestamp + cs.delta) & 0xFFFFFFFF
-                cs.length, cs.type_id, cs.stream_id = length, type_id, stream_id
-                cs.seen = True
-            cs.extended, cs.ext_value = extended, ext_value
-            if take == length:  # fast path: the whole message in one chunk
-                msg = Message(type_id, stream_id, cs.timestamp, buf[p:end])
-            else:
-                if new_message:
-                    if self._partial >= self.max_partial_messages:
-                        raise ProtocolError(
-                            f"more than {self.max_partial_messages} partial messages in progress"
-                        )
-                    self._partial += 1
-                cs.parts.append(buf[p:end])
-                cs.received += take
-                if cs.received < length:
-                    continue
-                msg = Message(type_id, stream_id, cs.timestamp, b"".join(cs.parts))
-                cs.parts = []
-                cs.received = 0
-                self._partial -= 1
-            if type_id == MessageType.SET_CHUNK_SIZE or type_id == MessageType.ABORT:
-                self._apply_control(msg)
-            out.append(msg)
-        self._pending = bytearray(buf[pos:]) if pos < n else bytearray()
+        pending = self._pending
+        if pending:
+            pending += data
+            if len(pending) < self._need:
+                return out
+            pos, need = self._parse(pending, out)
+            del pending[:pos]  # cheap: a bytearray drops its head without moving the tail
+        else:
+            if type(data) is not bytes:
+                data = bytes(data)  # the caller may reuse its buffer
+            pos, need = self._parse(data, out)
+            if pos < len(data):
+                pending += data[pos:]
         self._need = need - pos
         return out
+
+    def _parse(self, buf: bytes | bytearray, out: list[Message]) -> tuple[int, int]:
+        """Consume every complete chunk of ``buf``; return where parsing stopped and the
+        length ``buf`` must reach to progress (0 when all was consumed)."""
+        pos = 0
+        n = len(buf)
+        streams = self._streams
+        while pos < n:
+            b0 = buf[pos]
+            cs = streams.get(b0 & 0x3F) if b0 >= 0xC0 else None
+            if cs is not None and cs.received and not cs.extended and b0 & 0x3F > 1:
+                # fast path: a fmt 3 continuation of a message in progress (1-byte header)
+                p = pos + 1
+            else:
+                p = self._header(buf, pos, n)
+                if p < 0:
+                    return pos, -p
+                cs = self._cs
+            remaining = cs.length - cs.received
+            end = p + (remaining if remaining < self.chunk_size else self.chunk_size)
+            if end > n:  # only on the fast path: _header checked its own chunk
+                return pos, end
+            pos = end
+            if cs.received == 0 and end - p == cs.length:  # the whole message in one chunk
+                msg = Message(cs.type_id, cs.stream_id, cs.timestamp, bytes(buf[p:end]))
+            else:
+                if not cs.received:
+                    self._start_partial(cs)
+                cs.add(buf[p:end])
+                cs.received += end - p
+                if cs.received < cs.length:
+                    continue
+                pieces = cs.pieces
+                payload = b"".join(pieces) if isinstance(pieces, list) else bytes(pieces)
+                msg = Message(cs.type_id, cs.stream_id, cs.timestamp, payload)
+                cs.pieces, cs.add, cs.received = _NO_PIECES, _NO_PIECES.append, 0
+                self._partial -= 1
+                self._partial_bytes -= cs.length
+            if msg.type_id == MessageType.SET_CHUNK_SIZE or msg.type_id == MessageType.ABORT:
+                self._apply_control(msg)
+            out.append(msg)
+        return pos, 0
+
+    _cs: _ChunkStream  # the chunk stream of the chunk whose header _header just committed
+
+    def _header(self, buf: bytes | bytearray, pos: int, n: int) -> int:
+        """Parse the header of the chunk at ``pos`` and, when the whole chunk is in ``buf``,
+        commit it to its chunk stream (``_cs``) and return the payload offset; otherwise
+        change nothing and return -(bytes needed)."""
+        b0 = buf[pos]
+        fmt = b0 >> 6
+        csid = b0 & 0x3F
+        hp = pos + 1
+        if csid < 2:
+            if csid == 0:
+                if hp >= n:
+                    return -(hp + 1)
+                csid = 64 + buf[hp]
+                hp += 1
+            else:
+                if hp + 1 >= n:
+                    return -(hp + 2)
+                csid = 64 + buf[hp] + (buf[hp + 1] << 8)
+                hp += 2
+        p = hp + _HEADER_SIZE[fmt]
+        if p > n:
+            return -p
+        cs = self._streams.get(csid)
+        if cs is None:
+            cs = self._streams[csid] = _ChunkStream()
+        if not cs.seen and fmt > 1:
+            # fmt 1 on a fresh stream is tolerated (librtmp sends it); 2 and 3 cannot work
+            raise ProtocolError(f"chunk stream {csid} starts with fmt {fmt} (no previous header)")
+        u32 = _U32.unpack_from
+        if fmt == 0:
+            ts = u32(buf, hp - 1)[0] & 0xFFFFFF
+            length = u32(buf, hp + 2)[0] & 0xFFFFFF
+            type_id = buf[hp + 6]
+            stream_id = _U32LE.unpack_from(buf, hp + 7)[0]
+        elif fmt == 1:
+            ts = u32(buf, hp - 1)[0] & 0xFFFFFF
+            length = u32(buf, hp + 2)[0] & 0xFFFFFF
+            type_id = buf[hp + 6]
+            stream_id = cs.stream_id
+        elif fmt == 2:
+            ts = u32(buf, hp - 1)[0] & 0xFFFFFF
+            length, type_id, stream_id = cs.length, cs.type_id, cs.stream_id
+        else:
+            ts = -1
+            length, type_id, stream_id = cs.length, cs.type_id, cs.stream_id
+        new_message = cs.received == 0
+        extended = cs.extended
+        ext_value = cs.ext_value
+        if ts == _EXTENDED:
+            if p + 4 > n:
+                return -(p + 4)
+            ext_value = u32(buf, p)[0]
+            extended = True
+            p += 4
+        elif ts >= 0:
+            extended = False
+        elif extended:
+            # fmt 3: the extended timestamp is repeated. For a continuation chunk some
+            # encoders omit it, so only take the 4 bytes when they match (as SRS does).
+            if p + 4 > n:
+                return -(p + 4)
+            if new_message or u32(buf, p)[0] == ext_value:
+                p += 4
+        if new_message:
+            if length > self.max_message_size:
+                raise ProtocolError(
+                    f"message length {length} exceeds limit {self.max_message_size}"
+                )
+        elif fmt < 2 and length != cs.length:
+            raise ProtocolError(
+                f"chunk stream {csid}: message length changed from {cs.length} to "
+                f"{length} in the middle of a message"
+            )
+        remaining = length - cs.received
+        end = p + (remaining if remaining < self.chunk_size else self.chunk_size)
+        if end > n:
+            return -end
+        # the whole chunk is here: commit its header
+        if new_message:
+            if fmt == 0:
+                cs.timestamp = ext_value if extended else ts
+                cs.delta = cs.timestamp
+            elif fmt < 3:
+                cs.delta = ext_value if extended else ts
+                cs.timestamp = (cs.timestamp + cs.delta) & 0xFFFFFFFF
+            else:
+                cs.timestamp = (cs.timestamp + cs.delta) & 0xFFFFFFFF
+            cs.length, cs.type_id, cs.stream_id = length, type_id, stream_id
+            cs.seen = True
+        cs.extended, cs.ext_value = extended, ext_value
+        self._cs = cs
+        return p
+
+    def _start_partial(self, cs: _ChunkStream) -> None:
+        """A message longer than one chunk begins: reserve its one buffer, within budget."""
+        if self._partial >= self.max_partial_messages:
+            raise ProtocolError(
+                f"more than {self.max_partial_messages} partial messages in progress"
+            )
+        if self._partial_bytes + cs.length > self.max_partial_bytes:
+            raise ProtocolError(
+                f"unfinished messages would hold {self._partial_bytes + cs.length} bytes, "
+                f"over the budget of {self.max_partial_bytes}"
+            )
+        self._partial += 1
+        self._partial_bytes += cs.length
+        if self.chunk_size < LIST_CHUNK_SIZE:
+            buf = bytearray()  # one buffer: tiny pieces would each cost a whole object
+            cs.pieces, cs.add = buf, buf.extend
+        else:
+            parts: list[bytes | bytearray] = []  # joined once: cheaper than growing a buffer
+            cs.pieces, cs.add = parts, parts.append
+
+    def _end_partial(self, cs: _ChunkStream) -> None:
+        """Forget the message in progress (aborted)."""
+        self._partial -= 1
+        self._partial_bytes -= cs.length
+        cs.pieces, cs.add = _NO_PIECES, _NO_PIECES.append
+        cs.received = 0
 
     def _apply_control(self, msg: Message) -> None:
         if len(msg.payload) < 4:

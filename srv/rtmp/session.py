@@ -51,6 +51,16 @@ from .messages import (
 __all__ = ["ServerSession", "ServerState", "ClientSession"]
 
 FMS_VERSION: Final = "FMS/3,5,3,888"
+#: Largest message a client may send until its publish is accepted: commands only, so
+#: nginx-rtmp's ``max_message`` default. A publisher then gets ``max_message_size``.
+MAX_COMMAND_MESSAGE_SIZE: Final = 2**20
+#: Smallest chunk size a client may set. SRS warns below 128; 1-byte chunks cost a worker
+#: ~200 times the CPU per byte of normal ones and starve every other client of it.
+MIN_PEER_CHUNK_SIZE: Final = 128
+#: Longest tcUrl, app, pageUrl, swfUrl, and stream name with its query: a few KiB, as SRS and
+#: nginx-rtmp take in practice. Everything a client sends here is logged and reported.
+MAX_FIELD_LENGTH: Final = 4096
+_CONNECT_FIELDS: Final = ("tcUrl", "app", "pageUrl", "swfUrl", "flashVer")
 #: Commands answered by silence: bandwidth checks and replies to our own calls.
 _IGNORED: Final = frozenset(
     {"_checkbw", "checkBandwidth", "onBWDone", "_result", "_error", "receiveAudio",
@@ -86,6 +96,9 @@ class ServerSession(RtmpConnection):
         max_message_size: int = 16 * 2**20,
     ) -> None:
         super().__init__(out_chunk_size, max_message_size)
+        self.max_publish_message_size = max_message_size
+        self._decoder.set_limits(min(max_message_size, MAX_COMMAND_MESSAGE_SIZE))
+        self._decoder.min_chunk_size = MIN_PEER_CHUNK_SIZE
         self.window_ack_size = window_ack_size
         self.peer_bandwidth_to_set = peer_bandwidth
         self.state = ServerState.HANDSHAKE
@@ -169,14 +182,14 @@ class ServerSession(RtmpConnection):
             self._send_command("_result", tid, None, 0.0, stream_id=cmd.stream_id)
         elif name == "publish":
             self._require_stream(cmd)
-            stream_name, params = split_query(_str_arg(cmd, 0))
+            stream_name, params = split_query(_check_length(name, "stream", _str_arg(cmd, 0)))
             if not stream_name:
                 raise ProtocolError("publish without a stream name")
             kind = cmd.args[1] if len(cmd.args) > 1 and isinstance(cmd.args[1], str) else "live"
             events.append(PublishRequest(cmd.stream_id, stream_name, params, kind))
         elif name == "play":
             self._require_stream(cmd)
-            stream_name, params = split_query(_str_arg(cmd, 0))
+            stream_name, params = split_query(_check_length(name, "stream", _str_arg(cmd, 0)))
             start = cmd.args[1] if len(cmd.args) > 1 and isinstance(cmd.args[1], float) else -2.0
             events.append(PlayRequest(cmd.stream_id, stream_name, params, start))
         elif name == "pause":
@@ -199,6 +212,10 @@ class ServerSession(RtmpConnection):
 
     def _connect_request(self, cmd: Command) -> ConnectRequest:
         obj: dict[str, Any] = cmd.command_object if isinstance(cmd.command_object, dict) else {}
+        for field in _CONNECT_FIELDS:
+            value = obj.get(field)
+            if isinstance(value, str):
+                _check_length("connect", field, value)
         app_raw = obj.get("app")
         tc_url = obj.get("tcUrl")
         app_raw = app_raw if isinstance(app_raw, str) else ""
@@ -258,7 +275,11 @@ class ServerSession(RtmpConnection):
         self._send_status(stream_id, status_info(level, code, description, **extra))
 
     def accept_publish(self, stream_id: int, stream_name: str) -> None:
-        """onFCPublish (when FCPublish was used) and onStatus NetStream.Publish.Start."""
+        """onFCPublish (when FCPublish was used) and onStatus NetStream.Publish.Start.
+
+        From here on the client may send messages up to ``max_message_size`` (media).
+        """
+        self._decoder.set_limits(self.max_publish_message_size)
         description = f"Started publishing stream {stream_name}."
         if stream_name in self._fc_published:
             info = status_info("status", "NetStream.Publish.Start", description)
@@ -313,6 +334,14 @@ class ServerSession(RtmpConnection):
 
     def send_unpublish_success(self, stream_id: int) -> None:
         self.send_status(stream_id, "status", "NetStream.Unpublish.Success", "Stream unpublished.")
+
+
+def _check_length(command: str, field: str, value: str) -> str:
+    if len(value) > MAX_FIELD_LENGTH:
+        raise ProtocolError(
+            f"{command} {field} of {len(value)} characters exceeds the limit of {MAX_FIELD_LENGTH}"
+        )
+    return value
 
 
 def _str_arg(cmd: Command, index: int) -> str:
