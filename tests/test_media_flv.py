@@ -17,6 +17,7 @@ from srv.media.flv import (
     FlvError,
     FlvReader,
     FlvTag,
+    TrackGuess,
     encode_tag,
     read_flv_file,
 )
@@ -170,3 +171,41 @@ def test_reader_on_garbage_raises_only_flv_error(data: bytes) -> None:
         reader.feed(data)
     except FlvError:
         pass
+
+
+def _tag(t: FlvTag) -> bytes:
+    return encode_tag(t.tag_type, t.timestamp, t.payload)
+
+
+META, VSH, ASH = TAGS[0], TAGS[1], TAGS[2]
+
+
+def _frames(kind: int, count: int, step: int) -> list[bytes]:
+    payload = b"\xaf\x01" + bytes(8) if kind == TAG_AUDIO else b"\x27\x01\x00\x00\x00" + bytes(8)
+    return [_tag(FlvTag(kind, i * step, payload)) for i in range(count)]
+
+
+def test_track_guess_waits_for_the_first_frame_and_counts_sequence_headers() -> None:
+    g = TrackGuess()
+    assert not g.feed(_tag(META)) and not g.feed(_tag(VSH)) and not g.feed(_tag(ASH))
+    assert g.feed(_frames(TAG_VIDEO, 1, 40)[0])  # the first frame decides
+    assert g.has_audio and g.has_video  # the audio sequence header came before it
+
+
+@pytest.mark.parametrize("kind", [TAG_AUDIO, TAG_VIDEO])
+def test_track_guess_of_a_one_track_stream(kind: int) -> None:
+    g = TrackGuess()
+    sh = ASH if kind == TAG_AUDIO else VSH
+    assert g.feed(b"".join([_tag(META), _tag(sh), *_frames(kind, 3, 23)]))
+    assert (g.has_audio, g.has_video) == (kind == TAG_AUDIO, kind == TAG_VIDEO)
+
+
+def test_track_guess_ignores_a_sequence_header_whose_frames_never_come() -> None:
+    # a joining player's GOP cache: 2 s of video frames and no audio frame, yet an audio header
+    g = TrackGuess()
+    assert g.feed(b"".join([_tag(META), _tag(VSH), _tag(ASH), *_frames(TAG_VIDEO, 50, 40)]))
+    assert g.has_video and not g.has_audio
+    # one frame in: too early to call the audio track missing
+    g = TrackGuess()
+    assert g.feed(b"".join([_tag(VSH), _tag(ASH), *_frames(TAG_VIDEO, 1, 40)]))
+    assert g.has_video and g.has_audio

@@ -158,6 +158,12 @@ _HTTP_REMUX = [
     Spec("enabled", ("vhost.http_remux",), v.flag, default="off", example="on"),
     Spec("mount", ("vhost.http_remux",), v.string, default="[vhost]/[app]/[stream].flv",
          doc="URL path of HTTP-FLV streams; [vhost] [app] [stream] expand."),
+    Spec("has_audio", ("vhost.http_remux",), v.flag, default="on", example="on",
+         doc="the FLV header's audio flag when guess_has_av is off."),
+    Spec("has_video", ("vhost.http_remux",), v.flag, default="on", example="on",
+         doc="the FLV header's video flag when guess_has_av is off."),
+    Spec("guess_has_av", ("vhost.http_remux",), v.flag, default="on", example="on",
+         doc="set the FLV header's flags from the tracks the stream sends before its first frame."),
 ]
 
 SECTIONS: dict[str, type[Any]] = {

@@ -100,6 +100,9 @@ class ForwardConfig:
 class HttpRemuxConfig:
     enabled: bool = False
     mount: str = "[vhost]/[app]/[stream].flv"
+    has_audio: bool = True
+    has_video: bool = True
+    guess_has_av: bool = True
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,12 @@ Mounts follow SRS's `http_remux { mount [vhost]/[app]/[stream].flv; }`. As in SR
 request names. `[vhost]` elsewhere in the mount is replaced by the vhost's name.
 
 `FlvPlayer` is both the source's Sink and a registered Client (type "flv-play"): the HTTP
-response header and the FLV file header go out first, then the source writes metadata, sequence
-headers, the GOP cache and live tags, the same shared `bytes` every FLV player gets; for an
+response header goes out first, then the source writes metadata, sequence headers, the GOP
+cache and live tags, the same shared `bytes` every FLV player gets. The FLV file header comes
+before them, with its audio/video flags from `http_remux`'s `has_audio`/`has_video`, or, with
+`guess_has_av` (the default), from the tracks the stream turns out to have: the tags before the
+first frame are held back until then (`TrackGuess`), so an audio-only or video-only stream
+announces only the track it has and players start at once. For an
 HTTP/1.1 response each write is framed as one chunk (the framing is three small extra buffers
 in the same `writelines`, never a copy of the media). A player that arrives before the publisher
 waits (its response is already open); when the publisher leaves and comes back it continues.
@@ -17,17 +21,23 @@ waits (its response is already open); when the publisher leaves and comes back i
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from functools import lru_cache
 from typing import Any
 
+from srv import log as srvlog
 from srv.app.hub import stream_key
 from srv.app.packet import FLV
 from srv.conf.model import DEFAULT_VHOST, VhostConfig
-from srv.media.flv import FLV_HEADER
+from srv.media.flv import FLV_HEADER, TrackGuess
 from srv.net.context import WorkerContext
 from srv.net.flow import tune_player_transport
+
+log = logging.getLogger("srv.http")
+
+HOLD_MAX = 1024 * 1024  # bytes of tags held for the header's guess before it is sent anyway
 
 
 @lru_cache(maxsize=256)
@@ -77,12 +87,38 @@ class FlvPlayer:
         self.cid = ctx.new_cid()
         self.consumer: Any = None
         self.close_reason = ""
+        remux = vhost.http_remux
+        self.guess: TrackGuess | None = TrackGuess() if remux.guess_has_av else None
+        self.held: list[bytes] = []  # tags waiting for the FLV header while guessing
+        self.held_bytes = 0
 
     def start(self) -> None:
         self.ctx.register(self)
         tune_player_transport(self.transport)  # a stall must show as back-pressure, as for RTMP
-        self.write(FLV_HEADER())
+        if self.guess is None:
+            remux = self.vhost.http_remux
+            self._send([FLV_HEADER(remux.has_audio, remux.has_video)])
         self.consumer = self.ctx.hub.play(self.key, self.vhost, self, FLV)
+
+    def _hold(self, parts: list[bytes]) -> None:
+        """Keep tags back until the tracks are known, then send the header and them."""
+        guess = self.guess
+        assert guess is not None
+        decided = False
+        for p in parts:
+            decided = guess.feed(p) or decided
+            self.held_bytes += len(p)
+        self.held.extend(parts)
+        if not decided and self.held_bytes < HOLD_MAX:
+            return
+        remux = self.vhost.http_remux
+        has_audio, has_video = guess.has_audio, guess.has_video
+        if not (has_audio or has_video):  # only metadata, and a lot of it: fall back to the config
+            has_audio, has_video = remux.has_audio, remux.has_video
+        held, self.held, self.guess = self.held, [], None
+        log.log(srvlog.TRACE, "[%s] flv-play %s header: audio %s, video %s", self.cid, self.key,
+                "yes" if has_audio else "no", "yes" if has_video else "no")
+        self._send([FLV_HEADER(has_audio, has_video), *held])
 
     def stop(self) -> None:
         """The connection is gone: leave the source and the client table."""
@@ -108,7 +144,9 @@ class FlvPlayer:
     def write(self, data: bytes) -> None:
         if self.closed or not data:
             return
-        if self.chunked:
+        if self.guess is not None:
+            self._hold([data])
+        elif self.chunked:
             self.transport.writelines([b"%x\r\n" % len(data), data, b"\r\n"])
         else:
             self.transport.write(data)
@@ -116,6 +154,12 @@ class FlvPlayer:
     def writelines(self, data: list[bytes]) -> None:
         if self.closed:
             return
+        if self.guess is not None:
+            self._hold(data)
+        else:
+            self._send(data)
+
+    def _send(self, data: list[bytes]) -> None:
         if self.chunked:
             n = sum(map(len, data))
             if n:

@@ -3,7 +3,8 @@
 `encode_tag` is on the HTTP-FLV hot path: each published message is encoded once and the
 same `bytes` goes to every HTTP-FLV player. `FlvReader` is the other direction, for tests,
 the benchmark's load client (verifying what the server sends) and pre-encoded .flv files:
-`feed(bytes) -> list[FlvTag]`, any split of the input gives the same tags.
+`feed(bytes) -> list[FlvTag]`, any split of the input gives the same tags. `TrackGuess` decides
+the header's audio/video flags of a live stream from its first tags (SRS's `guess_has_av`).
 
 Layout (FLV spec v10.1, annex E):
 
@@ -22,6 +23,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from os import PathLike
+
+from srv.media.codec import audio_is_sequence_header, video_is_sequence_header
 
 TAG_AUDIO = 8
 TAG_VIDEO = 9
@@ -70,6 +73,72 @@ def encode_tag(
             _pack_ui32(size + TAG_HEADER_SIZE),
         )
     )
+
+
+class TrackGuess:
+    """Which tracks a live FLV stream has, for the flags of a header written before it is known.
+
+    An FLV header cannot change, yet players wait for every track it announces (ffmpeg probes for
+    the missing one, flv.js and mpegts.js never start), so an HTTP-FLV response holds its header
+    back: `feed` it the whole tags the player is about to get, in order, until it returns True.
+    It decides at the end of the first write that carries an audio or video frame (not a
+    sequence header), i.e. once the sequence headers an encoder sends first have come: a track is
+    present when its sequence header or a frame of it was seen. As in SRS, when those tags hold
+    frames of one kind only over at least `SPAN_MS` (a joining player's GOP cache), a sequence
+    header of the other kind alone does not count: that track is declared but never sent.
+    """
+
+    SPAN_MS = 1000
+
+    def __init__(self) -> None:
+        self.audio_header = self.video_header = False
+        self.audio_frames = self.video_frames = 0
+        self.first_ts: int | None = None
+        self.last_ts = 0
+        self.decided = False
+
+    def feed(self, data: bytes) -> bool:
+        """Note the tags of one write (whole tags only); True once the flags are decided."""
+        pos, end = 0, len(data)
+        while end - pos >= TAG_HEADER_SIZE:
+            tag_type = data[pos] & 0x1F
+            size = (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
+            start = pos + TAG_HEADER_SIZE
+            if tag_type == TAG_AUDIO or tag_type == TAG_VIDEO:
+                head = bytes(data[start:start + min(size, 64)])  # enough for any header test
+                if tag_type == TAG_AUDIO and audio_is_sequence_header(head):
+                    self.audio_header = True
+                elif tag_type == TAG_VIDEO and video_is_sequence_header(head):
+                    self.video_header = True
+                else:
+                    if tag_type == TAG_AUDIO:
+                        self.audio_frames += 1
+                    else:
+                        self.video_frames += 1
+                    ts = (data[pos + 7] << 24) | (data[pos + 4] << 16) | (data[pos + 5] << 8) | data[pos + 6]
+                    if self.first_ts is None:
+                        self.first_ts = ts
+                    self.last_ts = ts
+            pos = start + size + 4
+        if self.audio_frames or self.video_frames:
+            self.decided = True
+        return self.decided
+
+    @property
+    def _one_kind_long(self) -> bool:
+        return self.first_ts is not None and self.last_ts - self.first_ts >= self.SPAN_MS
+
+    @property
+    def has_audio(self) -> bool:
+        if self.video_frames and not self.audio_frames and self._one_kind_long:
+            return False
+        return self.audio_header or self.audio_frames > 0
+
+    @property
+    def has_video(self) -> bool:
+        if self.audio_frames and not self.video_frames and self._one_kind_long:
+            return False
+        return self.video_header or self.video_frames > 0
 
 
 @dataclass(frozen=True, slots=True)
