@@ -14,6 +14,7 @@ from srv.http import static
 from srv.http.exporter import render
 from srv.http.flv import match_mount
 from srv.http.stats import ServerView, stream_id
+from srv.media.metadata import decode_metadata, describe
 from srv.net.context import ClientQuery, client_figures
 from srv.rtmp import amf0
 
@@ -64,8 +65,8 @@ def _snapshot(dead: bool = False) -> dict[str, Any]:
     key = "__defaultVhost__/live/s"
     meta = amf0.encode("onMetaData", {"width": 320.0, "height": 240.0, "videocodecid": 7.0})
     origin = {"key": key, "publishing": True, "origin": True, "publish_started": 1.0, "players": 2,
-              "frames": 100, "bytes_in": 5000, "bytes_out": 9000, "dropped": 0, "meta": meta,
-              "video_sh": None, "audio_sh": None,
+              "frames": 100, "bytes_in": 5000, "bytes_out": 9000, "dropped": 0,
+              "description": describe(None, None, decode_metadata(meta)),
               "forwards": [{"destination": "127.0.0.1:1936/live/s", "state": "connected",
                             "messages_sent": 10, "bytes_sent": 1000, "reconnects": 1}]}
     pull = dict(origin, origin=False, players=1, bytes_in=4000, forwards=[])
@@ -135,3 +136,53 @@ def test_exporter_text_parses_with_help_type_and_total_suffixes() -> None:
     assert m[("srs_worker_restarts_total", ())] == 1
     for name, _ in m:
         assert name.startswith("srs_")
+
+
+def test_the_hub_describes_a_stream_once_per_header_change_and_ships_only_that(monkeypatch: Any) -> None:
+    """onMetaData and the sequence headers are decoded when they change, not on every API
+    call; the snapshot carries the small StreamDescription, never the raw header bytes."""
+    import asyncio
+
+    from srv.app import hub as hub_module
+    from srv.app.hub import StreamHub
+    from srv.media.metadata import AudioDescription, StreamDescription, VideoDescription
+
+    decoded: list[bytes | None] = []
+
+    def counting_decode(payload: bytes | None) -> Any:
+        decoded.append(payload)
+        return decode_metadata(payload)
+
+    monkeypatch.setattr(hub_module, "decode_metadata", counting_decode)
+    loop = asyncio.new_event_loop()
+    try:
+        hub = StreamHub(None, 1, None, loop)  # type: ignore[arg-type]
+        src = hub.source("__defaultVhost__/live/s", VhostConfig("__defaultVhost__"))
+        meta = amf0.encode("onMetaData", {"width": 640.0, "height": 360.0, "videocodecid": 7.0,
+                                          "audiocodecid": 10.0, "audiosamplerate": 44100.0})
+        src.on_message(18, 0, meta)
+        assert src.description.video == VideoDescription("H264", "Other", "Other", 640, 360)
+        src.on_message(9, 0, bytes.fromhex("17000000000142001effe100086742001eed0283f201000468ce3880"))
+        src.on_message(8, 0, b"\xaf\x00\x12\x10")
+        for ts in range(1, 50):
+            src.on_message(9, ts * 40, b"\x27\x01\x00\x00\x00" + b"\0" * 100)
+            src.on_message(8, ts * 40, b"\xaf\x01" + b"\0" * 50)
+        for _ in range(5):
+            (stats,) = hub.stats()
+            assert not {"meta", "video_sh", "audio_sh"} & set(stats)
+        assert len(decoded) == 3  # metadata, video header, audio header: once each
+        desc = stats["description"]
+        assert isinstance(desc, StreamDescription)
+        assert desc.video is not None and desc.video.codec == "H264" and desc.video.profile == "Baseline"
+        assert desc.audio == AudioDescription("AAC", 44100, 2, "LC")
+        src.on_unpublish()
+        assert src.description == StreamDescription()
+    finally:
+        loop.close()
+
+
+def test_http_reads_stream_descriptions_without_the_rtmp_layer() -> None:
+    from tests.test_layers import SRV, imports
+
+    for path in (SRV / "http").rglob("*.py"):
+        assert not [mod for _, mod in imports(path) if mod.startswith("srv.rtmp")], path

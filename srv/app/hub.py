@@ -7,6 +7,8 @@
   the pull feeds the local source like a publisher and every local player fans out from it. The
   pull stops when its last local player leaves, or when the registry says the stream moved.
 - Forwarders run only where the publisher is (`source.origin`).
+- Each time a source's metadata or sequence headers change, the hub describes the stream
+  (codecs, sizes, profile: `StreamDescription`) once; the API is sent that small value.
 
 The hub knows nothing of sockets: the worker injects the registry and the factories that make
 pulls and forwarders.
@@ -23,6 +25,7 @@ from typing import Any, Protocol
 from srv import log as srvlog
 from srv.app.source import LiveSource, Sink
 from srv.conf.model import ForwardConfig, ServerConfig, VhostConfig
+from srv.media.metadata import decode_metadata, describe
 
 log = logging.getLogger("srv.hub")
 
@@ -57,7 +60,15 @@ class StreamHub:
         if src is None:
             src = self.sources[key] = LiveSource(key, vhost, self.loop)
             src.on_empty = self._drop_source
+            src.on_headers = self._describe
         return src
+
+    @staticmethod
+    def _describe(src: LiveSource) -> None:
+        """Metadata or a sequence header changed: describe the stream once, for the API."""
+        src.description = describe(src.video_sh.payload if src.video_sh else None,
+                                   src.audio_sh.payload if src.audio_sh else None,
+                                   decode_metadata(src.meta.payload if src.meta else None))
 
     def _drop_source(self, src: LiveSource) -> None:
         if self.sources.get(src.key) is src:

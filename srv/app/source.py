@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from srv import log as srvlog
 from srv.app.packet import AUDIO, DATA, FLV, VIDEO, Packet
 from srv.conf.model import VhostConfig
+from srv.media.metadata import StreamDescription
 
 log = logging.getLogger("srv.source")
 
@@ -95,6 +96,8 @@ class LiveSource:
         self.meta: Packet | None = None
         self.video_sh: Packet | None = None
         self.audio_sh: Packet | None = None
+        self.description = StreamDescription()  # set by the hub when the headers change
+        self.on_headers: Any = None  # hub callback: metadata or a sequence header changed
         self.ring: list[Packet] = []
         self.base = 0  # sequence number of ring[0]
         self.gop_start: int | None = None
@@ -146,6 +149,7 @@ class LiveSource:
         self.publisher = None
         self.origin = False
         self.meta = self.video_sh = self.audio_sh = None
+        self.description = StreamDescription()
         self.video_seen = False
         self.flush_all()
         end = self.end
@@ -163,6 +167,10 @@ class LiveSource:
         self.backend_urls = {}
         self._maybe_empty()
 
+    def _headers_changed(self) -> None:
+        if self.on_headers is not None:
+            self.on_headers(self)
+
     def on_message(self, type_id: int, timestamp: int, payload: bytes) -> Packet:
         """One audio, video or metadata message from the publisher (hot path)."""
         if self.await_first:
@@ -176,6 +184,7 @@ class LiveSource:
             self.frames += 1
             if pkt.is_header:
                 self.video_sh = pkt
+                self._headers_changed()
             else:
                 self.video_seen = True
                 if pkt.is_keyframe:
@@ -183,10 +192,12 @@ class LiveSource:
         elif type_id == AUDIO:
             if pkt.is_header:
                 self.audio_sh = pkt
+                self._headers_changed()
             elif not self.video_seen and self.gop_start is None and self.video_sh is None:
                 self._new_gop()  # audio-only: cache from the first frame, bounded below
         elif type_id == DATA:
             self.meta = pkt
+            self._headers_changed()
         self.ring.append(pkt)
         if self.gop_start is not None and self.end - self.gop_start > self.gop_max:
             self.gop_start = None  # too long a GOP: stop caching until the next keyframe
@@ -363,9 +374,7 @@ class LiveSource:
             "bytes_out": self.bytes_out,
             "dropped": self.dropped,
             "kbps_30s": self.kbps(),
-            "meta": self.meta.payload if self.meta else None,
-            "video_sh": self.video_sh.payload if self.video_sh else None,
-            "audio_sh": self.audio_sh.payload if self.audio_sh else None,
+            "description": self.description,
             "forwards": [f.stats() for f in self.forwarders],
         }
 

@@ -5,7 +5,9 @@ Arbiter.master_info()}`. A stream published on worker 1 and played on worker 2 a
 workers' lists: with `origin=True` where its publisher is, and `origin=False` (fed by a pull)
 elsewhere. `ServerView` folds that into one entry per stream:
 
-- the publisher's figures (bytes in, frames, codecs, forwarders) come from the origin entry;
+- the publisher's figures (bytes in, frames, forwarders) and its description (codecs, sizes,
+  profile: a `StreamDescription` the hub computed when the headers changed) come from the
+  origin entry;
 - players are the registered play clients (RTMP and HTTP-FLV) of every worker; the internal
   pulls between workers are not clients, so nobody is counted twice;
 - a stream's bytes out are the sum of what its connected play clients were sent (the hub's own
@@ -28,9 +30,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from srv.media.metadata import describe_stream
+from srv.media.metadata import StreamDescription
 from srv.net.context import ClientQuery
-from srv.rtmp import amf0
 
 
 def _digest(text: str) -> str:
@@ -43,20 +44,6 @@ def stream_id(key: str) -> str:
 
 def vhost_id(name: str) -> str:
     return "vid-" + _digest(name)[:7]
-
-
-def decode_metadata(payload: bytes | None) -> dict[str, Any] | None:
-    """The onMetaData object of a type-18 payload (`"onMetaData", {...}`), or None."""
-    if not payload:
-        return None
-    try:
-        values = amf0.decode(payload)
-    except Exception:
-        return None
-    for v in values:
-        if isinstance(v, dict):
-            return dict(v)
-    return None
 
 
 @dataclass
@@ -77,9 +64,7 @@ class StreamView:
     players: int = 0
     publisher_ip: str = ""
     tc_url: str = ""
-    meta: bytes | None = None
-    video_sh: bytes | None = None
-    audio_sh: bytes | None = None
+    description: StreamDescription | None = None
     forwards: list[dict[str, Any]] = field(default_factory=list)
     workers: list[int] = field(default_factory=list)
 
@@ -152,10 +137,10 @@ class ServerView:
                     view.recv_bytes = s.get("bytes_in", 0)
                     view.dropped += s.get("dropped", 0)
                     view.forwards = list(s.get("forwards") or [])
-                    view.meta, view.video_sh, view.audio_sh = s.get("meta"), s.get("video_sh"), s.get("audio_sh")
-                elif s.get("publishing") and view.video_sh is None and view.audio_sh is None:
+                    view.description = s.get("description")
+                elif s.get("publishing") and view.description is None:
                     # a pull copy: codecs are the same as the origin's, use them until it answers
-                    view.meta, view.video_sh, view.audio_sh = s.get("meta"), s.get("video_sh"), s.get("audio_sh")
+                    view.description = s.get("description")
                     view.dropped += s.get("dropped", 0)
                 else:
                     view.dropped += s.get("dropped", 0)
@@ -202,7 +187,7 @@ class ServerView:
         return out
 
     def codecs(self, s: StreamView) -> dict[str, dict[str, object] | None]:
-        return describe_stream(s.video_sh, s.audio_sh, decode_metadata(s.meta))
+        return (s.description or StreamDescription()).as_api()
 
 
 def kbps(nbytes: float, seconds: float) -> int:

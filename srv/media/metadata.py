@@ -4,16 +4,18 @@ onMetaData is whatever the publisher's encoder wrote: numbers may arrive as floa
 or booleans, codec ids as legacy numbers (7), FourCC numbers (1752589105.0 == 'hvc1') or
 FourCC strings. `StreamMetadata.from_amf` turns that into clean optional values.
 
-`describe_stream` builds the "video"/"audio" objects of SRS's /api/v1/streams
-(SrsStatisticStream::dumps): codec/profile/level/width/height and
+`describe` builds a stream's `StreamDescription` (what SRS's /api/v1/streams shows as "video"
+and "audio", SrsStatisticStream::dumps): codec/profile/level/width/height and
 codec/sample_rate/channel/profile, preferring what the sequence headers say over onMetaData.
+The hub computes it once each time a stream's headers change and the API is sent that small
+frozen value; `describe_stream` is the same in the API's dict shape.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from srv.media.audio_config import AAC_OBJECT_NAMES
 from srv.media.codec import (
@@ -31,6 +33,7 @@ from srv.media.video_config import (
     hevc_profile_name,
     parse_video_sequence_header,
 )
+from srv.rtmp import amf0
 
 
 def metadata_number(value: object) -> float | None:
@@ -123,7 +126,51 @@ class StreamMetadata:
         )
 
 
-def _describe_video(video: bytes | None, meta: StreamMetadata) -> dict[str, object] | None:
+def decode_metadata(payload: bytes | None) -> StreamMetadata | None:
+    """The onMetaData of a type-18 payload (`"onMetaData", {...}`), or None."""
+    if not payload:
+        return None
+    try:
+        values = amf0.decode(payload)
+    except Exception:  # noqa: BLE001 - whatever a publisher sent, no description is the answer
+        return None
+    for v in values:
+        if isinstance(v, dict):
+            return StreamMetadata.from_amf(v)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class VideoDescription:
+    codec: str
+    profile: str | None
+    level: str | None
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDescription:
+    codec: str
+    sample_rate: int
+    channel: int
+    profile: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDescription:
+    """A stream's codecs as the API reports them; a kind the stream lacks is None."""
+
+    video: VideoDescription | None = None
+    audio: AudioDescription | None = None
+
+    def as_api(self) -> dict[str, dict[str, object] | None]:
+        """{"video": {...} | None, "audio": {...} | None}, the shape of SRS's /api/v1/streams."""
+        return {"video": asdict(self.video) if self.video else None,
+                "audio": asdict(self.audio) if self.audio else None}
+
+
+def _describe_video(video: bytes | None, meta: StreamMetadata) -> VideoDescription | None:
     info = parse_video(video) if video else None
     codec = info.codec if info is not None and info.codec != "Unknown" else meta.video_codec
     if codec is None:
@@ -141,16 +188,11 @@ def _describe_video(video: bytes | None, meta: StreamMetadata) -> dict[str, obje
         profile = level = None
     else:
         profile = level = "Other"
-    return {
-        "codec": codec,
-        "profile": profile,
-        "level": level,
-        "width": config.width if config else meta.width or 0,
-        "height": config.height if config else meta.height or 0,
-    }
+    return VideoDescription(codec, profile, level, config.width if config else meta.width or 0,
+                            config.height if config else meta.height or 0)
 
 
-def _describe_audio(audio: bytes | None, meta: StreamMetadata) -> dict[str, object] | None:
+def _describe_audio(audio: bytes | None, meta: StreamMetadata) -> AudioDescription | None:
     info = parse_audio(audio) if audio else None
     if info is not None:
         codec: str | None = info.codec
@@ -164,12 +206,15 @@ def _describe_audio(audio: bytes | None, meta: StreamMetadata) -> dict[str, obje
         object_type = None
     if codec is None:
         return None
-    return {
-        "codec": codec,
-        "sample_rate": sample_rate,
-        "channel": channels,
-        "profile": AAC_OBJECT_NAMES.get(object_type or 0, "Other"),
-    }
+    return AudioDescription(codec, sample_rate, channels, AAC_OBJECT_NAMES.get(object_type or 0, "Other"))
+
+
+def describe(video: bytes | None = None, audio: bytes | None = None,
+             metadata: StreamMetadata | None = None) -> StreamDescription:
+    """A stream's description from its sequence headers (for codecs that have none, such as
+    MP3, any recent message of that kind) and its onMetaData."""
+    meta = metadata if metadata is not None else StreamMetadata()
+    return StreamDescription(_describe_video(video, meta), _describe_audio(audio, meta))
 
 
 def describe_stream(
@@ -185,10 +230,6 @@ def describe_stream(
     "height": 240}, "audio": {"codec": "AAC", "sample_rate": 44100, "channel": 2,
     "profile": "LC"}}; a kind the stream lacks is None (JSON null), as in SRS.
     """
-    if metadata is None:
-        meta = StreamMetadata()
-    elif isinstance(metadata, StreamMetadata):
-        meta = metadata
-    else:
-        meta = StreamMetadata.from_amf(metadata)
-    return {"video": _describe_video(video, meta), "audio": _describe_audio(audio, meta)}
+    if metadata is not None and not isinstance(metadata, StreamMetadata):
+        metadata = StreamMetadata.from_amf(metadata)
+    return describe(video, audio, metadata).as_api()
