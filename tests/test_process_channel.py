@@ -228,10 +228,15 @@ def _get(url: str) -> tuple[int, bytes]:
 
 
 def _long_connect(port: int, tc_url: str) -> socket.socket:
+    """A connection whose `connect` carries `tc_url` (the server may refuse it meanwhile:
+    RTMP caps what a connect carries, and this test holds either way)."""
     s = handshaken(port)
-    s.sendall(encode_message(1, 0, 0, set_chunk_size_message(1 << 20).payload, 128, 2))
     connect = command_message("connect", 1.0, {"app": "live", "tcUrl": tc_url})
-    s.sendall(encode_message(20, 0, 0, connect.payload, 1 << 20, 3))
+    try:
+        s.sendall(encode_message(1, 0, 0, set_chunk_size_message(1 << 20).payload, 128, 2))
+        s.sendall(encode_message(20, 0, 0, connect.payload, 1 << 20, 3))
+    except (ConnectionResetError, BrokenPipeError):
+        pass
     return s
 
 
@@ -326,7 +331,7 @@ def test_a_hung_worker_gets_sigabrt_logs_its_stack_and_is_replaced(srs_server: A
         assert "aborting it (SIGABRT" in srv.log_text()
     finally:
         hung.send_signal(signal.SIGCONT)  # the pending SIGABRT is delivered now
-    srv.wait_log(f"worker 2 (pid {hung.pid}) killed by SIGABRT (no heartbeat for", timeout=10)
+    srv.wait_log(f"worker 2 (pid {hung.pid}) killed by SIGABRT (no heartbeat for", timeout=20)
     text = srv.log_text()
     dump = text[text.index("Fatal Python error: Aborted"):]
     assert "most recent call first" in dump and 'File "' in dump  # faulthandler's stack

@@ -65,7 +65,7 @@ HANDLED = (*SIGNALS, signal.SIGCHLD)  # SIGCHLD only wakes the loop, which reaps
 
 BAD_FRAME_LIMIT = 3  # bad control frames from one worker within BAD_FRAME_WINDOW: restart it
 BAD_FRAME_WINDOW = 60.0
-ABORT_GRACE = 2.0  # a hung worker has this long after SIGABRT to log its stack, then SIGKILL
+ABORT_GRACE = 3.0  # a hung worker has this long after SIGABRT to log its stack, then SIGKILL
 
 
 @dataclass
