@@ -130,3 +130,37 @@ class ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 def trace(logger: logging.Logger, msg: str, *args: Any) -> None:
     logger.log(TRACE, msg, *args)
+
+
+# ---- what may be shown of a URL --------------------------------------------------------------
+
+# query parameters srv and SRS set themselves, never secrets: their values stay readable
+SHOWN_PARAMS = frozenset({"vhost", "domain", "srv_via"})
+REDACTED = "***"
+
+
+def redact_url(url: str) -> str:
+    """`url` as logs, the API and the exporter show it: query values and passwords hidden.
+
+    `rtmp://h/live2/s?key=SECRET&vhost=v` -> `rtmp://h/live2/s?key=***&vhost=v`: a reader still
+    sees which parameters were passed. Bare items (`?SECRET`) become `***`; srv's `[param]`
+    templates stay. A password in `user:pass@host` becomes `***` too.
+    """
+    head, sep, query = url.partition("?")
+    scheme, slashes, rest = head.partition("://")
+    if slashes and "@" in rest.partition("/")[0]:
+        auth, _, hostpath = rest.partition("@")
+        if ":" in auth:
+            head = f"{scheme}://{auth.partition(':')[0]}:{REDACTED}@{hostpath}"
+    if not sep:
+        return head
+    items = []
+    for item in query.split("&"):
+        name, eq, value = item.partition("=")
+        if eq:
+            items.append(item if name in SHOWN_PARAMS or not value else f"{name}={REDACTED}")
+        elif not item or (item.startswith("[") and item.endswith("]")):
+            items.append(item)
+        else:
+            items.append(REDACTED)
+    return f"{head}?{'&'.join(items)}"

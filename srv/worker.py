@@ -32,6 +32,8 @@ from srv.app.hub import StreamHub
 from srv.conf.model import ServerConfig
 from srv.master.listeners import ListenSpec
 from srv.net.context import ClientQuery, WorkerContext
+from srv.net.forward import Forwarder
+from srv.net.pull import Pull
 from srv.net.rtmp_server import RtmpConnection
 from srv.process import WORKER_BOOT_ERROR
 from srv.process import messages as m
@@ -173,19 +175,14 @@ class Worker:
         beat = loop.create_task(self.heartbeat())
         await self.done
         beat.cancel()
+        await self.ctx.hooks.aclose()
         return 0
 
     def _wire_hub(self) -> None:
-        from srv.net.pull import Pull
-
         def make_pull(src: Any, owner: int) -> Pull:
             return Pull(self.ctx, src, owner, pull_address(self.master_pid, owner))
 
         self.hub.make_pull = make_pull
-        try:
-            from srv.net.forward import Forwarder
-        except ImportError:
-            return
         self.hub.make_forwarder = lambda src, dest, fw: Forwarder(self.ctx, src, dest, fw)
 
     async def start_listener(self, spec: ListenSpec, sock: socket.socket) -> None:

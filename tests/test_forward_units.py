@@ -6,9 +6,10 @@ from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
+from srv.app.forward_target import MAX_HOPS, loop_refusal, resolve, upstream_via
 from srv.app.packet import AUDIO, DATA, VIDEO, Packet
 from srv.conf.model import ForwardConfig
-from srv.net.forward import MAX_HOPS, Forwarder, loop_refusal, resolve, upstream_via
+from srv.net.forward import Forwarder
 
 KEY = bytes([0x17, 0x01, 0, 0, 0]) + b"k"  # AVC keyframe NALU
 INTER = bytes([0x27, 0x01, 0, 0, 0]) + b"p"

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from srv.app.hub import StreamHub
 from srv.conf.model import ServerConfig
+from srv.net.hooks import HookClient
 
 MAX_FIELD = 4096  # characters kept of any text a client chose, in snapshots
 
@@ -63,12 +64,14 @@ class Client(Protocol):
 
 class WorkerContext:
     def __init__(self, slot: int, config: ServerConfig, hub: StreamHub,
-                 loop: asyncio.AbstractEventLoop, master: Any) -> None:
+                 loop: asyncio.AbstractEventLoop, master: Any, hooks: HookClient | None = None) -> None:
         self.slot = slot
         self.config = config
         self.hub = hub
         self.loop = loop
         self.master = master  # the worker's channel to the master (snapshot, reload, kick)
+        # the worker's one HTTP hook client (forward backends); the worker closes it when it stops
+        self.hooks = hooks if hooks is not None else HookClient()
         self.clients: dict[str, Client] = {}
         self.started = time.time()
         self._n = 0

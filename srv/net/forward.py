@@ -19,31 +19,36 @@ Invariants:
 - Any failure (refused, reset, timeout, stalled peer) closes the connection and retries after an
   exponential backoff with jitter in [backoff_initial, backoff_max]; each reconnect starts again
   with metadata, sequence headers and the GOP cache.
-- Loop protection: the publish query carries `srv_via`, the ids of the servers the stream went
-  through (this one appended). A server refuses a publish whose `srv_via` holds its own id, or
-  that has made MAX_HOPS hops, with NetStream.Publish.BadName "forward loop"; the forwarder that
-  gets that answer gives up instead of retrying (state `error`).
+- Loop protection: the publish query carries `srv_via` (see srv.app.forward_target, which
+  also resolves where to publish); a destination that answers NetStream.Publish.BadName
+  "forward loop" is not retried (state `error`).
+
+Here: the connection, its backoff and stall handling, and the on_forward backend call through
+the worker's hook client (srv.net.hooks).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
-import urllib.error
-import urllib.request
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 from srv import log as srvlog
+from srv.app.forward_target import (
+    LOOP_REASON,
+    on_forward_body,
+    on_forward_urls,
+    resolve,
+    upstream_via,
+)
 from srv.app.packet import AUDIO, DATA, PLAY_STREAM_ID, VIDEO, Packet
 from srv.app.source import LiveSource
-from srv.conf.model import DEFAULT_VHOST, ForwardConfig, VhostConfig
+from srv.conf.model import ForwardConfig, VhostConfig
 from srv.net.context import WorkerContext
+from srv.net.hooks import HookError
 from srv.net.rtmp_client import RtmpClientProtocol
 from srv.rtmp import events as ev
 from srv.rtmp.chunk import CSID_AUDIO, CSID_DATA, CSID_VIDEO, encode_message
@@ -51,92 +56,12 @@ from srv.rtmp.client import ClientSession
 
 log = logging.getLogger("srv.forward")
 
-VIA_PARAM = "srv_via"
-MAX_HOPS = 8
-LOOP_REASON = "forward loop"
 CONNECT_TIMEOUT = 10.0  # seconds from TCP connect to Publish.Start
 STALL_TIMEOUT = 30.0  # seconds a destination may refuse to read before we reconnect (SRS: 30 s)
-BACKEND_TIMEOUT = 5.0
 TICK = 1.0
 
 CONNECTING, CONNECTED, BACKOFF, ERROR, STOPPED = "connecting", "connected", "backoff", "error", "stopped"
 _CSID = {AUDIO: CSID_AUDIO, VIDEO: CSID_VIDEO, DATA: CSID_DATA}
-
-
-# ---- where to publish ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """A resolved destination: where to connect and what to publish."""
-
-    host: str
-    port: int
-    app: str
-    tc_url: str
-    stream: str  # the publish name, with its query string
-
-    @property
-    def url(self) -> str:
-        return f"{self.tc_url.partition('?')[0]}/{self.stream}"
-
-
-def upstream_via(params: dict[str, str]) -> list[str]:
-    """The server ids a publish went through, from its `srv_via` query parameter."""
-    return [s for s in params.get(VIA_PARAM, "").split(",") if s]
-
-
-def loop_refusal(server_id: str, params: dict[str, str]) -> str | None:
-    """Why a publish must be refused as a forward loop, or None."""
-    via = upstream_via(params)
-    if server_id in via:
-        return f"{LOOP_REASON}: this server ({server_id}) is already in the chain {' -> '.join(via)}"
-    if len(via) >= MAX_HOPS:
-        return f"{LOOP_REASON}: {len(via)} forward hops (max {MAX_HOPS}): {' -> '.join(via)}"
-    return None
-
-
-def resolve(destination: str, vhost: str, app: str, stream: str, params: dict[str, str],
-            via: list[str]) -> Target:
-    """Turn a `destination` into a Target, as SRS builds its forward URL.
-
-    `host[:port]`: same app, stream and query on the slave; tcUrl `rtmp://<vhost>:<port>/app`
-    with the destination host when the vhost is the default one, and `vhost=` in the publish
-    query for other vhosts (srs_net_url_encode_rtmp_url). `rtmp://host[:port]/app/stream?q`:
-    `[vhost] [app] [stream] [param]` expand (param: the publisher's query, without `?`).
-    Both get `srv_via=<ids>` appended for loop protection.
-    """
-    query = {k: v for k, v in params.items() if k != VIA_PARAM}
-    param = urlencode(query)
-    via_q = urlencode({VIA_PARAM: ",".join(via)})
-    if "://" not in destination:
-        host, sep, port_text = destination.rpartition(":")
-        if not sep:
-            host, port_text = destination, ""
-        host = host.strip("[]")
-        port = int(port_text) if port_text else 1935
-        if vhost != DEFAULT_VHOST and "vhost" not in query:
-            query["vhost"] = vhost
-        tc_host = host if vhost == DEFAULT_VHOST else vhost
-        tc_url = f"rtmp://{_bracket(tc_host)}:{port}/{app}"
-        q = "&".join(s for s in (urlencode(query), via_q) if s)
-        return Target(host, port, app, tc_url, f"{stream}?{q}")
-    url = (destination.replace("[vhost]", vhost).replace("[app]", app)
-           .replace("[stream]", stream).replace("[param]", param))
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or 1935
-    path = parts.path.strip("/")
-    dest_app, _, dest_stream = path.rpartition("/")
-    if not dest_app:
-        dest_app, dest_stream = dest_stream, stream
-    q = "&".join(s for s in (parts.query, via_q) if s)
-    tc_url = f"rtmp://{_bracket(host)}:{port}/{dest_app}"
-    return Target(host, port, dest_app, tc_url, f"{dest_stream}?{q}")
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 # ---- the backend hook (SRS on_forward) ---------------------------------------------------------
@@ -146,49 +71,23 @@ async def ask_backends(ctx: WorkerContext, vhost: VhostConfig, app: str, stream:
                        client: Any, params: dict[str, str]) -> tuple[dict[str, tuple[str, ...]], str | None]:
     """POST SRS's on_forward to every matching `backend`; return {backend: urls} or why not.
 
-    Body as SrsHttpHooks::on_forward_backend; the answer must be HTTP 200 with
-    `{"code": 0, "data": {"urls": [...]}}`. Any failure refuses the publish, as in SRS.
+    Any failure (no answer, an answer SRS would not accept) refuses the publish, as in SRS.
     """
     found: dict[str, tuple[str, ...]] = {}
-    query = {k: v for k, v in params.items() if k != VIA_PARAM}
     for fw in vhost.forwards_for(app, stream):
         if not fw.backend or fw.backend in found:
             continue
-        body = {
-            "action": "on_forward", "server_id": ctx.server_id,
-            "client_id": getattr(client, "cid", ""), "ip": getattr(client, "ip", ""),
-            "vhost": vhost.name, "app": app, "tcUrl": getattr(client, "tc_url", ""),
-            "stream": stream, "param": f"?{urlencode(query)}" if query else "",
-        }
+        body = on_forward_body(ctx.server_id, getattr(client, "cid", ""), getattr(client, "ip", ""),
+                               vhost.name, app, getattr(client, "tc_url", ""), stream, params)
         try:
-            urls = await asyncio.to_thread(_post_on_forward, fw.backend, body)
-        except Exception as e:  # noqa: BLE001 - every failure refuses the publish
-            return {}, f"forward backend {fw.backend} failed: {e}"
-        log.log(srvlog.TRACE, "forward backend %s: %s/%s -> %s", fw.backend, app, stream,
-                " ".join(urls) or "(no destination)")
+            answer = await ctx.hooks.post_json(fw.backend, body)
+            urls = on_forward_urls(answer.status, answer.text)
+        except (HookError, ValueError) as e:
+            return {}, f"forward backend {srvlog.redact_url(fw.backend)} failed: {e}"
+        log.log(srvlog.TRACE, "forward backend %s: %s/%s -> %s", srvlog.redact_url(fw.backend), app, stream,
+                " ".join(map(srvlog.redact_url, urls)) or "(no destination)")
         found[fw.backend] = tuple(urls)
     return found, None
-
-
-def _post_on_forward(url: str, body: dict[str, Any]) -> list[str]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=BACKEND_TIMEOUT) as r:
-        status, text = r.status, r.read().decode("utf-8", "replace")
-    if status != 200:
-        raise ValueError(f"HTTP {status}")
-    try:
-        answer = json.loads(text)
-    except ValueError:
-        raise ValueError(f"not JSON: {text[:80]!r}") from None
-    code = answer.get("code") if isinstance(answer, dict) else answer
-    if code != 0:
-        raise ValueError(f"code {code!r}")
-    data = answer.get("data") if isinstance(answer, dict) else None
-    urls = data.get("urls", []) if isinstance(data, dict) else []
-    if not isinstance(urls, list) or not all(isinstance(u, str) and u.startswith("rtmp://") for u in urls):
-        raise ValueError(f"data.urls must be a list of rtmp:// URLs, got {urls!r}")
-    return urls
 
 
 # ---- the forwarder ---------------------------------------------------------------------------

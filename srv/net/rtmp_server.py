@@ -17,11 +17,13 @@ import time
 from typing import Any
 
 from srv import log as srvlog
+from srv.app.forward_target import loop_refusal
 from srv.app.hub import stream_key
 from srv.app.source import Consumer, LiveSource
 from srv.conf.model import VhostConfig
 from srv.net.context import WorkerContext
 from srv.net.flow import tune_player_transport
+from srv.net.forward import ask_backends
 from srv.rtmp import events as ev
 from srv.rtmp.errors import ProtocolError
 from srv.rtmp.session import ServerSession
@@ -239,8 +241,6 @@ class RtmpConnection(asyncio.Protocol):
 
     async def _forward_checks(self, e: ev.PublishRequest) -> tuple[str | None, dict[str, tuple[str, ...]]]:
         """Refuse a forward loop (srv_via holds this server); ask the forward backends (SRS on_forward)."""
-        from srv.net.forward import ask_backends, loop_refusal
-
         why = loop_refusal(self.ctx.server_id, self.params)
         if why is not None:
             return why, {}
