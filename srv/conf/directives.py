@@ -151,6 +151,9 @@ _FORWARD = [
          doc="reconnect delay doubles up to this many ms (srv)."),
     Spec("queue_length", ("vhost.forward",), v.seconds(0.0), default="10",
          doc="seconds of media queued for a slow destination (srv)."),
+    Spec("srv_via", ("vhost.forward",), v.choice("auto", "on", "off"), default="auto", example="on",
+         doc="send the srv_via loop-protection parameter: auto = to host[:port] slaves only, "
+             "not to rtmp:// URLs (srv)."),
 ]
 
 # --- vhost { http_remux { } }: HttpRemuxConfig --------------------------------------------

@@ -91,6 +91,7 @@ class ForwardConfig:
     backoff_initial: int = 3000
     backoff_max: int = 3000
     queue_length: float = 10.0
+    srv_via: str = "auto"  # "auto" (host[:port] slaves only), "on" (every destination), "off"
 
     def matches(self, app: str, stream: str) -> bool:
         return fnmatch.fnmatchcase(f"{app}/{stream}", self.pattern)

@@ -194,7 +194,8 @@ class HttpConnection(asyncio.Protocol):
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("%s: %s %s failed", self.peer, req.method.decode(), req.target.decode(errors="replace"))
+            log.exception("%s: %s %s failed", self.peer, req.method.decode(),
+                          srvlog.redact_url(req.target.decode(errors="replace")))
             if self.conn.our_state is h11.SEND_RESPONSE:
                 self._error(500, "internal error", close=True)
         if self.player is not None or self.closed:

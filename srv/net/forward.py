@@ -42,6 +42,7 @@ from srv.app.forward_target import (
     on_forward_body,
     on_forward_urls,
     resolve,
+    sends_via,
     upstream_via,
 )
 from srv.app.packet import AUDIO, DATA, PLAY_STREAM_ID, VIDEO, Packet
@@ -103,9 +104,12 @@ class Forwarder:
         self.loop = ctx.loop
         vhost, app, stream = source.key.split("/", 2)
         params = dict(getattr(source.publisher, "params", None) or {})
-        via = upstream_via(params) + [ctx.server_id]
+        via = upstream_via(params) + [ctx.server_id] if sends_via(destination, config.srv_via) else None
         self.target = resolve(destination, vhost, app, stream, params, via)
-        self.name = f"{app}/{stream} -> {destination}"
+        # what logs, the API and the exporter show: query values (keys, tokens) hidden
+        self.shown_destination = srvlog.redact_url(destination)
+        self.shown_url = srvlog.redact_url(self.target.url)
+        self.name = f"{app}/{stream} -> {self.shown_destination}"
         vh = source.vhost
         self.chunk_size = vh.chunk_size or ctx.config.chunk_size
         self.queue: deque[Packet] = deque()
@@ -175,7 +179,7 @@ class Forwarder:
         self.proto = None
         if proto is not None and not proto.closed and session is not None:
             try:
-                session.fc_unpublish(self.target.stream.partition("?")[0])
+                session.fc_unpublish(self.target.name)
                 if session.stream_id is not None:
                     session.delete_stream(session.stream_id)
             except RuntimeError:
@@ -190,8 +194,8 @@ class Forwarder:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "destination": self.destination,
-            "url": self.target.url,
+            "destination": self.shown_destination,
+            "url": self.shown_url,
             "state": self.state,
             "messages_sent": self.messages_sent,
             "messages_dropped": self.messages_dropped,
@@ -214,7 +218,8 @@ class Forwarder:
         self._set_state(CONNECTING)
         t = self.target
         self.session = ClientSession(app=t.app, tc_url=t.tc_url, out_chunk_size=self.chunk_size)
-        log.log(srvlog.TRACE, "forward %s: connecting to %s (tcUrl %s)", self.name, t.url, t.tc_url)
+        log.log(srvlog.TRACE, "forward %s: connecting to %s (tcUrl %s)", self.name, self.shown_url,
+                srvlog.redact_url(t.tc_url))
 
         def make() -> RtmpClientProtocol:
             assert self.session is not None
@@ -239,7 +244,7 @@ class Forwarder:
         session = self.session
         if gen != self.gen or session is None:
             return
-        name = self.target.stream.partition("?")[0]
+        name = self.target.name
         if isinstance(e, ev.Connected):
             session.release_stream(name)
             session.fc_publish(name)
@@ -276,7 +281,7 @@ class Forwarder:
         self.need_keyframe = not gop and (src.video_sh is not None or src.video_seen)
         self.publishing = True
         log.log(srvlog.TRACE, "forward %s: publish started on %s (%d messages from the GOP cache)",
-                self.name, self.target.url, len(gop))
+                self.name, self.shown_url, len(gop))
         self._send()
 
     def _on_lost(self, gen: int, why: str) -> None:

@@ -184,7 +184,8 @@ class RtmpConnection(asyncio.Protocol):
         self.vhost = vhost
         if vhost.chunk_size:
             self.session.set_wanted_chunk_size(vhost.chunk_size)
-        self.log.log(srvlog.INFO, "connect vhost=%s app=%s tcUrl=%s", vhost.name, e.app, e.tc_url)
+        self.log.log(srvlog.INFO, "connect vhost=%s app=%s tcUrl=%s", vhost.name, e.app,
+                     srvlog.redact_url(e.tc_url))
         self.dispatch(self.session.accept_connect(e))
 
     def _stream(self, name: str) -> None:
@@ -345,7 +346,7 @@ class RtmpConnection(asyncio.Protocol):
             "vhost": self.vhost.name if self.vhost else "",
             "stream": self.key,
             "url": self.url,
-            "tcUrl": self.tc_url,
+            "tcUrl": srvlog.redact_url(self.tc_url),
             "type": self.role or "rtmp-connect",
             "alive": time.time() - self.started,
             "recv_bytes": self.recv_bytes,
