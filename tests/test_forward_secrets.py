@@ -14,33 +14,23 @@ import threading
 import urllib.request
 
 from conftest import FFMPEG_PUBLISH, Clients, codecs, ffprobe, wait_for
+from test_forward_faults import SilentPeer
 
 from srv.log import redact_url
 from srv.rtmp import events as ev
 from srv.rtmp.session import ServerSession
 
 
-class RecordingPeer:
+class RecordingPeer(SilentPeer):
     """An RTMP server that accepts connect and publish, records them, and reads (and drops) media."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
         self.connects: list[ev.ConnectRequest] = []
         self.publishes: list[ev.PublishRequest] = []
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def on_connection(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         session = ServerSession(out_chunk_size=4096)
@@ -60,11 +50,6 @@ class RecordingPeer:
                     conn.sendall(out)
         except OSError:
             return  # closed at teardown
-
-    def close(self) -> None:
-        self.sock.close()
-        for c in self.conns:
-            c.close()
 
 
 def get(url: str) -> str:
