@@ -84,8 +84,8 @@ def send_signal(pid_path: str, name: str) -> int:
 def run(config: ServerConfig, conf_arg: str) -> int:
     """Run the master. The pid file lock and the listen sockets are taken first, in the
     launching process, so that a refusal exits 1 even with `daemon on`."""
+    from srv.conf.listen import ListenError
     from srv.master.arbiter import Arbiter
-    from srv.master.listeners import ListenError
     from srv.master.pidfile import PidFileLocked
 
     srvlog.setup(config.srs_log_tank, config.srs_log_level, config.srs_log_file, role="master")

@@ -29,8 +29,8 @@ from setproctitle import setproctitle
 
 from srv import log as srvlog
 from srv.app.hub import StreamHub
+from srv.conf.listen import ListenSpec
 from srv.conf.model import ServerConfig
-from srv.master.listeners import ListenSpec
 from srv.net.context import ClientQuery, WorkerContext
 from srv.net.forward import Forwarder
 from srv.net.pull import Pull

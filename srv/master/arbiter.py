@@ -36,9 +36,10 @@ from setproctitle import setproctitle
 from srv import __version__
 from srv import log as srvlog
 from srv.conf.errors import ConfigErrors
+from srv.conf.listen import ListenError, listen_specs
 from srv.conf.loader import ConfigDiff, load, reload_diff
 from srv.conf.model import ServerConfig
-from srv.master.listeners import ListenError, ListenerSet, listen_specs
+from srv.master.listeners import ListenerSet
 from srv.master.notify import Notifier
 from srv.master.pidfile import PidFile
 from srv.master.registry import StreamRegistry

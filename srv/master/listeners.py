@@ -5,52 +5,18 @@ SO_REUSEPORT fails if anyone has it), then creates one SO_REUSEPORT socket per w
 kernel spreads new connections over the slots' sockets. The master keeps every socket across
 worker restarts and reloads, so a crashed or replaced worker never loses its accept queue.
 
-A `ListenSpec` names what a socket serves: "rtmp", "http" (HTTP-FLV, static files and/or the
-API, when they share a port) or "exporter"; `services` says which HTTP services it carries.
+What each socket serves (a `ListenSpec`) is a pure function of the config: `srv.conf.listen`.
 """
 
 from __future__ import annotations
 
 import errno
 import socket
-from dataclasses import dataclass
 
-from srv.conf.model import Endpoint, ServerConfig
+from srv.conf.listen import ListenError, ListenSpec
+from srv.conf.model import Endpoint
 
 BACKLOG = 1024
-
-
-@dataclass(frozen=True)
-class ListenSpec:
-    kind: str  # "rtmp" | "http"
-    endpoint: Endpoint
-    services: frozenset[str] = frozenset()  # for http: {"api", "server", "exporter"}
-
-    def __str__(self) -> str:
-        extra = "+".join(sorted(self.services))
-        return f"{self.kind}{'(' + extra + ')' if extra else ''}://{self.endpoint}"
-
-
-class ListenError(Exception):
-    pass
-
-
-def listen_specs(config: ServerConfig) -> list[ListenSpec]:
-    """What the config asks to listen on; HTTP services on the same endpoint share a socket."""
-    specs = [ListenSpec("rtmp", ep) for ep in dict.fromkeys(config.listen)]
-    http: dict[Endpoint, set[str]] = {}
-    if config.http_api.enabled:
-        http.setdefault(config.http_api.listen, set()).add("api")
-    if config.http_server.enabled:
-        http.setdefault(config.http_server.listen, set()).add("server")
-    if config.exporter.enabled:
-        http.setdefault(config.exporter.listen, set()).add("exporter")
-    rtmp_eps = {s.endpoint for s in specs}
-    for ep, services in http.items():
-        if ep in rtmp_eps:
-            raise ListenError(f"listen {ep}: used by both RTMP and HTTP ({', '.join(sorted(services))})")
-        specs.append(ListenSpec("http", ep, frozenset(services)))
-    return specs
 
 
 def _family(ep: Endpoint) -> socket.AddressFamily:
