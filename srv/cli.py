@@ -85,8 +85,13 @@ def run(config: ServerConfig, conf_arg: str) -> int:
     """Run the master. The pid file lock and the listen sockets are taken first, in the
     launching process, so that a refusal exits 1 even with `daemon on`."""
     from srv.conf.listen import ListenError
-    from srv.master.arbiter import Arbiter
     from srv.master.pidfile import PidFileLocked
+    try:  # loads every module a worker runs: a missing dependency stops the start, here
+        from srv.master.arbiter import Arbiter
+    except ImportError as e:
+        print(f"srs: cannot start: {e}; reinstall srv with its dependencies "
+              f"(pip install -e . or ./objs/srs --bootstrap-only)", file=sys.stderr)
+        return 1
 
     srvlog.setup(config.srs_log_tank, config.srs_log_level, config.srs_log_file, role="master")
     raise_fd_limit()

@@ -25,12 +25,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import uvloop
 from setproctitle import setproctitle
 
 from srv import log as srvlog
 from srv.app.hub import StreamHub
 from srv.conf.listen import ListenSpec
 from srv.conf.model import ServerConfig
+from srv.http.server import HttpConnection
 from srv.net.context import ClientQuery, WorkerContext
 from srv.net.forward import Forwarder
 from srv.net.pull import Pull
@@ -189,7 +191,6 @@ class Worker:
         if spec.kind == "rtmp":
             server = await self.loop.create_server(lambda: RtmpConnection(self.ctx), sock=sock)
         else:
-            from srv.http.server import HttpConnection
             server = await self.loop.create_server(lambda: HttpConnection(self.ctx, spec.services), sock=sock)
         self.servers[spec] = server
 
@@ -321,12 +322,7 @@ def run_worker(slot: int, config: ServerConfig, listeners: dict[ListenSpec, sock
     setproctitle(f"srs: worker process {slot}")
     srvlog.set_role(f"w{slot}")
     dump_stacks_on_abort()
-    loop: asyncio.AbstractEventLoop
-    try:
-        import uvloop
-        loop = uvloop.new_event_loop()
-    except ImportError:
-        loop = asyncio.new_event_loop()
+    loop = uvloop.new_event_loop()  # a dependency, imported when the master starts: never a fallback
     asyncio.set_event_loop(loop)
     worker = Worker(slot, config, listeners, chan, master_pid)
     try:

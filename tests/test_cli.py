@@ -4,13 +4,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SRS
+from conftest import REPO, SRS, free_port
 
 from srv import __version__
 from srv.master.arbiter import SIGNALS
@@ -117,3 +118,19 @@ def test_docs_signal_table_matches_the_code() -> None:
     doc = (REPO / "docs" / "process.md").read_text()
     rows = re.findall(r"^\| `?(SIG[A-Z0-9]+)`? \| (.+?) \|", doc, re.M)
     assert {sig: what.strip() for sig, what in rows} == {s.name: what for s, what in SIGNALS.items()}
+
+
+def test_a_missing_dependency_stops_the_start_with_its_name(tmp_path: Path) -> None:
+    """uvloop is required: without it the server refuses to start, it does not fall back."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "uvloop.py").write_text("raise ImportError(\"No module named 'uvloop'\", name='uvloop')\n")
+    conf = tmp_path / "srs.conf"
+    conf.write_text(f"listen 127.0.0.1:{free_port()};\npid {tmp_path / 'srs.pid'};\ndaemon off;\n"
+                    f"srs_log_tank file;\nsrs_log_file {tmp_path / 'srs.log'};\nworkers 1;\n"
+                    "vhost __defaultVhost__ { }\n")
+    out = subprocess.run([str(SRS), "-c", str(conf)], capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "PYTHONPATH": str(fake)})
+    assert out.returncode == 1, out.stderr
+    assert "srs: cannot start: No module named 'uvloop'" in out.stderr
+    assert not (tmp_path / "srs.pid").exists()

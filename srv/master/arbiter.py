@@ -48,6 +48,7 @@ from srv.net.context import ClientQuery
 from srv.process import WORKER_BOOT_ERROR
 from srv.process import messages as m
 from srv.process.channel import Channel, FrameTooLarge
+from srv.worker import run_worker
 
 log = logging.getLogger("srv.master")
 
@@ -249,7 +250,6 @@ class Arbiter:
             try:
                 parent.close()
                 self._close_in_child(keep=set(s.fileno() for s in socks.values()))
-                from srv.worker import run_worker
                 code = run_worker(slot, self.config, dict(socks), child, os.getppid())
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 1
