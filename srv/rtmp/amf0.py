@@ -18,10 +18,13 @@ Used for RTMP commands (message type 20/17) and script data (18/15, e.g.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Any, Final
 
+from . import amf3
+from .amf_values import MAX_DEPTH, UNDEFINED, AmfDate, EcmaArray, XmlDocument
 from .errors import ProtocolError
+
+__all__ = ["MAX_DEPTH", "UNDEFINED", "AmfDate", "EcmaArray", "XmlDocument", "decode", "decode_one", "encode"]
 
 NUMBER: Final = 0x00
 BOOLEAN: Final = 0x01
@@ -42,49 +45,10 @@ XML_DOCUMENT: Final = 0x0F
 TYPED_OBJECT: Final = 0x10
 AVMPLUS: Final = 0x11
 
-#: Deepest nesting of objects/arrays accepted; real metadata nests 2-3 levels.
-MAX_DEPTH: Final = 64
-
 _DOUBLE = struct.Struct(">d")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _DATE = struct.Struct(">dh")
-
-
-class _Undefined:
-    """The AMF ``undefined`` value (distinct from ``null``/``None``)."""
-
-    _instance: _Undefined | None = None
-
-    def __new__(cls) -> _Undefined:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "UNDEFINED"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-UNDEFINED: Final = _Undefined()
-
-
-class EcmaArray(dict[str, Any]):
-    """An associative array; encodes back as ECMA array (``onMetaData`` uses it)."""
-
-
-class XmlDocument(str):
-    """An XML document string; encodes back with the xml-document marker."""
-
-
-@dataclass(frozen=True, slots=True)
-class AmfDate:
-    """AMF date: milliseconds since the epoch (UTC) and a timezone field (unused)."""
-
-    timestamp_ms: float
-    tz: int = 0
 
 
 class _Reader:
@@ -169,7 +133,6 @@ class _Reader:
             self.properties(typed, depth, lenient_end=False)
             return typed
         if marker == AVMPLUS:
-            from . import amf3  # local import: amf3 imports nothing from here at module load
 
             value, self.pos = amf3.decode_one(self.data, self.pos)
             return value

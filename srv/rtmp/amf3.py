@@ -2,15 +2,15 @@
 
 RTMP carries AMF3 in two places: commands/data of type 17/15 (a 0x00 byte then
 AMF0 values that may switch to AMF3 with marker 0x11) and, rarely, pure AMF3
-values. Decoded Python types: undefined -> :data:`amf0.UNDEFINED`, null ->
+values. Decoded Python types: undefined -> :data:`amf_values.UNDEFINED`, null ->
 ``None``, booleans, integers (signed 29-bit) -> ``int``, doubles -> ``float``,
 strings -> ``str``, arrays -> ``list`` (dense only) or ``dict`` (with an
 associative part; dense items keyed ``"0"``, ``"1"``...), objects -> ``dict``,
-dates -> :class:`amf0.AmfDate`, byte arrays -> ``bytes``, xml -> ``str``.
+dates -> :class:`amf_values.AmfDate`, byte arrays -> ``bytes``, xml -> ``str``.
 
 Invariant: bad input raises :class:`ProtocolError` only; reference tables are
 per :func:`decode_one` call (an AMF0 switch starts fresh tables, as the AMF0
-spec requires); nesting is bounded by :data:`amf0.MAX_DEPTH`.
+spec requires); nesting is bounded by :data:`amf_values.MAX_DEPTH`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import struct
 from typing import Any, Final
 
-from .amf0 import MAX_DEPTH, UNDEFINED, AmfDate, XmlDocument
+from .amf_values import MAX_DEPTH, UNDEFINED, AmfDate, XmlDocument
 from .errors import ProtocolError
 
 UNDEFINED_MARKER: Final = 0x00
