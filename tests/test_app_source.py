@@ -206,3 +206,25 @@ def test_a_pull_by_another_worker_is_not_counted_as_sent_to_players() -> None:
     feed_gop(src, 0)
     run_loop(src)
     assert src.bytes_out == 0
+
+
+def test_gop_cache_is_bounded_in_bytes_dropping_the_whole_gop() -> None:
+    """A publisher sending 1 MiB frames once pinned 600 MiB: the GOP cache is bounded in bytes."""
+    mib = 2**20
+    src = source(gop_cache_max_size=8 * mib)
+    src.on_publish(object(), origin=True)
+    src.on_message(VIDEO, 0, AVC_SH)
+    src.on_message(VIDEO, 0, b"\x17\x01\x00\x00\x00" + bytes(mib))
+    for i in range(1, 60):
+        src.on_message(VIDEO, i * 40, b"\x27\x01\x00\x00\x00" + bytes(mib))
+        assert sum(len(p.payload) for p in src.ring) <= 8 * mib + mib
+    assert src.gop_start is None  # the GOP went over the bound: none is cached
+    sink = FakeSink()
+    src.remove_consumer(src.add_consumer(sink, FLV))
+    assert sink.data() == src.video_sh.flv()  # type: ignore[union-attr]
+    # the next keyframe starts a new GOP that fits: cached again, from that keyframe
+    feed_gop(src, 4040)
+    late = FakeSink()
+    src.add_consumer(late, FLV)
+    assert late.data()[len(src.video_sh.flv()):].startswith(src.ring[src.gop_start - src.base].flv())  # type: ignore[union-attr, operator]
+    assert src.ring[src.gop_start - src.base].timestamp == 4040  # type: ignore[operator]

@@ -66,7 +66,7 @@ def test_a_typical_file_builds_the_typed_model(tmp_path: Path) -> None:
         vhost __defaultVhost__ {
             min_latency on;
             chunk_size 4096;
-            play { gop_cache off; queue_length 2.5; mw_latency 100; }
+            play { gop_cache off; queue_length 2.5; mw_latency 100; gop_cache_max_size 8m; }
             publish { normal_timeout 7000; }
             forward { enabled on; destination 127.0.0.1:19350; }
             forward live/game_* {
@@ -86,7 +86,8 @@ def test_a_typical_file_builds_the_typed_model(tmp_path: Path) -> None:
     assert (config.exporter.label, config.exporter.tag) == ("cn", "edge")
     vhost = config.vhosts["__defaultVhost__"]
     assert vhost.min_latency and vhost.chunk_size == 4096
-    assert vhost.play == PlayConfig(gop_cache=False, queue_length=2.5, mw_latency=100)
+    assert vhost.play == PlayConfig(gop_cache=False, queue_length=2.5, mw_latency=100,
+                                    gop_cache_max_size=8 * 2**20)
     assert vhost.publish.normal_timeout == 7000 and vhost.publish.firstpkt_timeout == 20000
     assert vhost.forwards[0] == ForwardConfig(enabled=True, destinations=("127.0.0.1:19350",))
     game = vhost.forwards[1]
@@ -132,6 +133,7 @@ def test_vhost_lookup_falls_back_to_default_vhost_like_srs(tmp_path: Path) -> No
         ("srs_log_level debug;", 'x.conf:1:15: invalid value "debug" (expected one of: verbose, info, trace, warn, error)'),
         ("chunk_size 64;", 'x.conf:1:12: invalid value "64" (expected 128 to 65536)'),
         ("vhost v { play { queue_length -1; } }", 'x.conf:1:31: invalid value "-1" (expected a number >= 0)'),
+        ("vhost v { play { gop_cache_max_size 8x; } }", 'x.conf:1:37: invalid size "8x" (expected bytes, or a number with k, m or g, e.g. 64m)'),
         ("vhost v { forward { destination http://x/y; } }", 'x.conf:1:33: invalid destination "http://x/y" (expected host[:port] or rtmp://host[:port]/app/stream)'),
         ("vhost v { forward { destination a.com:x; } }", 'x.conf:1:33: invalid destination "a.com:x" (bad port "x")'),
         ("vhost v { forward { backend ftp://x; } }", 'x.conf:1:29: invalid URL "ftp://x" (expected http://host[:port]/path)'),

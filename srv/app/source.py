@@ -101,6 +101,7 @@ class LiveSource:
         self.ring: list[Packet] = []
         self.base = 0  # sequence number of ring[0]
         self.gop_start: int | None = None
+        self.gop_bytes = 0  # payload bytes from gop_start on
         self.video_seen = False
         self.groups: dict[int, ConsumerGroup] = {}
         # fed by a pull from the worker that owns the publisher: what arrives was already merged
@@ -127,6 +128,7 @@ class LiveSource:
         play = vhost.play
         self.gop_cache = play.gop_cache
         self.gop_max = play.gop_cache_max_frames
+        self.gop_max_bytes = play.gop_cache_max_size
         self.queue_length = play.queue_length
         self.mw_latency = 0.0 if vhost.min_latency else play.mw_latency / 1000
 
@@ -199,8 +201,11 @@ class LiveSource:
             self.meta = pkt
             self._headers_changed()
         self.ring.append(pkt)
-        if self.gop_start is not None and self.end - self.gop_start > self.gop_max:
-            self.gop_start = None  # too long a GOP: stop caching until the next keyframe
+        if self.gop_start is not None:
+            self.gop_bytes += len(payload)
+            if self.end - self.gop_start > self.gop_max or (
+                    self.gop_max_bytes and self.gop_bytes > self.gop_max_bytes):
+                self.gop_start = None  # too long a GOP: stop caching until the next keyframe
         for f in self.forwarders:
             f.feed(pkt)
         for g in self.groups.values():
@@ -215,6 +220,7 @@ class LiveSource:
 
     def _new_gop(self) -> None:
         self.gop_start = self.end if self.gop_cache else None
+        self.gop_bytes = 0
 
     # ---- consumers -----------------------------------------------------------------------------
 

@@ -120,6 +120,8 @@ _PLAY = [
          doc="keep the last GOP so a new player starts at once."),
     Spec("gop_cache_max_frames", ("vhost.play",), v.integer(0), default="2500",
          doc="bound on GOP cache messages (0: no bound)."),
+    Spec("gop_cache_max_size", ("vhost.play",), v.size, default="64m", example="64m",
+         doc="srv: bound on GOP cache bytes (0: no bound); a longer GOP is not cached."),
     Spec("queue_length", ("vhost.play",), v.seconds(0.0), default="30",
          doc="seconds a player may fall behind; beyond it whole GOPs are dropped."),
     Spec("mw_latency", ("vhost.play",), v.milliseconds(), default="350",

@@ -65,6 +65,7 @@ class ExporterConfig:
 class PlayConfig:
     gop_cache: bool = True
     gop_cache_max_frames: int = 2500
+    gop_cache_max_size: int = 64 * 2**20  # srv: bytes
     queue_length: float = 30.0
     mw_latency: int = 350
     mw_msgs: int = 8

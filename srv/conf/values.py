@@ -51,6 +51,18 @@ def integer(minimum: int | None = None, maximum: int | None = None, unit: str = 
     return convert
 
 
+_SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+def size(arg: str) -> int:
+    """A byte count, nginx style: ``1048576``, ``512k``, ``64m``, ``1g`` (0 or more)."""
+    unit = arg[-1:].lower() if arg[-1:].isalpha() else ""
+    number = arg[: len(arg) - len(unit)]
+    if unit not in _SIZE_UNITS or not number.isdigit():
+        raise ValueError(f'invalid size "{arg}" (expected bytes, or a number with k, m or g, e.g. 64m)')
+    return int(number) * _SIZE_UNITS[unit]
+
+
 def seconds(minimum: float = 0.0, maximum: float | None = None) -> Converter:
     """A duration in seconds, fractions allowed (``30``, ``0.5``)."""
 
