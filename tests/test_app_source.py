@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from srv.app.packet import AUDIO, DATA, VIDEO
+from srv.app.packet import AUDIO, DATA, VIDEO, Packet
 from srv.app.source import LiveSource
 from srv.conf.model import PlayConfig, VhostConfig
 from srv.rtmp import amf0
+from srv.rtmp.chunk import encode_message
 
 AVC_SH = b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f"
 AAC_SH = b"\xaf\x00\x12\x10"
@@ -228,3 +229,12 @@ def test_gop_cache_is_bounded_in_bytes_dropping_the_whole_gop() -> None:
     src.add_consumer(late, FLV)
     assert late.data()[len(src.video_sh.flv()):].startswith(src.ring[src.gop_start - src.base].flv())  # type: ignore[union-attr, operator]
     assert src.ring[src.gop_start - src.base].timestamp == 4040  # type: ignore[operator]
+
+
+def test_a_packet_is_chunked_once_per_chunk_size() -> None:
+    pkt = Packet(VIDEO, 40, key(1) * 100)
+    first = {size: pkt.rtmp(size) for size in (4096, 128, 60000)}
+    for size in (128, 60000, 4096, 128):
+        assert pkt.rtmp(size) is first[size]
+    assert pkt.encoded(FLV) is pkt.encoded(FLV)
+    assert first[128] == encode_message(VIDEO, 1, 40, pkt.payload, 128, 6)

@@ -3,7 +3,9 @@
 Every player of a source receives the very same `bytes` objects: `rtmp(chunk_size)` is the
 message chunked with a fmt-0 header on message stream id 1 (the id every play gets), so it does
 not depend on any connection's chunk-stream state; `flv()` is the FLV tag for HTTP-FLV players.
-Both are built lazily, on the first player that needs them, and cached on the packet.
+Both are built lazily, on the first player that needs them, and cached on the packet: the
+first chunk size asked for in two slots (in practice every player shares one), any other size
+in a small dict made only when a second size is asked for.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ _CSID = {AUDIO: CSID_AUDIO, VIDEO: CSID_VIDEO, DATA: CSID_DATA}
 
 
 class Packet:
-    __slots__ = ("type_id", "timestamp", "payload", "is_keyframe", "is_header", "_rtmp", "_rtmp_size", "_flv")
+    __slots__ = ("type_id", "timestamp", "payload", "is_keyframe", "is_header", "_rtmp", "_rtmp_size",
+                 "_rtmp_other", "_flv")
 
     def __init__(self, type_id: int, timestamp: int, payload: bytes) -> None:
         self.type_id = type_id
@@ -35,16 +38,24 @@ class Packet:
             self.is_keyframe = False
         self._rtmp: bytes | None = None
         self._rtmp_size = 0
+        self._rtmp_other: dict[int, bytes] | None = None
         self._flv: bytes | None = None
 
     def rtmp(self, chunk_size: int) -> bytes:
         data = self._rtmp
         if data is not None and self._rtmp_size == chunk_size:
             return data
+        other = self._rtmp_other
+        if other is not None and chunk_size in other:
+            return other[chunk_size]
         data = encode_message(self.type_id, PLAY_STREAM_ID, self.timestamp, self.payload,
                               chunk_size, _CSID.get(self.type_id, CSID_DATA))
-        if self._rtmp is None:  # cache the first size asked for: in practice there is one
+        if self._rtmp is None:  # the first size asked for: in practice the only one
             self._rtmp, self._rtmp_size = data, chunk_size
+        elif other is None:
+            self._rtmp_other = {chunk_size: data}
+        else:
+            other[chunk_size] = data
         return data
 
     def flv(self) -> bytes:
