@@ -33,13 +33,14 @@ from srv.app.hub import StreamHub
 from srv.conf.listen import ListenSpec
 from srv.conf.model import ServerConfig
 from srv.http.server import HttpConnection
-from srv.net.context import ClientQuery, WorkerContext
+from srv.net.context import ClientQuery
 from srv.net.forward import Forwarder
 from srv.net.pull import Pull
 from srv.net.rtmp_server import RtmpConnection
 from srv.process import WORKER_BOOT_ERROR
 from srv.process import messages as m
 from srv.process.channel import Channel, FrameTooLarge
+from srv.worker_context import WorkerContext
 
 log = logging.getLogger("srv.worker")
 
@@ -157,7 +158,8 @@ class Worker:
         self.done: asyncio.Future[None] = loop.create_future()
         self.channel = MasterChannel(self.chan_sock, self)
         self.hub = StreamHub(self.config, self.slot, self.channel, loop)
-        self.ctx = WorkerContext(self.slot, self.config, self.hub, loop, self.channel)
+        self.ctx = WorkerContext(self.slot, self.config, self.hub, loop, self.channel,
+                                 master_pid=self.master_pid)
         self._wire_hub()
         for sig, graceful in ((signal.SIGQUIT, True), (signal.SIGTERM, False), (signal.SIGINT, False)):
             loop.add_signal_handler(sig, self.stop, graceful)

@@ -27,11 +27,12 @@ import pytest
 from srv.app.hub import StreamHub
 from srv.conf.loader import load
 from srv.master.arbiter import BAD_FRAME_LIMIT, Arbiter, WorkerProc
-from srv.net.context import MAX_FIELD, ClientQuery, WorkerContext
+from srv.net.context import MAX_FIELD, ClientQuery
 from srv.process import messages as m
 from srv.process.channel import Channel, FrameBuffer, FrameTooLarge, encode
 from srv.rtmp.chunk import encode_message
 from srv.rtmp.messages import command_message, set_chunk_size_message
+from srv.worker_context import WorkerContext
 from tests.conftest import REPO, Server, worker_procs
 from tests.test_rtmp_robustness import handshaken
 

@@ -224,9 +224,9 @@ def test_an_internal_error_costs_only_that_connection(tmp_path: Path, caplog) ->
     with its traceback and closes that connection; nothing escapes into the event loop."""
     from srv.app.hub import StreamHub
     from srv.conf.loader import load
-    from srv.net.context import WorkerContext
     from srv.net.rtmp_server import RtmpConnection
     from srv.rtmp.client import ClientSession
+    from srv.worker_context import WorkerContext
 
     conf = tmp_path / "x.conf"
     conf.write_text("listen 1935;\nvhost __defaultVhost__ { }\n")

@@ -19,7 +19,7 @@ import psutil  # type: ignore[import-untyped]
 
 from srv import __version__
 from srv.http.stats import ServerView, StreamView, VhostFigures, kbps, stream_id, vhost_id
-from srv.net.context import PUBLISH_TYPES, ClientQuery, WorkerContext
+from srv.net.context import PUBLISH_TYPES, ClientQuery, ConnectionContext
 
 # SRS error codes (srs_kernel_error.hpp)
 ERROR_SUCCESS = 0
@@ -57,7 +57,7 @@ def forget_processes(alive: set[int]) -> None:
 
 
 class Api:
-    def __init__(self, ctx: WorkerContext) -> None:
+    def __init__(self, ctx: ConnectionContext) -> None:
         self.ctx = ctx
 
     def envelope(self, view: ServerView | None, code: int = ERROR_SUCCESS, **data: Any) -> dict[str, Any]:

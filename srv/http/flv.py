@@ -32,7 +32,7 @@ from srv.app.hub import stream_key
 from srv.app.packet import FLV
 from srv.conf.model import DEFAULT_VHOST, VhostConfig
 from srv.media.flv import FLV_HEADER, TrackGuess
-from srv.net.context import WorkerContext
+from srv.net.context import ConnectionContext
 from srv.net.flow import tune_player_transport
 
 log = logging.getLogger("srv.http")
@@ -69,7 +69,7 @@ def match_mount(vhost: VhostConfig, path: str) -> tuple[str, str] | None:
 class FlvPlayer:
     """One HTTP-FLV play: the Sink of its consumer and a Client of the worker."""
 
-    def __init__(self, ctx: WorkerContext, transport: asyncio.Transport, vhost: VhostConfig,
+    def __init__(self, ctx: ConnectionContext, transport: asyncio.Transport, vhost: VhostConfig,
                  app: str, stream: str, ip: str, host: str, chunked: bool, header_bytes: int) -> None:
         self.ctx = ctx
         self.transport = transport

@@ -37,7 +37,7 @@ from srv.http.api import Api
 from srv.http.exporter import CONTENT_TYPE as METRICS_TYPE
 from srv.http.exporter import render
 from srv.http.flv import FlvPlayer, match_mount
-from srv.net.context import WorkerContext
+from srv.net.context import ConnectionContext
 
 log = logging.getLogger("srv.http")
 
@@ -55,7 +55,7 @@ HEALTH_PATHS = ("/health", "/healthz", "/livez", "/ready", "/readyz")
 
 
 class HttpConnection(asyncio.Protocol):
-    def __init__(self, ctx: WorkerContext, services: frozenset[str]) -> None:
+    def __init__(self, ctx: ConnectionContext, services: frozenset[str]) -> None:
         self.ctx = ctx
         self.services = services
         self.transport: asyncio.Transport | None = None

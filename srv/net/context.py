@@ -1,10 +1,13 @@
-"""What every connection of a worker shares: config, hub, client table, counters.
+"""What every connection of a worker shares, as connections see it: `ConnectionContext` (config,
+hub, client table, counters, the hook client, the link to the master) and what a worker's
+snapshot is made of. The worker builds the real thing, its composition root:
+`srv.worker_context.WorkerContext`.
 
 Client ids are `"<slot>-<n>"`, unique across the server, so the API can route a kick to the
 worker that holds the client. Counters here are cumulative for the worker's life; the master
 keeps the totals of workers that died, so server-wide counters never go backwards.
 
-`snapshot(query)` is what this worker tells the master for the API and the exporter. It stays
+`WorkerContext.snapshot(query)` is what a worker tells the master for the API and the exporter. It stays
 small whatever the clients send: per-client figures are folded here into counts per type, per
 vhost and per stream; clients are listed one by one only for the page the API asked for
 (`ClientQuery`); and every text a client chose (tcUrl, url, stream, ...) is cut to MAX_FIELD.
@@ -13,9 +16,6 @@ vhost and per stream; clients are listed one by one only for the page the API as
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -55,6 +55,8 @@ PUBLISH_TYPES = frozenset({"fmle-publish", "flash-publish", "haivision-publish"}
 
 
 class Client(Protocol):
+    """A connection in the worker's client table (RTMP session, HTTP-FLV player)."""
+
     cid: str
 
     def byte_counts(self) -> tuple[int, int]: ...
@@ -62,73 +64,33 @@ class Client(Protocol):
     def kick(self, reason: str) -> None: ...
 
 
-class WorkerContext:
-    def __init__(self, slot: int, config: ServerConfig, hub: StreamHub,
-                 loop: asyncio.AbstractEventLoop, master: Any, hooks: HookClient | None = None) -> None:
-        self.slot = slot
-        self.config = config
-        self.hub = hub
-        self.loop = loop
-        self.master = master  # the worker's channel to the master (snapshot, reload, kick)
-        # the worker's one HTTP hook client (forward backends); the worker closes it when it stops
-        self.hooks = hooks if hooks is not None else HookClient()
-        self.clients: dict[str, Client] = {}
-        self.started = time.time()
-        self._n = 0
-        self.counters: Counter[str] = Counter()
-        self.stopping = False
-        # bytes of clients that have left; `refresh_bytes` adds the live ones, so the
-        # "send_bytes"/"recv_bytes" counters only grow (the master keeps them when a worker dies)
-        self._closed_send = 0
-        self._closed_recv = 0
-        # the same for every worker of one server: forwarders use it to detect loops (A -> B -> A)
-        self.server_id = f"{socket.gethostname()}-{master.master_pid if master else os.getpid()}"
+class MasterLink(Protocol):
+    """The worker's channel to the master, as connections use it."""
 
-    def new_cid(self) -> str:
-        self._n += 1
-        return f"{self.slot}-{self._n}"
+    async def snapshot(self, query: ClientQuery | None = None) -> dict[str, Any]: ...
+    async def reload(self) -> bool: ...
+    def kick(self, client_id: str) -> bool: ...
 
-    def register(self, client: Client) -> None:
-        self.clients[client.cid] = client
-        self.counters["clients_total"] += 1
 
-    def unregister(self, client: Client) -> None:
-        if self.clients.pop(client.cid, None) is not None:
-            sent, received = client.byte_counts()
-            self._closed_send += sent
-            self._closed_recv += received
+class ConnectionContext(Protocol):
+    """What every connection of a worker shares (the worker's `WorkerContext`, seen from a
+    connection: never how the worker built it)."""
 
-    def refresh_bytes(self) -> None:
-        """Bring the cumulative byte counters up to date (clients gone + clients here)."""
-        send, recv = self._closed_send, self._closed_recv
-        for c in self.clients.values():
-            sent, received = c.byte_counts()
-            send += sent
-            recv += received
-        self.counters["send_bytes"] = max(send, self.counters["send_bytes"])
-        self.counters["recv_bytes"] = max(recv, self.counters["recv_bytes"])
+    config: ServerConfig
+    hub: StreamHub
+    loop: asyncio.AbstractEventLoop
+    master: MasterLink
+    hooks: HookClient
+    clients: dict[str, Client]
+    counters: Counter[str]
+    stopping: bool
+    server_id: str  # the same for every worker of one server: forwarders detect loops with it
 
-    def over_limit(self) -> bool:
-        """`max_connections` is the server's total; each worker enforces its share of it."""
-        share = -(-self.config.max_connections // max(1, self.config.workers))
-        return len(self.clients) >= share
-
-    def reject(self, reason: str) -> None:
-        self.counters[f"rejected:{reason}"] += 1
-
-    def snapshot(self, query: ClientQuery | None = None) -> dict[str, Any]:
-        """This worker's figures, gathered by the master for the API and the exporter:
-        counters, streams, and its clients folded by `client_figures`."""
-        self.refresh_bytes()
-        return {
-            "slot": self.slot,
-            "started": self.started,
-            "counters": dict(self.counters),
-            **client_figures([c.info() for c in self.clients.values()], query),
-            "streams": bounded(self.hub.stats()),
-            "pulls": sorted(self.hub.pulls),
-            "pid": os.getpid(),
-        }
+    def new_cid(self) -> str: ...
+    def register(self, client: Client) -> None: ...
+    def unregister(self, client: Client) -> None: ...
+    def over_limit(self) -> bool: ...
+    def reject(self, reason: str) -> None: ...
 
 
 def client_figures(infos: list[dict[str, Any]], query: ClientQuery | None = None) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from srv.app.forward_target import (
 from srv.app.packet import AUDIO, DATA, PLAY_STREAM_ID, VIDEO, Packet
 from srv.app.source import LiveSource
 from srv.conf.model import ForwardConfig, VhostConfig
-from srv.net.context import WorkerContext
+from srv.net.context import ConnectionContext
 from srv.net.hooks import HookError
 from srv.net.rtmp_client import RtmpClientProtocol
 from srv.rtmp import events as ev
@@ -68,7 +68,7 @@ _CSID = {AUDIO: CSID_AUDIO, VIDEO: CSID_VIDEO, DATA: CSID_DATA}
 # ---- the backend hook (SRS on_forward) ---------------------------------------------------------
 
 
-async def ask_backends(ctx: WorkerContext, vhost: VhostConfig, app: str, stream: str,
+async def ask_backends(ctx: ConnectionContext, vhost: VhostConfig, app: str, stream: str,
                        client: Any, params: dict[str, str]) -> tuple[dict[str, tuple[str, ...]], str | None]:
     """POST SRS's on_forward to every matching `backend`; return {backend: urls} or why not.
 
@@ -95,7 +95,7 @@ async def ask_backends(ctx: WorkerContext, vhost: VhostConfig, app: str, stream:
 
 
 class Forwarder:
-    def __init__(self, ctx: WorkerContext, source: LiveSource, destination: str,
+    def __init__(self, ctx: ConnectionContext, source: LiveSource, destination: str,
                  config: ForwardConfig) -> None:
         self.ctx = ctx
         self.source = source

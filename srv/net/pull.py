@@ -13,7 +13,7 @@ import socket
 
 from srv import log as srvlog
 from srv.app.source import LiveSource
-from srv.net.context import WorkerContext
+from srv.net.context import ConnectionContext
 from srv.net.rtmp_client import RtmpClientProtocol
 from srv.rtmp import events as ev
 from srv.rtmp.client import ClientSession
@@ -22,7 +22,7 @@ log = logging.getLogger("srv.pull")
 
 
 class Pull:
-    def __init__(self, ctx: WorkerContext, source: LiveSource, slot: int, address: str) -> None:
+    def __init__(self, ctx: ConnectionContext, source: LiveSource, slot: int, address: str) -> None:
         self.ctx = ctx
         self.source = source
         self.slot = slot

@@ -21,7 +21,7 @@ from srv.app.forward_target import loop_refusal
 from srv.app.hub import stream_key
 from srv.app.source import Consumer, LiveSource
 from srv.conf.model import VhostConfig
-from srv.net.context import WorkerContext
+from srv.net.context import ConnectionContext
 from srv.net.flow import tune_player_transport
 from srv.net.forward import ask_backends
 from srv.rtmp import events as ev
@@ -36,7 +36,7 @@ MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 
 
 class RtmpConnection(asyncio.Protocol):
-    def __init__(self, ctx: WorkerContext, internal: bool = False) -> None:
+    def __init__(self, ctx: ConnectionContext, internal: bool = False) -> None:
         self.ctx = ctx
         self.internal = internal
         self.transport: asyncio.Transport | None = None

@@ -1,0 +1,91 @@
+"""The worker's composition root: what every connection of a worker shares (config, hub, client
+table, counters, the hook client, the link to the master), built by the worker and seen by its
+connections as a `srv.net.context.ConnectionContext`.
+
+Client ids are `"<slot>-<n>"`, unique across the server. Counters are cumulative for the
+worker's life; `snapshot(query)` is what the worker tells the master (see `srv.net.context`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections import Counter
+from typing import Any
+
+from srv.app.hub import StreamHub
+from srv.conf.model import ServerConfig
+from srv.net.context import Client, ClientQuery, MasterLink, bounded, client_figures
+from srv.net.hooks import HookClient
+
+
+class WorkerContext:
+    def __init__(self, slot: int, config: ServerConfig, hub: StreamHub,
+                 loop: asyncio.AbstractEventLoop, master: MasterLink, hooks: HookClient | None = None,
+                 master_pid: int | None = None) -> None:
+        self.slot = slot
+        self.config = config
+        self.hub = hub
+        self.loop = loop
+        self.master = master  # the worker's channel to the master (snapshot, reload, kick)
+        # the worker's one HTTP hook client (forward backends); the worker closes it when it stops
+        self.hooks = hooks if hooks is not None else HookClient()
+        self.clients: dict[str, Client] = {}
+        self.started = time.time()
+        self._n = 0
+        self.counters: Counter[str] = Counter()
+        self.stopping = False
+        # bytes of clients that have left; `refresh_bytes` adds the live ones, so the
+        # "send_bytes"/"recv_bytes" counters only grow (the master keeps them when a worker dies)
+        self._closed_send = 0
+        self._closed_recv = 0
+        # the same for every worker of one server: forwarders use it to detect loops (A -> B -> A)
+        self.server_id = f"{socket.gethostname()}-{master_pid or os.getpid()}"
+
+    def new_cid(self) -> str:
+        self._n += 1
+        return f"{self.slot}-{self._n}"
+
+    def register(self, client: Client) -> None:
+        self.clients[client.cid] = client
+        self.counters["clients_total"] += 1
+
+    def unregister(self, client: Client) -> None:
+        if self.clients.pop(client.cid, None) is not None:
+            sent, received = client.byte_counts()
+            self._closed_send += sent
+            self._closed_recv += received
+
+    def refresh_bytes(self) -> None:
+        """Bring the cumulative byte counters up to date (clients gone + clients here)."""
+        send, recv = self._closed_send, self._closed_recv
+        for c in self.clients.values():
+            sent, received = c.byte_counts()
+            send += sent
+            recv += received
+        self.counters["send_bytes"] = max(send, self.counters["send_bytes"])
+        self.counters["recv_bytes"] = max(recv, self.counters["recv_bytes"])
+
+    def over_limit(self) -> bool:
+        """`max_connections` is the server's total; each worker enforces its share of it."""
+        share = -(-self.config.max_connections // max(1, self.config.workers))
+        return len(self.clients) >= share
+
+    def reject(self, reason: str) -> None:
+        self.counters[f"rejected:{reason}"] += 1
+
+    def snapshot(self, query: ClientQuery | None = None) -> dict[str, Any]:
+        """This worker's figures, gathered by the master for the API and the exporter:
+        counters, streams, and its clients folded by `client_figures`."""
+        self.refresh_bytes()
+        return {
+            "slot": self.slot,
+            "started": self.started,
+            "counters": dict(self.counters),
+            **client_figures([c.info() for c in self.clients.values()], query),
+            "streams": bounded(self.hub.stats()),
+            "pulls": sorted(self.hub.pulls),
+            "pid": os.getpid(),
+        }
