@@ -185,4 +185,4 @@ def test_http_reads_stream_descriptions_without_the_rtmp_layer() -> None:
     from tests.test_layers import SRV, imports
 
     for path in (SRV / "http").rglob("*.py"):
-        assert not [mod for _, mod in imports(path) if mod.startswith("srv.rtmp")], path
+        assert not [mod for _, mod in imports(path, SRV) if mod.startswith("srv.rtmp")], path

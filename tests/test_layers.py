@@ -8,7 +8,7 @@ r"""The package's layers import one way only (ARCHITECTURE.md), by the real rule
            |
           net                  asyncio protocols, flow control, forwarders, pulls, hooks; the
            |                   Protocols a connection sees of its worker (ConnectionContext)
-          http                 HTTP-FLV, API, exporter
+          http                 HTTP-FLV, API, exporter (not over rtmp: the hub describes streams)
            |
     process (srv/process/)     the master/worker channel's messages and transport
            |
@@ -36,7 +36,7 @@ ALLOWED: dict[str, set[str]] = {
     "conf": set(),
     "app": _BOTTOM,
     "net": {"app"} | _BOTTOM,
-    "http": {"net", "app"} | _BOTTOM,
+    "http": {"net", "app", "media", "conf"},  # stream descriptions come decoded: no RTMP here
     "process": {"http", "net", "app"} | _BOTTOM,
     "worker": {"process", "http", "net", "app"} | _BOTTOM,
     "master": {"worker", "process", "http", "net", "app"} | _BOTTOM,
