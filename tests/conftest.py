@@ -238,7 +238,8 @@ class Server:
         self.env = env
         http_block = ""
         if http:
-            http_block = (f"http_api {{ enabled on; listen 127.0.0.1:{self.api_port}; raw_api {{ enabled on; allow_reload on; }} }}\n"
+            http_block = (f"http_api {{ enabled on; listen 127.0.0.1:{self.api_port}; "
+                          f"raw_api {{ enabled on; allow_reload on; }} }}\n"
                           f"http_server {{ enabled on; listen 127.0.0.1:{self.http_port}; dir {self.dir}; }}\n"
                           f"exporter {{ enabled on; listen 127.0.0.1:{self.exporter_port}; }}\n")
         self.header = (f"listen 127.0.0.1:{self.port};\npid {self.pid_file};\ndaemon off;\n"

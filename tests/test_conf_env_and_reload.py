@@ -74,7 +74,8 @@ def test_empty_and_unknown_variables_are_ignored(tmp_path: Path) -> None:
         ({"SRS_LISTEN": "x"}, 'env SRS_LISTEN: invalid port "x"'),
         ({"SRS_WORKERS": "0"}, 'env SRS_WORKERS: invalid value "0" (expected 1 to 1024)'),
         ({"SRS_DAEMON": "of"}, 'env SRS_DAEMON: invalid value "of" (expected on or off; did you mean "off"?)'),
-        ({"SRS_VHOST_PLAY_MW_LATENCY": "-5"}, 'env SRS_VHOST_PLAY_MW_LATENCY: invalid value "-5" (expected a number >= 0)'),
+        ({"SRS_VHOST_PLAY_MW_LATENCY": "-5"},
+         'env SRS_VHOST_PLAY_MW_LATENCY: invalid value "-5" (expected a number >= 0)'),
     ],
 )
 def test_bad_env_values_are_errors_naming_the_variable(tmp_path: Path, env: dict[str, str], expected: str) -> None:

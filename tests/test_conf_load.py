@@ -110,7 +110,8 @@ def test_vhost_lookup_falls_back_to_default_vhost_like_srs(tmp_path: Path) -> No
     ("text", "expected"),
     [
         ("listen 1935;\n\n  lisen 1936;", 'x.conf:3:3: unknown directive "lisen" (did you mean "listen"?)'),
-        ("vhost v {\n    play { gop_cahce on; }\n}", 'x.conf:2:12: unknown directive "gop_cahce" (did you mean "gop_cache"?)'),
+        ("vhost v {\n    play { gop_cahce on; }\n}",
+         'x.conf:2:12: unknown directive "gop_cahce" (did you mean "gop_cache"?)'),
         ("frobnicate 1;", 'x.conf:1:1: unknown directive "frobnicate"'),
         ("gop_cache on;", 'x.conf:1:1: "gop_cache" is not allowed in main, only in vhost.play'),
         ("vhost v { pid x; }", 'x.conf:1:11: "pid" is not allowed in vhost, only in main'),
@@ -130,11 +131,14 @@ def test_vhost_lookup_falls_back_to_default_vhost_like_srs(tmp_path: Path) -> No
         ("daemon of;", 'x.conf:1:8: invalid value "of" (expected on or off; did you mean "off"?)'),
         ("daemon yes;", 'x.conf:1:8: invalid value "yes" (expected on or off; did you mean "on"?)'),
         ("daemon maybe;", 'x.conf:1:8: invalid value "maybe" (expected on or off)'),
-        ("srs_log_level debug;", 'x.conf:1:15: invalid value "debug" (expected one of: verbose, info, trace, warn, error)'),
+        ("srs_log_level debug;",
+         'x.conf:1:15: invalid value "debug" (expected one of: verbose, info, trace, warn, error)'),
         ("chunk_size 64;", 'x.conf:1:12: invalid value "64" (expected 128 to 65536)'),
         ("vhost v { play { queue_length -1; } }", 'x.conf:1:31: invalid value "-1" (expected a number >= 0)'),
-        ("vhost v { play { gop_cache_max_size 8x; } }", 'x.conf:1:37: invalid size "8x" (expected bytes, or a number with k, m or g, e.g. 64m)'),
-        ("vhost v { forward { destination http://x/y; } }", 'x.conf:1:33: invalid destination "http://x/y" (expected host[:port] or rtmp://host[:port]/app/stream)'),
+        ("vhost v { play { gop_cache_max_size 8x; } }",
+         'x.conf:1:37: invalid size "8x" (expected bytes, or a number with k, m or g, e.g. 64m)'),
+        ("vhost v { forward { destination http://x/y; } }",
+         'x.conf:1:33: invalid destination "http://x/y" (expected host[:port] or rtmp://host[:port]/app/stream)'),
         ("vhost v { forward { destination a.com:x; } }", 'x.conf:1:33: invalid destination "a.com:x" (bad port "x")'),
         ("vhost v { forward { backend ftp://x; } }", 'x.conf:1:29: invalid URL "ftp://x" (expected http://host[:port]/path)'),
         ("vhost v { forward { backoff_initial 9000; } }", "x.conf:1:21: backoff_initial is larger than backoff_max"),
@@ -180,7 +184,8 @@ def test_repeated_vhost_name_keeps_the_first(tmp_path: Path) -> None:
 def test_srs3_vhost_spellings_are_upgraded_with_a_warning(tmp_path: Path) -> None:
     config = _load(
         tmp_path,
-        "vhost v {\n  gop_cache off;\n  publish_normal_timeout 9000;\n  forward 127.0.0.1:1936;\n  play { mw_msgs 3; }\n}\n",
+        "vhost v {\n  gop_cache off;\n  publish_normal_timeout 9000;\n  forward 127.0.0.1:1936;\n"
+        "  play { mw_msgs 3; }\n}\n",
     )
     vhost = config.vhosts["v"]
     assert vhost.play.gop_cache is False and vhost.play.mw_msgs == 3

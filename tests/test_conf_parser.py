@@ -46,7 +46,8 @@ def test_quoted_arg_may_span_lines() -> None:
     ("text", "expected"),
     [
         ("listen 1935\n}", 'conf/x.conf:2:1: unexpected "}" (missing ";" after "listen 1935"?)'),
-        ("vhost x {\n  listen 1;\n", 'conf/x.conf:1:1: unexpected end of file: block "vhost x" is never closed (missing "}")'),
+        ("vhost x {\n  listen 1;\n",
+         'conf/x.conf:1:1: unexpected end of file: block "vhost x" is never closed (missing "}")'),
         ("daemon off;\nlisten 1935", 'conf/x.conf:2:1: unexpected end of file (missing ";" after "listen 1935"?)'),
         ('listen "1935;\n', "conf/x.conf:1:8: unterminated double quote: the \" opened here is never closed"),
         ("listen '1935;\n", "conf/x.conf:1:8: unterminated single quote: the ' opened here is never closed"),

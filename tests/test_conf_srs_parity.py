@@ -123,9 +123,10 @@ def test_rtmp_block_values_are_validated_where_they_are_written(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("text, name", [
-    ("rtmps {\n    enabled on;\n    listen 1443;\n    key ./conf/server.key;\n    cert ./conf/server.crt;\n}\n", "rtmps"),
-    ("vhost v {\n    forward {\n        enabled on;\n        rtmps on;\n        destination 127.0.0.1:19430;\n    }\n}\n",
+    ("rtmps {\n    enabled on;\n    listen 1443;\n    key ./conf/server.key;\n    cert ./conf/server.crt;\n}\n",
      "rtmps"),
+    ("vhost v {\n    forward {\n        enabled on;\n        rtmps on;\n"
+     "        destination 127.0.0.1:19430;\n    }\n}\n", "rtmps"),
     ("vhost v {\n    hls {\n        hls_use_fmp4 on;\n        hls_init_file x;\n        hls_fmp4_file y;\n    }\n}\n",
      "hls"),
     ("heartbeat {\n    enabled off;\n    ports on;\n}\n", "heartbeat"),

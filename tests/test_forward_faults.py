@@ -105,7 +105,8 @@ def test_destinations_that_never_read_slow_nothing(srs_server, clients: Clients,
     s1 = srs_server(name="slave1")
     try:
         master = srs_server("vhost __defaultVhost__ { forward { enabled on; queue_length 2;\n"
-                            f"  destination 127.0.0.1:{silent.port} 127.0.0.1:{stuck.port} 127.0.0.1:{s1.port}; }} }}\n",
+                            f"  destination 127.0.0.1:{silent.port} 127.0.0.1:{stuck.port} "
+                            f"127.0.0.1:{s1.port}; }} }}\n",
                             name="master")
         pub = clients.publish(f"{master.url}/{STREAM}", video=HIGH_RATE)
         assert stuck.published.wait(15), "the stuck peer got the publish"
@@ -212,7 +213,8 @@ def test_forward_to_an_nginx_rtmp_slave(srs_server, clients: Clients, tmp_path: 
     conf = tmp_path / "nginx.conf"
     conf.write_text(f"load_module {NGINX_MODULE};\npid {tmp_path}/nginx.pid;\n"
                     f"error_log {tmp_path}/nginx-error.log info;\nevents {{ }}\n"
-                    f"rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; wait_key on; wait_video on; }} }} }}\n")
+                    f"rtmp {{ server {{ listen 127.0.0.1:{port}; "
+                    f"application live {{ live on; wait_key on; wait_video on; }} }} }}\n")
     nginx = clients.spawn(["nginx", "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"])
     wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0 or nginx.poll() is not None,
              10, what="nginx listening")

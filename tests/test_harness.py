@@ -61,7 +61,8 @@ def test_a_session_that_leaves_a_process_running_fails(tmp_path: Path) -> None:
         "    p = spawn_in_group(['sh', '-c', 'sleep 300 & echo $!'], stdout=-1)\n"
         "    (tmp_path.parent.parent / 'leaked').write_text(p.stdout.readline().decode())\n")
     out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "conftest",
-                          "-p", "no:randomly", "-q", "--basetemp", str(tmp_path / "t"), str(tmp_path / "test_leaks.py")],
+                          "-p", "no:randomly", "-q", "--basetemp", str(tmp_path / "t"),
+                          str(tmp_path / "test_leaks.py")],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": f"{REPO / 'tests'}:{REPO}"})
     assert out.returncode != 0, out.stdout

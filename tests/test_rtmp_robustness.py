@@ -76,7 +76,8 @@ def attacks(port: int) -> list[tuple[str, socket.socket]]:
     s.sendall(bytes([3]) + b"\x00\x00\x00" + b"\xff\xff\xff" + bytes([20]) + b"\x00\x00\x00\x00")
     out.append(("huge message length", s))
     s = handshaken(port)  # malformed AMF in a command
-    s.sendall(encode_message(20, 0, 0, b"\x02\x00\x07connect\x00\x3f\xf0\x00\x00\x00\x00\x00\x00\x03\x00\x03app\x02\xff\xff", 128, 3))
+    bad_amf = b"\x02\x00\x07connect\x00\x3f\xf0\x00\x00\x00\x00\x00\x00\x03\x00\x03app\x02\xff\xff"
+    s.sendall(encode_message(20, 0, 0, bad_amf, 128, 3))
     out.append(("malformed AMF", s))
     s = handshaken(port)  # publish before connect
     from srv.rtmp import amf0

@@ -98,7 +98,8 @@ class _Builder:
                 if vhost is _INVALID:
                     continue
                 if vhost.name in vhosts:
-                    self.warn(d, f'vhost "{vhost.name}" is repeated; the first one at {where[vhost.name].where()} wins (as in SRS)')
+                    self.warn(d, f'vhost "{vhost.name}" is repeated; the first one at '
+                                 f'{where[vhost.name].where()} wins (as in SRS)')
                     continue
                 vhosts[vhost.name] = vhost
                 where[vhost.name] = d

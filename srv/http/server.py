@@ -50,7 +50,8 @@ SERVER = f"{SIGNATURE}/{__version__}".encode()
 CORS = [(b"Access-Control-Allow-Origin", b"*"),
         (b"Access-Control-Allow-Methods", b"GET, HEAD, OPTIONS"),
         (b"Access-Control-Expose-Headers", b"Server,range,Content-Length,Content-Range"),
-        (b"Access-Control-Allow-Headers", b"origin,range,accept-encoding,referer,Cache-Control,X-Proxy-Authorization,X-Requested-With,Content-Type")]
+        (b"Access-Control-Allow-Headers", b"origin,range,accept-encoding,referer,Cache-Control,"
+                                          b"X-Proxy-Authorization,X-Requested-With,Content-Type")]
 HEALTH_PATHS = ("/health", "/healthz", "/livez", "/ready", "/readyz")
 
 
@@ -260,8 +261,8 @@ class HttpConnection(asyncio.Protocol):
         log.warning("%s: bad http request (%s); closing", self.peer, e)
         if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE) and self.transport is not None:
             body = f"{status} {e}\n".encode()
-            head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nServer: {SERVER.decode()}\r\nConnection: close\r\n"
-                    f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+            head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nServer: {SERVER.decode()}\r\n"
+                    f"Connection: close\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n").encode()
             # h11 will not send once the peer broke the protocol: this one response is ours
             self.transport.write(head + body)
         self._close()
