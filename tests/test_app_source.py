@@ -159,6 +159,21 @@ def test_unpublish_notifies_players_and_republish_continues_timestamps() -> None
     assert pkt.timestamp > 1000  # players that stayed never see time go backwards
 
 
+def test_republish_keeps_each_track_monotonic_whichever_track_ended_or_starts_first() -> None:
+    src = source()
+    src.on_publish(object(), origin=True)
+    src.on_message(AUDIO, 1057, b"\xaf\x01" + bytes(10))  # audio runs ahead of video...
+    src.on_message(VIDEO, 1000, key(1))  # ...and the last message is an older video frame
+    src.on_unpublish()
+    src.on_publish(object(), origin=True)
+    # the new encoder's first message is video at 40, its first audio at 0
+    v = src.on_message(VIDEO, 40, key(2)).timestamp
+    a = src.on_message(AUDIO, 0, b"\xaf\x01" + bytes(10)).timestamp
+    v2 = src.on_message(VIDEO, 80, inter(3)).timestamp
+    assert v > 1000 and a > 1057  # neither track steps back
+    assert v2 > v and v2 - a == 80  # the video got a small gap; audio/video stay in sync after it
+
+
 def test_ring_is_trimmed_to_the_gop_cache_without_players() -> None:
     src = source()
     src.on_publish(object(), origin=True)

@@ -4,13 +4,18 @@ audio-only and video-only streams (real ffmpeg publishing, ffprobe and a raw rea
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 import subprocess
 import threading
+import urllib.request
 from typing import Any
 
-from srv.media.flv import FlvHeader, FlvReader, FlvTag
+from srv.media.flv import TAG_AUDIO, TAG_VIDEO, FlvHeader, FlvReader, FlvTag
+from srv.rtmp.messages import Message
 from tests.conftest import Clients, Server, codecs, ffprobe, wait_for
+from tests.rtmp_tools import RtmpTestClient
 
 REMUX = "vhost __defaultVhost__ { http_remux { enabled on; mount [vhost]/[app]/[stream].flv; } }\n"
 AUDIO_ONLY = ["-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
@@ -66,6 +71,15 @@ class FlvPlay:
         assert self.error is None, self.error
 
 
+def api(srv: Server, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{srv.api_port}{path}", timeout=10) as r:
+        return json.load(r)
+
+
+def publishing(srv: Server) -> bool:
+    return any(s["publish"]["active"] for s in api(srv, "/api/v1/streams")["streams"])
+
+
 def publish(clients: Clients, srv: Server, args: list[str], stream: str = "s") -> subprocess.Popen[bytes]:
     return clients.spawn(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", *args,
                           f"{srv.url}/live/{stream}"], stdout=subprocess.DEVNULL)
@@ -99,3 +113,51 @@ def test_without_guessing_the_header_follows_has_audio_and_has_video(srs_server:
     wait_for(lambda: p.header is not None, 10, what="FLV header")
     assert p.header is not None and (p.header.has_audio, p.header.has_video) == (False, True)
     p.close()
+
+
+AAC_SH, AVC_SH = b"\xaf\x00\x12\x10", b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f\xff\xe1\x00\x00\x01\x00\x00"
+
+
+def encoder_session(until: int) -> list[Message]:
+    """What an encoder such as OBS sends: sequence headers, then audio (every 23 ms) running up
+    to 57 ms ahead of video (every 40 ms), so the last message can be a video frame older than
+    the last audio frame already sent."""
+    out = [Message(9, 1, 0, AVC_SH), Message(8, 1, 0, AAC_SH)]
+    audio = 0
+    for video in range(0, until + 1, 40):
+        while audio <= video + 57:
+            out.append(Message(8, 1, audio, b"\xaf\x01" + bytes(40)))
+            audio += 23
+        out.append(Message(9, 1, video, (b"\x17" if video % 1000 == 0 else b"\x27") + b"\x01\x00\x00\x00" + bytes(60)))
+    return out
+
+
+def test_timestamps_stay_monotonic_per_track_across_a_republish(srs_server: Any) -> None:
+    srv = srs_server(REMUX, workers=1, http=True)
+    player = FlvPlay(srv.http_port, "/live/s.flv")
+    wait_for(lambda: any(c["type"] == "flv-play" for c in api(srv, "/api/v1/clients")["clients"]), 10,
+             interval=0.1, what="the player waiting")  # so it gets every frame from the first
+
+    async def publish_once(last: int) -> None:
+        c = RtmpTestClient(srv.port)
+        await c.open()
+        status = await c.publish("s")
+        assert status.code == "NetStream.Publish.Start", status
+        for msg in encoder_session(last):
+            c.send(msg)
+        await c.drain()
+        await asyncio.get_running_loop().run_in_executor(None, lambda: wait_for(
+            lambda: len(player.frames(TAG_VIDEO)) >= expected, 20, what="this publisher's video"))
+        await c.close()
+
+    expected = 0
+    for last in (2000, 1000, 3000):  # the player stays across two republishes
+        expected += last // 40 + 2  # frames and the sequence header
+        asyncio.run(publish_once(last))
+        wait_for(lambda: not publishing(srv), 15, interval=0.1, what="the publisher gone")
+    player.close()
+    for kind in (TAG_AUDIO, TAG_VIDEO):
+        ts = [t.timestamp for t in player.frames(kind)]
+        back = [(i, a, b) for i, (a, b) in enumerate(zip(ts, ts[1:], strict=False)) if b < a]
+        assert not back, (kind, back[:5])
+    assert len(player.frames(TAG_VIDEO)) == expected  # every publisher's frames, nothing twice

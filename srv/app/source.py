@@ -108,8 +108,11 @@ class LiveSource:
         # there (one batch per mw_latency), so it goes out at once instead of waiting again
         self.upstream_merged = False
         self.last_ts = -1
+        self.last_audio_ts = self.last_video_ts = -1
         self.ts_delta = 0
         self.await_first = False
+        # after a republish: the timestamp each track's first message must pass (see on_message)
+        self.ts_floor: dict[int, int] = {}
         # figures for the API and the exporter
         self.publish_started = 0.0
         self.frames = 0
@@ -144,6 +147,7 @@ class LiveSource:
         self.upstream_merged = not origin
         self.publish_started = time.time()
         self.await_first = self.last_ts >= 0  # continue timestamps for players that stayed
+        self.ts_floor = {AUDIO: self.last_audio_ts, VIDEO: self.last_video_ts} if self.await_first else {}
         for c in self.consumers():
             c.sink.on_publish()
 
@@ -174,15 +178,27 @@ class LiveSource:
             self.on_headers(self)
 
     def on_message(self, type_id: int, timestamp: int, payload: bytes) -> Packet:
-        """One audio, video or metadata message from the publisher (hot path)."""
+        """One audio, video or metadata message from the publisher (hot path).
+
+        Players stay across a republish, so the new publisher's timestamps are shifted to go on
+        from the old ones, per track: the tracks of an encoder do not end together (audio often
+        runs ~50 ms ahead of the last video frame), so the first message starts after the latest
+        timestamp of any track, and if a track's first message would still fall behind that
+        track's last one, the shift grows until it does not (a small gap, never a step back)."""
         if self.await_first:
             self.await_first = False
-            self.ts_delta = self.last_ts + 1 - timestamp
+            self.ts_delta = max(self.last_ts, *self.ts_floor.values()) + 1 - timestamp
         ts = (timestamp + self.ts_delta) & 0xFFFFFFFF
+        if self.ts_floor and type_id in self.ts_floor:
+            floor = self.ts_floor.pop(type_id)
+            if ts <= floor:
+                self.ts_delta += floor + 1 - ts
+                ts = floor + 1
         pkt = Packet(type_id, ts, payload)
         self.last_ts = ts
         self.bytes_in += len(payload)
         if type_id == VIDEO:
+            self.last_video_ts = ts
             self.frames += 1
             if pkt.is_header:
                 self.video_sh = pkt
@@ -192,6 +208,7 @@ class LiveSource:
                 if pkt.is_keyframe:
                     self._new_gop()
         elif type_id == AUDIO:
+            self.last_audio_ts = ts
             if pkt.is_header:
                 self.audio_sh = pkt
                 self._headers_changed()
