@@ -173,3 +173,53 @@ def test_real_server_closes_each_abuse_with_a_log_line(srs_server) -> None:  # t
     for reason, _ in abuses:
         assert re.search(r"\[Warn\]\[w\d\]\[\d+\]\[[\d-]+\] 127\.0\.0\.1:\d+ protocol error: .*"
                          + re.escape(reason) + ".*; closing", log), reason
+
+
+def test_media_held_while_a_publish_is_decided_is_bounded_in_bytes(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Media that arrives before the publish is granted (hooks, forward backends) is held,
+    up to 8 MiB: 1000 messages of up to 1 MiB each would be 1 GB for one connection."""
+    import asyncio
+
+    from test_rtmp_robustness import FakeTransport
+
+    from srv.app.hub import StreamHub
+    from srv.conf.loader import load
+    from srv.net.rtmp_server import RtmpConnection
+    from srv.worker_context import WorkerContext
+
+    conf = tmp_path / "x.conf"
+    conf.write_text("listen 1935;\nvhost __defaultVhost__ { }\n")
+    config = load(str(conf), {})
+    loop = asyncio.new_event_loop()  # never run: the publish stays undecided
+    try:
+        ctx = WorkerContext(1, config, StreamHub(config, 1, registry=None, loop=loop), loop, None)  # type: ignore[arg-type]
+        conn = RtmpConnection(ctx)
+        transport = FakeTransport()
+        conn.connection_made(transport)
+        client = ClientSession("live", "rtmp://127.0.0.1/live")
+        client.start()
+        for step in range(6):
+            if step == 4:
+                client.create_stream()
+            if step == 5:
+                client.publish("s")
+            conn.data_received(client.data_to_send())
+            client.receive_data(b"".join(transport.out))
+            transport.out.clear()
+        assert conn.pending_media == [] and not conn.closed
+        frame = b"\x27\x01" + bytes(512 * 1024)
+        for i in range(15):  # 7.5 MiB: held
+            client.send_media(Message(9, 1, i * 40, frame))
+            conn.data_received(client.data_to_send())
+        assert not conn.closed and len(conn.pending_media) == 15
+        for i in range(15, 18):
+            client.send_media(Message(9, 1, i * 40, frame))
+            conn.data_received(client.data_to_send())
+        assert conn.closed and transport.aborted
+        assert "media before publish was granted" in caplog.text
+    finally:
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.close()

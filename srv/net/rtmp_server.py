@@ -30,9 +30,14 @@ from srv.rtmp.session import ServerSession
 
 log = logging.getLogger("srv.rtmp")
 
-# Largest message a client may announce (nginx-rtmp's max_message is 1 MB; a 4K keyframe can
-# pass 3 MB). A bigger length header is an attack or garbage: close before buffering it.
+# Largest message a publisher may announce once its publish is accepted (before, the session
+# allows 1 MiB, nginx-rtmp's max_message; a 4K keyframe can pass 3 MB). A bigger length header
+# is an attack or garbage: close before buffering it.
 MAX_MESSAGE_SIZE = 8 * 1024 * 1024
+# Media a publisher may send while its publish is being decided (forward backends), held and
+# then handed to the source.
+MAX_PENDING_MEDIA = 1000
+MAX_PENDING_MEDIA_BYTES = 8 * 1024 * 1024
 
 
 class RtmpConnection(asyncio.Protocol):
@@ -57,6 +62,7 @@ class RtmpConnection(asyncio.Protocol):
         self.last_media = time.monotonic()
         self.media_seen = False
         self.pending_media: list[tuple[int, int, bytes]] | None = None
+        self.pending_bytes = 0  # payload bytes in pending_media
         self.timer: asyncio.TimerHandle | None = None
         self.close_reason = ""
 
@@ -205,6 +211,7 @@ class RtmpConnection(asyncio.Protocol):
         self.stream_id = e.stream_id
         self.params = dict(e.params)
         self.pending_media = []
+        self.pending_bytes = 0
         self.ctx.loop.create_task(self._publish(e))
 
     async def _publish(self, e: ev.PublishRequest) -> None:
@@ -275,8 +282,10 @@ class RtmpConnection(asyncio.Protocol):
             self.media_seen = True
             src.on_message(m.type_id, m.timestamp, m.payload)
         elif self.pending_media is not None:
-            if len(self.pending_media) > 1000:
-                raise ProtocolError("too much media before publish was granted")
+            self.pending_bytes += len(m.payload)
+            if len(self.pending_media) >= MAX_PENDING_MEDIA or self.pending_bytes > MAX_PENDING_MEDIA_BYTES:
+                raise ProtocolError(f"more than {MAX_PENDING_MEDIA} messages or "
+                                    f"{MAX_PENDING_MEDIA_BYTES} bytes of media before publish was granted")
             self.pending_media.append((m.type_id, m.timestamp, m.payload))
         else:
             raise ProtocolError(f"media message (type {m.type_id}) while not publishing")
