@@ -117,7 +117,7 @@ def test_destinations_that_never_read_slow_nothing(srs_server, clients: Clients,
         assert frames >= 0.9 * 25 * 4, f"the healthy slave gets the full frame rate ({frames} frames)"
         assert pub.poll() is None
         log = master.log_text()
-        assert f"-> 127.0.0.1:{stuck.port}: destination too slow, dropped" in log
+        assert f"live/livestream: slow forward destination 127.0.0.1:{stuck.port} skipped" in log
         assert f"-> 127.0.0.1:{silent.port}: error: timeout: not publishing" in log
         assert f"-> 127.0.0.1:{s1.port}: error" not in log
     finally:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from srv import log as srvlog
-from srv.app.source import LiveSource, Sink
+from srv.app.source import Forwarding, LiveSource, Sink
 from srv.conf.model import ForwardConfig, ServerConfig, VhostConfig
 from srv.media.metadata import decode_metadata, describe
 
@@ -51,7 +51,7 @@ class StreamHub:
         self.owners: dict[str, int] = {}  # the master's table: stream -> owning slot
         self.pulls: dict[str, Any] = {}
         self.make_pull: Callable[[LiveSource, int], Any] | None = None
-        self.make_forwarder: Callable[[LiveSource, str, ForwardConfig], Any] | None = None
+        self.make_forwarder: Callable[[LiveSource, str, ForwardConfig], Forwarding] | None = None
 
     # ---- sources ---------------------------------------------------------------------------------
 

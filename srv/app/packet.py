@@ -65,8 +65,13 @@ class Packet:
         return data
 
     def encoded(self, encoding: int) -> bytes:
-        """`encoding` is an RTMP chunk size, or FLV (0) for an FLV tag."""
-        return self.flv() if encoding == FLV else self.rtmp(encoding)
+        """`encoding` is an RTMP chunk size, FLV (0) for an FLV tag, or an `rtmp_encoding()`."""
+        if encoding == FLV:
+            return self.flv()
+        if encoding >> 32:  # another message stream id than the players': not cached
+            return encode_message(self.type_id, encoding >> 32, self.timestamp, self.payload,
+                                  encoding & 0xFFFFFFFF, _CSID.get(self.type_id, CSID_DATA))
+        return self.rtmp(encoding)
 
     def __repr__(self) -> str:
         kind = {AUDIO: "audio", VIDEO: "video", DATA: "data"}.get(self.type_id, str(self.type_id))
@@ -75,3 +80,13 @@ class Packet:
 
 
 FLV = 0
+
+
+def rtmp_encoding(chunk_size: int, stream_id: int = PLAY_STREAM_ID) -> int:
+    """The consumer encoding for RTMP chunks of `chunk_size` on message stream `stream_id`.
+
+    Players all get stream id 1, so their encoding is the chunk size itself. A forwarder
+    publishes on the id its destination's createStream returned, which is 1 on SRS, nginx-rtmp
+    and srv; any other id gets an encoding (and a consumer group) of its own.
+    """
+    return chunk_size if stream_id == PLAY_STREAM_ID else chunk_size | stream_id << 32

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from srv import log as srvlog
 from srv.app.packet import AUDIO, DATA, FLV, VIDEO, Packet
-from srv.conf.model import VhostConfig
+from srv.conf.model import ForwardConfig, VhostConfig
 from srv.media.metadata import StreamDescription
 
 log = logging.getLogger("srv.source")
@@ -36,7 +36,8 @@ RATE_WINDOW = 30.0  # seconds: SRS reports stream rates as recv_30s / send_30s
 
 
 class Sink(Protocol):
-    """What a consumer writes to: a player connection (RTMP, HTTP-FLV, a pulling worker)."""
+    """What a consumer writes to: a player connection (RTMP, HTTP-FLV, a pulling worker), a
+    forwarder; the HLS and DVR writers to come."""
 
     def write(self, data: bytes) -> None: ...
     def writelines(self, data: list[bytes]) -> None: ...
@@ -45,21 +46,46 @@ class Sink(Protocol):
     def close_slow(self, reason: str) -> None: ...
 
 
-class Consumer:
-    __slots__ = ("source", "sink", "encoding", "internal", "pos", "paused", "paused_since",
-                 "dropped", "sent_bytes", "group")
+class Forwarding(Protocol):
+    """A forwarder as the source and the hub see it (srv.net.forward.Forwarder)."""
 
-    def __init__(self, source: LiveSource, sink: Sink, encoding: int, internal: bool) -> None:
+    destination: str
+    config: ForwardConfig
+
+    def stop(self) -> None: ...
+    def reconfigure(self, config: ForwardConfig) -> None: ...
+    def stats(self) -> dict[str, Any]: ...
+
+
+class Consumer:
+    """One output's cursor into the source's ring, with the one drop policy every output shares.
+
+    `queue_length` (seconds of media behind the live edge before whole GOPs are skipped) and
+    `stall_timeout` (seconds paused before `sink.close_slow`) default to the vhost's play
+    settings (None); a forwarder passes its own block's figures.
+    """
+
+    __slots__ = ("source", "sink", "encoding", "internal", "pos", "first", "paused", "paused_since",
+                 "dropped", "sent_bytes", "group", "queue_length", "stall_timeout", "label", "headers_due")
+
+    def __init__(self, source: LiveSource, sink: Sink, encoding: int, internal: bool,
+                 queue_length: float | None = None, stall_timeout: float | None = None,
+                 label: str = "player") -> None:
         self.source = source
         self.sink = sink
         self.encoding = encoding
-        self.internal = internal  # another worker pulling: not a player of its own
+        self.internal = internal  # not a player: a pull for another worker, a forwarder
         self.pos = 0
+        self.first = 0  # where in the ring it started (messages delivered: pos - first - dropped)
         self.paused = False
         self.paused_since = 0.0
         self.dropped = 0  # packets skipped because the player was too slow
         self.sent_bytes = 0
         self.group: ConsumerGroup | None = None
+        self.queue_length = queue_length
+        self.stall_timeout = stall_timeout
+        self.label = label  # how the logs name it when it is too slow
+        self.headers_due = False  # skipped while paused: headers go out when it resumes
 
     def pause(self) -> None:
         if not self.paused:
@@ -119,7 +145,7 @@ class LiveSource:
         self.bytes_in = 0
         self.bytes_out = 0
         self.dropped = 0
-        self.forwarders: list[Any] = []
+        self.forwarders: list[Forwarding] = []  # outputs with a life of their own (reconnects)
         self.backend_urls: dict[str, tuple[str, ...]] = {}  # forward backend -> its destinations
         # (monotonic time, bytes_in, bytes_out), one a second for the last RATE_WINDOW seconds
         self.rate_samples: deque[tuple[float, int, int]] = deque()
@@ -158,6 +184,9 @@ class LiveSource:
         self.description = StreamDescription()
         self.video_seen = False
         self.flush_all()
+        for f in self.forwarders:  # before the cursors jump to the end: their figures stay true
+            f.stop()
+        self.forwarders.clear()
         end = self.end
         self.ring.clear()
         self.base = end
@@ -167,9 +196,6 @@ class LiveSource:
         for c in self.consumers():
             c.pos = end
             c.sink.on_unpublish()
-        for f in self.forwarders:
-            f.stop()
-        self.forwarders.clear()
         self.backend_urls = {}
         self._maybe_empty()
 
@@ -223,8 +249,6 @@ class LiveSource:
             if self.end - self.gop_start > self.gop_max or (
                     self.gop_max_bytes and self.gop_bytes > self.gop_max_bytes):
                 self.gop_start = None  # too long a GOP: stop caching until the next keyframe
-        for f in self.forwarders:
-            f.feed(pkt)
         for g in self.groups.values():
             if g.handle is None and g.consumers:
                 if g.starving or self.upstream_merged or not self.mw_latency:
@@ -244,16 +268,18 @@ class LiveSource:
     def consumers(self) -> list[Consumer]:
         return [c for g in self.groups.values() for c in g.consumers]
 
-    def add_consumer(self, sink: Sink, encoding: int, internal: bool = False) -> Consumer:
-        """Attach a player; it first gets metadata, sequence headers and the GOP cache."""
-        c = Consumer(self, sink, encoding, internal)
+    def add_consumer(self, sink: Sink, encoding: int, internal: bool = False,
+                     queue_length: float | None = None, stall_timeout: float | None = None,
+                     label: str = "player") -> Consumer:
+        """Attach an output; it first gets metadata, sequence headers and the GOP cache."""
+        c = Consumer(self, sink, encoding, internal, queue_length, stall_timeout, label)
         g = self.groups.get(encoding)
         if g is None:
             g = self.groups[encoding] = ConsumerGroup(encoding, self.end)
         c.group = g
         g.consumers.append(c)
         start = self.gop_start if self.gop_start is not None else g.flushed
-        c.pos = min(start, g.flushed)
+        c.pos = c.first = min(start, g.flushed)
         self._send_headers(c)
         if c.pos == g.flushed:
             g.starving = True
@@ -286,16 +312,20 @@ class LiveSource:
         """Write what `c` has not had yet, skipping whole GOPs when it is too far behind."""
         if c.paused:
             return
+        if c.headers_due:
+            c.headers_due = False
+            self._send_headers(c)
         end = self.end if upto is None else upto
-        if c.pos < self.base or (c.pos < end and self._too_old(c.pos)):
+        if c.pos < self.base or (c.pos < end and self._too_old(c)):
             self._skip(c)
         if c.pos < end:
             enc = c.encoding
             self._write(c, [p.encoded(enc) for p in self.ring[c.pos - self.base:end - self.base]])
             c.pos = end
 
-    def _too_old(self, pos: int) -> bool:
-        return self.last_ts - self.ring[pos - self.base].timestamp > self.queue_length * 1000
+    def _too_old(self, c: Consumer) -> bool:
+        limit = self.queue_length if c.queue_length is None else c.queue_length
+        return self.last_ts - self.ring[c.pos - self.base].timestamp > limit * 1000
 
     def _skip(self, c: Consumer) -> None:
         """Drop whole GOPs: jump to the latest keyframe (or to now), headers first."""
@@ -304,8 +334,11 @@ class LiveSource:
         c.dropped += skipped
         self.dropped += skipped
         c.pos = target
-        log.log(srvlog.INFO, "%s: slow player skipped %d packets", self.key, skipped)
-        self._send_headers(c)
+        log.log(srvlog.INFO, "%s: slow %s skipped %d packets", self.key, c.label, skipped)
+        if c.paused:
+            c.headers_due = True  # once, before what it gets next, however many GOPs it skips
+        else:
+            self._send_headers(c)
 
     def _write(self, c: Consumer, parts: list[bytes]) -> None:
         n = sum(map(len, parts))
@@ -333,10 +366,12 @@ class LiveSource:
                         self.bytes_out += n
                     c.pos = end
                 elif c.paused:
-                    if now - c.paused_since > max(self.queue_length, 1.0):
-                        c.sink.close_slow(f"player stalled for {now - c.paused_since:.1f}s "
-                                          f"(queue_length {self.queue_length:g}s)")
-                    elif c.pos < self.end and (c.pos < self.base or self._too_old(c.pos)):
+                    stalled = now - c.paused_since
+                    limit = max(self.queue_length, 1.0) if c.stall_timeout is None else c.stall_timeout
+                    if stalled > limit:
+                        what = "queue_length" if c.stall_timeout is None else "limit"
+                        c.sink.close_slow(f"{c.label} stalled for {stalled:.1f}s ({what} {limit:g}s)")
+                    elif c.pos < self.end and (c.pos < self.base or self._too_old(c)):
                         self._skip(c)  # bound the ring: paused players lose whole GOPs
                 else:
                     self.catch_up(c, upto=end)
@@ -391,7 +426,7 @@ class LiveSource:
             "publishing": self.publisher is not None,
             "origin": self.origin,
             "publish_started": self.publish_started,
-            "players": len(cs),
+            "players": sum(not c.internal for c in cs),
             "frames": self.frames,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
@@ -402,4 +437,4 @@ class LiveSource:
         }
 
 
-__all__ = ["LiveSource", "Consumer", "Sink", "FLV", "Packet"]
+__all__ = ["LiveSource", "Consumer", "Sink", "Forwarding", "FLV", "Packet"]

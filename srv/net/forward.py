@@ -10,12 +10,13 @@ publisher. What it sends on every (re)connection, in order::
     ... on stop (unpublish): FCUnpublish(name), deleteStream(id), close
 
 Invariants:
-- `feed()` runs in the publisher's hot path: it appends to a deque and schedules one write per
-  loop tick; it never blocks and never does I/O. The same cached `Packet.rtmp()` bytes the
-  players get are written (message stream id 1 is what SRS, nginx-rtmp and srv hand out).
-- The queue is bounded in seconds (`queue_length`): while the peer pushes back (transport
-  paused) packets pile up, and past the limit whole GOPs are dropped from the head, keeping the
-  latest metadata and sequence headers, so the destination resumes cleanly at a keyframe.
+- The forwarder is a Sink of an ordinary consumer of the source (encoding: its chunk size), added
+  on Publish.Start and removed when the connection ends: the source gives it metadata, sequence
+  headers and the GOP cache, then the same merged bytes the players get, and applies the one
+  drop policy every output shares. Nothing is queued here and nothing runs per packet.
+- Bounded in seconds: while the destination pushes back (transport paused) its consumer stops
+  advancing; past the block's `queue_length` it skips whole GOPs (headers resent, never dropped),
+  and a destination paused for STALL_TIMEOUT is reconnected.
 - Any failure (refused, reset, timeout, stalled peer) closes the connection and retries after an
   exponential backoff with jitter in [backoff_initial, backoff_max]; each reconnect starts again
   with metadata, sequence headers and the GOP cache.
@@ -33,7 +34,6 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
 from typing import Any
 
 from srv import log as srvlog
@@ -45,14 +45,13 @@ from srv.app.forward_target import (
     sends_via,
     upstream_via,
 )
-from srv.app.packet import AUDIO, DATA, PLAY_STREAM_ID, VIDEO, Packet
-from srv.app.source import LiveSource
+from srv.app.packet import rtmp_encoding
+from srv.app.source import Consumer, LiveSource
 from srv.conf.model import ForwardConfig, VhostConfig
 from srv.net.context import ConnectionContext
 from srv.net.hooks import HookError
 from srv.net.rtmp_client import RtmpClientProtocol
 from srv.rtmp import events as ev
-from srv.rtmp.chunk import CSID_AUDIO, CSID_DATA, CSID_VIDEO, encode_message
 from srv.rtmp.client import ClientSession
 
 log = logging.getLogger("srv.forward")
@@ -62,7 +61,6 @@ STALL_TIMEOUT = 30.0  # seconds a destination may refuse to read before we recon
 TICK = 1.0
 
 CONNECTING, CONNECTED, BACKOFF, ERROR, STOPPED = "connecting", "connected", "backoff", "error", "stopped"
-_CSID = {AUDIO: CSID_AUDIO, VIDEO: CSID_VIDEO, DATA: CSID_DATA}
 
 
 # ---- the backend hook (SRS on_forward) ---------------------------------------------------------
@@ -95,6 +93,8 @@ async def ask_backends(ctx: ConnectionContext, vhost: VhostConfig, app: str, str
 
 
 class Forwarder:
+    """One destination of one stream: an RTMP publish client, and a Sink of an ordinary consumer."""
+
     def __init__(self, ctx: ConnectionContext, source: LiveSource, destination: str,
                  config: ForwardConfig) -> None:
         self.ctx = ctx
@@ -110,25 +110,20 @@ class Forwarder:
         self.shown_destination = srvlog.redact_url(destination)
         self.shown_url = srvlog.redact_url(self.target.url)
         self.name = f"{app}/{stream} -> {self.shown_destination}"
-        vh = source.vhost
-        self.chunk_size = vh.chunk_size or ctx.config.chunk_size
-        self.queue: deque[Packet] = deque()
+        self.chunk_size = source.vhost.chunk_size or ctx.config.chunk_size
+        self.consumer: Consumer | None = None  # while publishing to the destination
         self.state = CONNECTING
-        self.publishing = False
-        self.need_keyframe = False
         self.gen = 0
         self.session: ClientSession | None = None
         self.proto: RtmpClientProtocol | None = None
         self.task: asyncio.Task[None] | None = None
         self.retry: asyncio.TimerHandle | None = None
-        self.flush_handle: asyncio.Handle | None = None
         self.attempt = 0
         self.state_since = time.monotonic()
-        self.paused_since = 0.0
-        # figures
-        self.messages_sent = 0
-        self.messages_dropped = 0
-        self.bytes_sent = 0
+        # figures of the connections before the current one
+        self.past_sent = 0
+        self.past_dropped = 0
+        self.past_bytes = 0
         self.reconnects = 0
         self.connected_since = 0.0
         self.last_error = ""
@@ -139,38 +134,19 @@ class Forwarder:
 
     # ---- hub interface -------------------------------------------------------------------------
 
-    def feed(self, pkt: Packet) -> None:
-        """One packet from the publisher (hot path): queue it, write on the next tick."""
-        if not self.publishing:
-            return
-        if self.need_keyframe and not pkt.is_header:
-            if not pkt.is_keyframe:
-                self.messages_dropped += 1
-                return
-            self.need_keyframe = False
-        q = self.queue
-        q.append(pkt)
-        proto = self.proto
-        if proto is not None and proto.paused:
-            if len(q) > 1 and self._span(q, pkt) > self.config.queue_length * 1000:
-                self._drop_gop()
-        elif self.flush_handle is None:
-            self.flush_handle = self.loop.call_soon(self._send)
-
     def reconfigure(self, config: ForwardConfig) -> None:
         """Reload: new backoff/queue settings apply in place; the connection stays."""
         self.config = config
+        if self.consumer is not None:
+            self.consumer.queue_length = config.queue_length
 
     def stop(self) -> None:
-        """Unpublish: send what is queued, FCUnpublish + deleteStream, then close."""
+        """Unpublish: what the consumer had is out; FCUnpublish + deleteStream, then close."""
         if self.state == STOPPED:
             return
-        if self.publishing:
-            self._send()
+        self._detach()
         self._set_state(STOPPED)
-        self.publishing = False
-        self.queue.clear()
-        for h in (self.retry, self.flush_handle, self.ticker):
+        for h in (self.retry, self.ticker):
             if h is not None:
                 h.cancel()
         if self.task is not None and not self.task.done():
@@ -192,6 +168,26 @@ class Forwarder:
                 "reconnects %d", self.name, self.messages_sent, self.bytes_sent,
                 self.messages_dropped, self.reconnects)
 
+    @property
+    def messages_sent(self) -> int:
+        c = self.consumer
+        return self.past_sent + (c.pos - c.first - c.dropped if c is not None else 0)
+
+    @property
+    def messages_dropped(self) -> int:
+        c = self.consumer
+        return self.past_dropped + (c.dropped if c is not None else 0)
+
+    @property
+    def bytes_sent(self) -> int:
+        c = self.consumer
+        return self.past_bytes + (c.sent_bytes if c is not None else 0)
+
+    def queued(self) -> int:
+        """Messages the destination has not had yet (it is paused, or they wait for a merge)."""
+        c = self.consumer
+        return self.source.end - c.pos if c is not None else 0
+
     def stats(self) -> dict[str, Any]:
         return {
             "destination": self.shown_destination,
@@ -203,8 +199,31 @@ class Forwarder:
             "reconnects": self.reconnects,
             "connected_since": self.connected_since if self.state == CONNECTED else 0.0,
             "last_error": self.last_error,
-            "queue": len(self.queue),
+            "queue": self.queued(),
         }
+
+    # ---- Sink: the consumer writes the very bytes the players get ------------------------------
+
+    def write(self, data: bytes) -> None:
+        proto = self.proto
+        if proto is not None:
+            proto.flush()  # the session's own bytes (acks) first
+            proto.write(data)
+
+    def writelines(self, data: list[bytes]) -> None:
+        proto = self.proto
+        if proto is not None:
+            proto.flush()
+            proto.writelines(data)
+
+    def on_publish(self) -> None:
+        pass  # forwarders are made after the publish
+
+    def on_unpublish(self) -> None:
+        pass  # the source stops its forwarders right after its consumers hear of it
+
+    def close_slow(self, reason: str) -> None:
+        self._fail(self.gen, reason)
 
     # ---- connection ----------------------------------------------------------------------------
 
@@ -223,9 +242,12 @@ class Forwarder:
 
         def make() -> RtmpClientProtocol:
             assert self.session is not None
-            return RtmpClientProtocol(self.session, lambda e: self._on_event(gen, e),
-                                      lambda why: self._on_lost(gen, why),
-                                      lambda: self._on_drain(gen))
+            proto = RtmpClientProtocol(self.session, lambda e: self._on_event(gen, e),
+                                       lambda why: self._on_lost(gen, why),
+                                       lambda: self._on_drain(gen), lambda: self._on_pause(gen))
+            if gen == self.gen and self.state != STOPPED:
+                self.proto = proto
+            return proto
 
         async def open_connection() -> None:
             try:
@@ -233,9 +255,7 @@ class Forwarder:
             except OSError as e:
                 self._fail(gen, f"cannot connect to {t.host}:{t.port}: {e.strerror or e}")
                 return
-            if gen == self.gen and self.state != STOPPED:
-                self.proto = proto
-            else:
+            if gen != self.gen or self.state == STOPPED:
                 proto.close("stopped")
 
         self.task = self.loop.create_task(open_connection())
@@ -263,35 +283,44 @@ class Forwarder:
             self._fail(gen, f"{e.command} failed: {e.info}")
 
     def _on_publishing(self) -> None:
-        """Publish.Start: metadata, sequence headers, the GOP cache from its keyframe, live."""
-        src = self.source
+        """Publish.Start: become a consumer of the source, which sends metadata, sequence
+        headers, the GOP cache from its keyframe, then live packets."""
+        session, proto = self.session, self.proto
+        if self.consumer is not None or session is None or proto is None:
+            return
         self._set_state(CONNECTED)
         self.connected_since = time.time()
         self.attempt = 0
-        self.paused_since = 0.0
-        q = self.queue
-        q.clear()
-        start = src.gop_start
-        gop = src.ring[start - src.base:] if start is not None and start >= src.base else []
-        first = gop[0] if gop else None
-        for h in (src.meta, src.video_sh, src.audio_sh):
-            if h is not None and h is not first:
-                q.append(h)
-        q.extend(gop)
-        self.need_keyframe = not gop and (src.video_sh is not None or src.video_seen)
-        self.publishing = True
+        proto.flush()
+        encoding = rtmp_encoding(session.out_chunk_size, session.stream_id or 0)
+        c = self.consumer = self.source.add_consumer(
+            self, encoding, internal=True, queue_length=self.config.queue_length,
+            stall_timeout=STALL_TIMEOUT, label=f"forward destination {self.shown_destination}")
+        if proto.paused:
+            c.pause()
         log.log(srvlog.TRACE, "forward %s: publish started on %s (%d messages from the GOP cache)",
-                self.name, self.shown_url, len(gop))
-        self._send()
+                self.name, self.shown_url, c.pos - c.first)
+
+    def _detach(self) -> None:
+        """Leave the source (a consumer only lives as long as one publish to the destination)."""
+        c, self.consumer = self.consumer, None
+        if c is not None:
+            self.past_sent += c.pos - c.first - c.dropped
+            self.past_dropped += c.dropped
+            self.past_bytes += c.sent_bytes
+            self.source.remove_consumer(c)
 
     def _on_lost(self, gen: int, why: str) -> None:
         if gen == self.gen and self.state != STOPPED:
             self._fail(gen, why)
 
+    def _on_pause(self, gen: int) -> None:
+        if gen == self.gen and self.consumer is not None:
+            self.consumer.pause()
+
     def _on_drain(self, gen: int) -> None:
-        if gen == self.gen:
-            self.paused_since = 0.0
-            self._send()
+        if gen == self.gen and self.consumer is not None:
+            self.consumer.resume()
 
     def _fail(self, gen: int, why: str, retry: bool = True) -> None:
         """Close this connection; retry after a backoff unless `retry` is False."""
@@ -299,11 +328,7 @@ class Forwarder:
             return
         self.gen += 1  # late callbacks of this connection are ignored from now on
         self.last_error = why
-        self.publishing = False
-        self.queue.clear()
-        if self.flush_handle is not None:
-            self.flush_handle.cancel()
-            self.flush_handle = None
+        self._detach()
         proto, self.proto = self.proto, None
         if proto is not None:
             proto.close(why)
@@ -332,70 +357,10 @@ class Forwarder:
         self.attempt += 1
         return random.uniform(max(lo, top / 2), top) / 1000
 
-    # ---- sending -------------------------------------------------------------------------------
-
-    def _send(self) -> None:
-        """Write everything queued in one writelines, unless the peer is pushing back."""
-        self.flush_handle = None
-        proto, session = self.proto, self.session
-        q = self.queue
-        if not self.publishing or proto is None or proto.closed or session is None:
-            return
-        proto.flush()  # the session's own bytes (acks) go first
-        if proto.paused or not q or proto.transport is None:
-            return
-        sid = session.stream_id
-        size = session.out_chunk_size
-        if sid == PLAY_STREAM_ID:
-            out = [p.rtmp(size) for p in q]  # the very bytes players get
-        else:
-            out = [encode_message(p.type_id, sid or 0, p.timestamp, p.payload, size,
-                                  _CSID.get(p.type_id, CSID_DATA)) for p in q]
-        n = sum(map(len, out))
-        self.messages_sent += len(out)
-        self.bytes_sent += n
-        proto.bytes_sent += n
-        q.clear()
-        proto.transport.writelines(out)
-        if proto.paused:
-            self.paused_since = time.monotonic()
-
-    @staticmethod
-    def _span(q: deque[Packet], last: Packet) -> int:
-        """Milliseconds of media queued (headers at the head do not count)."""
-        for p in q:
-            if not p.is_header:
-                return last.timestamp - p.timestamp
-        return 0
-
-    def _drop_gop(self) -> None:
-        """Drop from the head up to the next keyframe; keep the latest headers at the head."""
-        q = self.queue
-        headers: dict[int, Packet] = {}
-        dropped = 0
-        while q:
-            p = q[0]
-            if p.is_keyframe and dropped:
-                break
-            q.popleft()
-            if p.is_header:
-                headers[p.type_id] = p
-            else:
-                dropped += 1
-        if not q:
-            self.need_keyframe = self.source.video_sh is not None or self.source.video_seen
-        for t in (AUDIO, VIDEO, DATA):  # appendleft: DATA ends up first
-            h = headers.get(t)
-            if h is not None:
-                q.appendleft(h)
-        self.messages_dropped += dropped
-        log.log(srvlog.INFO, "forward %s: destination too slow, dropped %d messages (a GOP)",
-                self.name, dropped)
-
     # ---- housekeeping --------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        """Every second: connect timeout, stalled peer, and the pithy status line."""
+        """Every second: connect timeout and the pithy status line."""
         if self.state == STOPPED:
             return
         self.ticker = self.loop.call_later(TICK, self._tick)
@@ -403,19 +368,14 @@ class Forwarder:
         if self.state == CONNECTING and now - self.state_since > CONNECT_TIMEOUT:
             self._fail(self.gen, f"timeout: not publishing after {CONNECT_TIMEOUT:g}s "
                        f"(handshake/connect/publish unanswered)")
-        proto = self.proto
-        if self.state == CONNECTED and proto is not None and proto.paused:
-            if not self.paused_since:
-                self.paused_since = now
-            elif now - self.paused_since > STALL_TIMEOUT:
-                self._fail(self.gen, f"destination read nothing for {now - self.paused_since:.0f}s")
         pithy = self.ctx.config.pithy_print_ms / 1000
         if now - self.last_print >= pithy:
-            kbps = (self.bytes_sent - self.printed_bytes) * 8 / 1000 / (now - self.last_print)
-            self.last_print, self.printed_bytes = now, self.bytes_sent
+            sent = self.bytes_sent
+            kbps = (sent - self.printed_bytes) * 8 / 1000 / (now - self.last_print)
+            self.last_print, self.printed_bytes = now, sent
             age = now - self.state_since
             log.log(srvlog.TRACE, "forward %s: %s %.0fs, sent %d msgs %d bytes (%.0f kbps), "
                     "dropped %d, queue %d, reconnects %d%s", self.name, self.state, age,
-                    self.messages_sent, self.bytes_sent, kbps, self.messages_dropped,
-                    len(self.queue), self.reconnects,
+                    self.messages_sent, sent, kbps, self.messages_dropped,
+                    self.queued(), self.reconnects,
                     f", last error: {self.last_error}" if self.last_error else "")

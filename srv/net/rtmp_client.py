@@ -2,7 +2,8 @@
 
 Used by pulls between workers and by forwarders to other servers. The owner gets every session
 event through `on_event` and `on_lost(reason)` once when the connection ends for any reason.
-`paused` mirrors the transport's flow control so a forwarder can stop feeding a slow peer.
+`paused` mirrors the transport's flow control; `on_pause`/`on_drain` tell the owner (a forwarder
+pauses and resumes its consumer with them).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from srv.rtmp.events import Event
 
 class RtmpClientProtocol(asyncio.Protocol):
     def __init__(self, session: ClientSession, on_event: Callable[[Event], None],
-                 on_lost: Callable[[str], None], on_drain: Callable[[], None] | None = None) -> None:
+                 on_lost: Callable[[str], None], on_drain: Callable[[], None] | None = None,
+                 on_pause: Callable[[], None] | None = None) -> None:
         self.session = session
         self.on_event = on_event
         self.on_lost = on_lost
         self.on_drain = on_drain
+        self.on_pause = on_pause
         self.transport: asyncio.Transport | None = None
         self.paused = False
         self.closed = False
@@ -62,6 +65,11 @@ class RtmpClientProtocol(asyncio.Protocol):
             self.bytes_sent += len(data)
             self.transport.write(data)
 
+    def writelines(self, parts: list[bytes]) -> None:
+        if not self.closed and self.transport is not None:
+            self.bytes_sent += sum(map(len, parts))
+            self.transport.writelines(parts)
+
     def close(self, reason: str) -> None:
         if not self.closed:
             self.error = reason
@@ -71,6 +79,8 @@ class RtmpClientProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.paused = True
+        if self.on_pause is not None:
+            self.on_pause()
 
     def resume_writing(self) -> None:
         self.paused = False
