@@ -4,6 +4,7 @@ consumer of a real LiveSource, publishing to an in-process RTMP slave (GOP drops
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import time
 from types import SimpleNamespace
@@ -218,7 +219,7 @@ def test_slow_destination_skips_whole_gops_keeps_headers_and_resumes_on_a_keyfra
         assert seq.startswith("mvaK")
         # the skip: the headers once more, then a keyframe (never a frame without its GOP)
         frames = [i for i in range(len(seq)) if seq[i] in "Kp"]
-        skips = [(i, j) for i, j in zip(frames, frames[1:]) if slave.media[j][1] - slave.media[i][1] != 40]
+        skips = [(i, j) for i, j in itertools.pairwise(frames) if slave.media[j][1] - slave.media[i][1] != 40]
         assert len(skips) == 1, seq
         i, j = skips[0]
         assert seq[i + 1:j + 1] == "mvaK" and seq.count("mva") == 2, seq
