@@ -36,7 +36,7 @@ from srv.http.server import HttpConnection
 from srv.net.context import ClientQuery
 from srv.net.forward import Forwarder
 from srv.net.pull import Pull
-from srv.net.rtmp_server import RtmpConnection
+from srv.net.rtmp_server import RtmpServerProtocol
 from srv.process import WORKER_BOOT_ERROR
 from srv.process import messages as m
 from srv.process.channel import Channel, FrameTooLarge
@@ -170,7 +170,7 @@ class Worker:
             for spec, sock in self.listen_socks.items():
                 await self.start_listener(spec, sock)
             self.internal = await loop.create_unix_server(
-                lambda: RtmpConnection(self.ctx, internal=True), pull_address(self.master_pid, self.slot))
+                lambda: RtmpServerProtocol(self.ctx, internal=True), pull_address(self.master_pid, self.slot))
         except Exception as e:
             log.error("worker %d cannot start: %s", self.slot, e)
             return WORKER_BOOT_ERROR
@@ -191,7 +191,7 @@ class Worker:
 
     async def start_listener(self, spec: ListenSpec, sock: socket.socket) -> None:
         if spec.kind == "rtmp":
-            server = await self.loop.create_server(lambda: RtmpConnection(self.ctx), sock=sock)
+            server = await self.loop.create_server(lambda: RtmpServerProtocol(self.ctx), sock=sock)
         else:
             server = await self.loop.create_server(lambda: HttpConnection(self.ctx, spec.services), sock=sock)
         self.servers[spec] = server

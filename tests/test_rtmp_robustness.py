@@ -225,7 +225,7 @@ def test_an_internal_error_costs_only_that_connection(tmp_path: Path, caplog) ->
     with its traceback and closes that connection; nothing escapes into the event loop."""
     from srv.app.hub import StreamHub
     from srv.conf.loader import load
-    from srv.net.rtmp_server import RtmpConnection
+    from srv.net.rtmp_server import RtmpServerProtocol
     from srv.rtmp.client import ClientSession
     from srv.worker_context import WorkerContext
 
@@ -241,7 +241,7 @@ def test_an_internal_error_costs_only_that_connection(tmp_path: Path, caplog) ->
 
         hub.play = broken_play  # type: ignore[method-assign]
         ctx = WorkerContext(1, config, hub, loop, None)
-        conn = RtmpConnection(ctx)
+        conn = RtmpServerProtocol(ctx)
         transport = FakeTransport()
         conn.connection_made(transport)
         client = ClientSession("live", "rtmp://127.0.0.1/live")

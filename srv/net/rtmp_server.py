@@ -40,7 +40,7 @@ MAX_PENDING_MEDIA = 1000
 MAX_PENDING_MEDIA_BYTES = 8 * 1024 * 1024
 
 
-class RtmpConnection(asyncio.Protocol):
+class RtmpServerProtocol(asyncio.Protocol):
     def __init__(self, ctx: ConnectionContext, internal: bool = False) -> None:
         self.ctx = ctx
         self.internal = internal
