@@ -24,3 +24,27 @@ def test_mypy_strict_on_rtmp_and_conf_and_plain_on_the_rest() -> None:
     assert strict.returncode == 0, strict.stdout + strict.stderr
     plain = run("mypy", "--no-incremental", "srv")
     assert plain.returncode == 0, plain.stdout + plain.stderr
+
+
+def test_the_hub_seams_are_typed(tmp_path: Path) -> None:
+    """A publisher, a pull or a forwarder that lacks what the hub uses is a type error, not a
+    runtime `getattr` probe: the hub's seams are Protocols (srv/app/roles.py)."""
+    wrong = tmp_path / "wrong_seams.py"
+    wrong.write_text(
+        "from srv.app.hub import StreamHub\n"
+        "from srv.app.source import LiveSource\n"
+        "from srv.conf.model import ForwardConfig, VhostConfig\n\n"
+        "class Nothing:\n    pass\n\n"
+        "async def publish(hub: StreamHub, vhost: VhostConfig) -> None:\n"
+        "    await hub.publish('v/a/s', vhost, Nothing())\n\n"
+        "def wire(hub: StreamHub) -> None:\n"
+        "    def pull(src: LiveSource, slot: int) -> Nothing:\n        return Nothing()\n"
+        "    def forward(src: LiveSource, dest: str, fw: ForwardConfig) -> Nothing:\n        return Nothing()\n"
+        "    hub.make_pull = pull\n"
+        "    hub.make_forwarder = forward\n\n"
+        "def forwarders(src: LiveSource) -> None:\n"
+        "    src.forwarders.append(Nothing())\n")
+    out = run("mypy", "--no-incremental", "--follow-imports=silent", str(wrong))
+    errors = [line for line in out.stdout.splitlines() if ": error:" in line]
+    assert [line.split(":")[1] for line in errors] == ["9", "16", "17", "20"], out.stdout
+    assert all(role in out.stdout for role in ("Publisher", "PullHandle", "Forwarding")), out.stdout

@@ -23,7 +23,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from srv import log as srvlog
-from srv.app.source import Forwarding, LiveSource, Sink
+from srv.app.roles import Publisher, PullHandle
+from srv.app.source import Consumer, Forwarding, LiveSource, Sink
 from srv.conf.model import ForwardConfig, ServerConfig, VhostConfig
 from srv.media.metadata import decode_metadata, describe
 
@@ -49,8 +50,8 @@ class StreamHub:
         self.loop = loop
         self.sources: dict[str, LiveSource] = {}
         self.owners: dict[str, int] = {}  # the master's table: stream -> owning slot
-        self.pulls: dict[str, Any] = {}
-        self.make_pull: Callable[[LiveSource, int], Any] | None = None
+        self.pulls: dict[str, PullHandle] = {}
+        self.make_pull: Callable[[LiveSource, int], PullHandle] | None = None
         self.make_forwarder: Callable[[LiveSource, str, ForwardConfig], Forwarding] | None = None
 
     # ---- sources ---------------------------------------------------------------------------------
@@ -77,7 +78,7 @@ class StreamHub:
 
     # ---- publish ---------------------------------------------------------------------------------
 
-    async def publish(self, key: str, vhost: VhostConfig, publisher: Any,
+    async def publish(self, key: str, vhost: VhostConfig, publisher: Publisher,
                       backend_urls: dict[str, tuple[str, ...]] | None = None) -> str | None:
         """Make `publisher` the source's publisher; returns None, or why it was refused.
 
@@ -89,7 +90,7 @@ class StreamHub:
         owner = await self.registry.claim(key)
         if owner is not None:
             return f"stream {key} is already being published on worker {owner}"
-        if getattr(publisher, "closed", False):  # gone while we waited for the master
+        if publisher.closed:  # gone while we waited for the master
             self.registry.release(key)
             return "publisher went away"
         self._stop_pull(key)
@@ -102,7 +103,7 @@ class StreamHub:
         self._start_forwarders(src)
         return None
 
-    def unpublish(self, key: str, publisher: Any) -> None:
+    def unpublish(self, key: str, publisher: Publisher) -> None:
         src = self.sources.get(key)
         if src is None or src.publisher is not publisher:
             return
@@ -129,7 +130,7 @@ class StreamHub:
     # ---- play ------------------------------------------------------------------------------------
 
     def play(self, key: str, vhost: VhostConfig, sink: Sink, encoding: int,
-             internal: bool = False) -> Any:
+             internal: bool = False) -> Consumer:
         """Attach a player. `internal` players are other workers pulling: never pull for them."""
         src = self.source(key, vhost)
         consumer = src.add_consumer(sink, encoding, internal=internal)
@@ -137,7 +138,7 @@ class StreamHub:
             self._ensure_pull(key)
         return consumer
 
-    def stop_play(self, consumer: Any) -> None:
+    def stop_play(self, consumer: Consumer) -> None:
         src: LiveSource = consumer.source
         src.remove_consumer(consumer)
         if not any(not c.internal for c in src.consumers()):
@@ -181,7 +182,7 @@ class StreamHub:
             if src is not None and src.publisher is pull:
                 src.on_unpublish()
 
-    def pull_ended(self, pull: Any) -> None:  # a srv.net.pull.Pull
+    def pull_ended(self, pull: PullHandle) -> None:
         """A pull's connection ended by itself; try again if the stream is still elsewhere."""
         src = pull.source
         if self.pulls.get(src.key) is pull:

@@ -23,10 +23,12 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from srv import log as srvlog
 from srv.app.packet import AUDIO, DATA, FLV, VIDEO, Packet
+from srv.app.roles import Publisher
 from srv.conf.model import ForwardConfig, VhostConfig
 from srv.media.metadata import StreamDescription
 
@@ -117,13 +119,14 @@ class LiveSource:
         self.key = key  # "vhost/app/stream"
         self.vhost = vhost
         self.loop = loop
-        self.publisher: Any = None
+        self.publisher: Publisher | None = None
         self.origin = False  # True when the publisher is a local client (not a pull)
         self.meta: Packet | None = None
         self.video_sh: Packet | None = None
         self.audio_sh: Packet | None = None
         self.description = StreamDescription()  # set by the hub when the headers change
-        self.on_headers: Any = None  # hub callback: metadata or a sequence header changed
+        # hub callback: metadata or a sequence header changed
+        self.on_headers: Callable[[LiveSource], None] | None = None
         self.ring: list[Packet] = []
         self.base = 0  # sequence number of ring[0]
         self.gop_start: int | None = None
@@ -149,7 +152,8 @@ class LiveSource:
         self.backend_urls: dict[str, tuple[str, ...]] = {}  # forward backend -> its destinations
         # (monotonic time, bytes_in, bytes_out), one a second for the last RATE_WINDOW seconds
         self.rate_samples: deque[tuple[float, int, int]] = deque()
-        self.on_empty: Any = None  # hub callback when no publisher and no consumers remain
+        # hub callback when no publisher and no consumers remain
+        self.on_empty: Callable[[LiveSource], None] | None = None
         self.configure(vhost)
 
     def configure(self, vhost: VhostConfig) -> None:
@@ -167,7 +171,7 @@ class LiveSource:
     def end(self) -> int:
         return self.base + len(self.ring)
 
-    def on_publish(self, publisher: Any, origin: bool) -> None:
+    def on_publish(self, publisher: Publisher, origin: bool) -> None:
         self.publisher = publisher
         self.origin = origin
         self.upstream_merged = not origin

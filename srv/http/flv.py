@@ -30,6 +30,7 @@ from typing import Any
 from srv import log as srvlog
 from srv.app.hub import stream_key
 from srv.app.packet import FLV
+from srv.app.source import Consumer
 from srv.conf.model import DEFAULT_VHOST, VhostConfig
 from srv.media.flv import FLV_HEADER, TrackGuess
 from srv.net.context import ConnectionContext
@@ -85,7 +86,7 @@ class FlvPlayer:
         self.sent = header_bytes
         self.recv_bytes = 0
         self.cid = ctx.new_cid()
-        self.consumer: Any = None
+        self.consumer: Consumer | None = None
         self.close_reason = ""
         remux = vhost.http_remux
         self.guess: TrackGuess | None = TrackGuess() if remux.guess_has_av else None
