@@ -186,3 +186,36 @@ def test_http_reads_stream_descriptions_without_the_rtmp_layer() -> None:
 
     for path in (SRV / "http").rglob("*.py"):
         assert not [mod for _, mod in imports(path, SRV) if mod.startswith("srv.rtmp")], path
+
+
+def test_api_and_exporter_keep_their_own_cpu_sampling_state() -> None:
+    # psutil's cpu_percent is "since the previous call on this Process object": a scrape sharing
+    # the API's objects would cut the API's interval short (and the reverse)
+    from srv.http import api, exporter
+
+    me = os.getpid()
+    snap = _snapshot()
+    snap["master"] = dict(snap["master"], pid=me, workers=[])
+    api.CPU.forget(set())
+    render(snap, ExporterConfig())
+    assert me in exporter.CPU.procs
+    assert me not in api.CPU.procs  # the scrape left the API's interval alone
+    first = exporter.CPU.procs[me]
+    api.CPU.figures(me)
+    assert api.CPU.procs[me] is not first and exporter.CPU.procs[me] is first
+
+
+def test_routes_follow_the_listener_services_in_order() -> None:
+    from srv.http.routes import Route, route
+
+    both = frozenset({"api", "server"})
+    assert route(both, "OPTIONS", "/api/v1/clients/1-1", cors=True) is Route.PREFLIGHT
+    assert route(both, "OPTIONS", "/api/v1/streams", cors=False) is Route.API
+    assert route(frozenset({"exporter"}), "GET", "/livez", cors=False) is Route.LIVE
+    assert route(frozenset({"server"}), "HEAD", "/readyz", cors=False) is Route.READY
+    assert route(frozenset({"exporter"}), "GET", "/metrics", cors=False) is Route.METRICS
+    assert route(frozenset({"server"}), "GET", "/metrics", cors=False) is Route.MEDIA  # a file there
+    assert route(both, "DELETE", "/api/v1/clients/1-1", cors=True) is Route.API
+    assert route(both, "GET", "/apix", cors=False) is Route.MEDIA
+    assert route(frozenset({"server"}), "POST", "/live/s.flv", cors=False) is Route.NOT_ALLOWED
+    assert route(frozenset({"api"}), "GET", "/live/s.flv", cors=False) is Route.NOT_FOUND

@@ -18,6 +18,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 
 from srv import __version__
+from srv.http.procstat import ProcessSampler
 from srv.http.stats import ServerView, StreamView, VhostFigures, kbps, stream_id, vhost_id
 from srv.net.context import PUBLISH_TYPES, ClientQuery, ConnectionContext
 
@@ -33,27 +34,7 @@ ERROR_HTTP_API_UNAVAILABLE = 1094  # srv: the master did not answer in time
 
 Reply = tuple[int, dict[str, Any]]
 
-_procs: dict[int, psutil.Process] = {}
-
-
-def process_figures(pid: int) -> dict[str, float]:
-    """CPU (since the previous call from this process) and memory of `pid`; zeros if gone."""
-    p = _procs.get(pid)
-    try:
-        if p is None:
-            p = _procs[pid] = psutil.Process(pid)
-        with p.oneshot():
-            return {"cpu_percent": p.cpu_percent(None), "rss": float(p.memory_info().rss),
-                    "mem_percent": p.memory_percent()}
-    except psutil.Error:
-        _procs.pop(pid, None)
-        return {"cpu_percent": 0.0, "rss": 0.0, "mem_percent": 0.0}
-
-
-def forget_processes(alive: set[int]) -> None:
-    for pid in list(_procs):
-        if pid not in alive:
-            del _procs[pid]
+CPU = ProcessSampler()  # the API's own CPU sampling state (the exporter keeps another)
 
 
 class Api:
@@ -106,11 +87,11 @@ class Api:
     def summaries(self, view: ServerView) -> dict[str, Any]:
         m = view.master
         mpid = int(m.get("pid") or os.getppid())
-        me = process_figures(mpid)
+        me = CPU.figures(mpid)
         workers = []
         total_rss, total_cpu = me["rss"], me["cpu_percent"]
         for w in m.get("workers", []):
-            fig = process_figures(int(w["pid"]))
+            fig = CPU.figures(int(w["pid"]))
             total_rss += fig["rss"]
             total_cpu += fig["cpu_percent"]
             snap = view.workers.get(int(w["slot"]), {})
@@ -120,7 +101,7 @@ class Api:
                             "mem_kbyte": int(fig["rss"] / 1024),
                             "clients": int(snap.get("clients_total", 0)),
                             "streams": len(snap.get("streams", []))})
-        forget_processes({mpid} | {int(w["pid"]) for w in m.get("workers", [])})
+        CPU.forget({mpid} | {int(w["pid"]) for w in m.get("workers", [])})
         vm, swap = psutil.virtual_memory(), psutil.swap_memory()
         load = os.getloadavg()
         now = time.time()

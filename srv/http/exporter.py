@@ -24,11 +24,13 @@ from prometheus_client.registry import Collector
 
 from srv import __version__
 from srv.conf.model import ExporterConfig
-from srv.http.api import forget_processes, process_figures
+from srv.http.procstat import ProcessSampler
 from srv.http.stats import ServerView
 
 MAX_STREAMS = 1000
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+CPU = ProcessSampler()  # the exporter's own CPU sampling state: an API call does not reset it
 
 FORWARD_STATES = ("idle", "connecting", "connected", "publishing", "backoff", "stopped")
 
@@ -85,12 +87,12 @@ class SnapshotCollector(Collector):
         wmem = GaugeMetricFamily("srs_process_memory", "Resident memory by process, bytes.", labels=["process"])
         total_cpu = total_mem = 0.0
         for name, pid in pids:
-            fig = process_figures(pid)
+            fig = CPU.figures(pid)
             total_cpu += fig["cpu_percent"]
             total_mem += fig["rss"]
             wcpu.add_metric([name], fig["cpu_percent"])
             wmem.add_metric([name], fig["rss"])
-        forget_processes({pid for _, pid in pids})
+        CPU.forget({pid for _, pid in pids})
         cpu.add_metric([], total_cpu)
         mem.add_metric([], total_mem)
         yield from (cpu, mem, wcpu, wmem)

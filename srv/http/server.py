@@ -1,9 +1,11 @@
-"""The HTTP connection of a worker: h11 for the protocol, routing to the services of its port.
+"""The HTTP connection of a worker: h11 for the protocol, answers from the services of its port.
 
-One listener may carry several services (`ListenSpec.services`): "server" (HTTP-FLV and static
-files), "api" (the SRS HTTP API) and "exporter" (`/metrics`). Health checks (`/health`, `/livez`,
-`/ready`) answer on every HTTP listener. Routing, in order: health, `/metrics` (exporter),
-`/api/...` (api), an HTTP-FLV mount, then a static file (server), else 404.
+Which service answers is `routes.route` (a pure function of the listener's services, the method
+and the path); health checks are `health`, static files `static.serve` (which writes through
+this connection as a `static.FileResponse`), the API `api.Api`, `/metrics` `exporter.render`,
+HTTP-FLV plays `flv.FlvPlayer`. This class keeps the protocol: the request cycle, timers, flow
+control and response framing (a HEAD gets a GET's status and headers, never a body; an HTTP-FLV
+response is chunked for an HTTP/1.1 request and read-until-close for HTTP/1.0).
 
 Robustness, per connection only (nothing else is disturbed):
 - h11 parses; a malformed request gets 400 (or h11's hint, e.g. 431 for headers over
@@ -22,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from http import HTTPStatus
 from typing import Any
@@ -32,11 +33,12 @@ import h11
 
 from srv import SIGNATURE, __version__
 from srv import log as srvlog
-from srv.http import static
+from srv.http import health, static
 from srv.http.api import Api
 from srv.http.exporter import CONTENT_TYPE as METRICS_TYPE
 from srv.http.exporter import render
 from srv.http.flv import FlvPlayer, match_mount
+from srv.http.routes import Route, route
 from srv.net.context import ConnectionContext
 
 log = logging.getLogger("srv.http")
@@ -52,7 +54,6 @@ CORS = [(b"Access-Control-Allow-Origin", b"*"),
         (b"Access-Control-Expose-Headers", b"Server,range,Content-Length,Content-Range"),
         (b"Access-Control-Allow-Headers", b"origin,range,accept-encoding,referer,Cache-Control,"
                                           b"X-Proxy-Authorization,X-Requested-With,Content-Type")]
-HEALTH_PATHS = ("/health", "/healthz", "/livez", "/ready", "/readyz")
 
 
 class HttpConnection(asyncio.Protocol):
@@ -65,7 +66,7 @@ class HttpConnection(asyncio.Protocol):
         self.busy = False
         self.closed = False
         self.request: h11.Request | None = None
-        self.body = 0
+        self.body_size = 0
         self.player: FlvPlayer | None = None
         self.task: asyncio.Task[None] | None = None
         self.writable = asyncio.Event()  # cleared while the transport pushes back (static files)
@@ -169,10 +170,10 @@ class HttpConnection(asyncio.Protocol):
                     self._bad_request(h11.RemoteProtocolError("request head too large", 431))
                     return
                 self.request = event
-                self.body = 0
+                self.body_size = 0
             elif isinstance(event, h11.Data):
-                self.body += len(event.data)
-                if self.body > MAX_BODY:
+                self.body_size += len(event.data)
+                if self.body_size > MAX_BODY:
                     self._error(413, "request body too large", close=True)
                     return
             elif isinstance(event, h11.EndOfMessage):
@@ -279,47 +280,29 @@ class HttpConnection(asyncio.Protocol):
 
     async def route(self, req: h11.Request) -> None:
         method = req.method.decode("ascii", "replace").upper()
-        target = req.target.decode("latin-1")
-        split = urlsplit(target)
+        split = urlsplit(req.target.decode("latin-1"))
         path = split.path or "/"
         query = dict(parse_qsl(split.query))
-        if method == "OPTIONS" and self._cors():
+        which = route(self.services, method, path, self._cors())
+        if which is Route.PREFLIGHT:
             self.respond(200, b"", "text/plain")
-            return
-        if path in HEALTH_PATHS:
-            await self.health(path)
-            return
-        if "exporter" in self.services and path == "/metrics":
+        elif which is Route.LIVE:
+            self.respond(200, health.LIVE_BODY, "application/json")
+        elif which is Route.READY:
+            status, body = await health.readiness(self.ctx)
+            self.respond(status, body, "application/json")
+        elif which is Route.METRICS:
             await self.metrics()
-            return
-        if "api" in self.services and (path == "/api" or path.startswith("/api/")):
+        elif which is Route.API:
             status, obj = await Api(self.ctx).handle(method, path, query)
             self.respond_json(status, obj)
-            return
-        if "server" in self.services:
-            if method not in ("GET", "HEAD"):
-                self._error(405, "method not allowed")
-                return
-            if path.endswith(".flv") and self.play_flv(req, path, query):
-                return
-            await self.serve_static(path)
-            return
-        self._error(404, "not found")
-
-    async def health(self, path: str) -> None:
-        if path in ("/health", "/healthz", "/livez"):
-            self.respond(200, b'{"status":"ok"}', "application/json")
-            return
-        ready, why = False, "stopping"
-        if not self.ctx.stopping:
-            try:
-                info = (await self.ctx.master.snapshot()).get("master", {})
-                ready = bool(info.get("ready"))
-                why = "ok" if ready else (f"stopping ({info['stopping']})" if info.get("stopping") else "starting")
-            except (TimeoutError, OSError):
-                why = "master not answering"
-        body = json.dumps({"status": "ready" if ready else "not ready", "reason": why}).encode()
-        self.respond(200 if ready else 503, body, "application/json")
+        elif which is Route.MEDIA:
+            if not (path.endswith(".flv") and self.play_flv(req, path, query)):
+                await static.serve(self, self.ctx.config.http_server.dir, path, self.ctx.loop)
+        elif which is Route.NOT_ALLOWED:
+            self._error(405, "method not allowed")
+        else:
+            self._error(404, "not found")
 
     async def metrics(self) -> None:
         try:
@@ -329,37 +312,30 @@ class HttpConnection(asyncio.Protocol):
             return
         self.respond(200, render(snap, self.ctx.config.exporter), METRICS_TYPE)
 
-    async def serve_static(self, path: str) -> None:
-        """Stream a file in chunks read off the event loop, never holding it whole in memory
-        nor blocking other sessions on the disk; the transport's back-pressure paces it."""
-        found = static.resolve(self.ctx.config.http_server.dir, path)
-        if found.status == 403:
-            log.warning("%s: refused static path %r", self.peer, path)
-            self._error(403, "forbidden")
-            return
-        try:
-            f = open(found.path, "rb") if found.status == 200 else None
-        except OSError:
-            f = None
-        if f is None:
-            self._error(404, "not found")
-            return
-        with f:
-            size = os.fstat(f.fileno()).st_size
-            assert self.transport is not None
-            self.transport.write(self._response_head(200, found.content_type, size))
-            left = 0 if self.head_request else size
-            while left > 0:
-                chunk = await self.ctx.loop.run_in_executor(None, f.read, min(static.CHUNK, left))
-                if not chunk or self.closed:
-                    break  # the file shrank, or the client left: Content-Length cannot be met
-                left -= len(chunk)
-                self.transport.write(self._send(h11.Data(data=chunk)))
-                await self.writable.wait()
-            if left > 0:
-                self._close()
-                return
-            self.transport.write(self._send(h11.EndOfMessage()))
+    # ---- static.FileResponse: a file's response, written by static.serve ---------------------------
+
+    def error(self, status: int, reason: str) -> None:
+        self._error(status, reason)
+
+    def start_body(self, status: int, content_type: str, length: int) -> None:
+        assert self.transport is not None
+        self.transport.write(self._response_head(status, content_type, length))
+
+    def body(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(self._send(h11.Data(data=data)))
+
+    async def drained(self) -> None:
+        await self.writable.wait()
+
+    def end_body(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self._send(h11.EndOfMessage()))
+
+    def abort(self) -> None:
+        self._close()
+
+    # ---- HTTP-FLV ------------------------------------------------------------------------------
 
     def play_flv(self, req: h11.Request, path: str, query: dict[str, str]) -> bool:
         """Start an HTTP-FLV play if `path` is a mount; False if it is not one."""
@@ -380,10 +356,13 @@ class HttpConnection(asyncio.Protocol):
             return True
         headers = [(b"Server", SERVER), (b"Content-Type", b"video/x-flv"), (b"Cache-Control", b"no-cache"),
                    (b"Connection", b"close")]
+        # an HTTP/1.1 client gets each write as a chunk; an HTTP/1.0 one reads until we close
+        chunked = req.http_version == b"1.1"
+        if chunked:
+            headers.append((b"Transfer-Encoding", b"chunked"))
         if self._cors():
             headers += CORS
         head = self._send(h11.Response(status_code=200, headers=headers))
-        chunked = b"transfer-encoding: chunked" in head.lower()
         assert self.transport is not None
         if self.head_request:  # what a GET would get, without the stream
             self.transport.write(head + self._send(h11.EndOfMessage()))

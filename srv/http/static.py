@@ -6,14 +6,23 @@
 - the result is resolved with `realpath` and must still be inside the root's `realpath`, so a
   symlink that points out of the root is refused too (403);
 - a directory serves its `index.html`; anything that is not a regular file is 404.
+
+`serve` streams the file to a `FileResponse` (the HTTP connection) in `CHUNK`s read off the
+event loop, never holding it whole in memory nor blocking other sessions on the disk; the
+client's back-pressure paces it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import mimetypes
 import os
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import unquote
+
+log = logging.getLogger("srv.http")
 
 EXTRA_TYPES = {
     ".flv": "video/x-flv",
@@ -66,3 +75,51 @@ def resolve(root: str, url_path: str) -> Resolved:
     if not os.path.isfile(full):
         return Resolved(404)
     return Resolved(200, full, content_type(full))
+
+
+class FileResponse(Protocol):
+    """What `serve` writes to: one response of the HTTP connection."""
+
+    peer: str
+    closed: bool
+
+    @property
+    def head_request(self) -> bool: ...
+
+    def error(self, status: int, reason: str) -> None: ...
+    def start_body(self, status: int, content_type: str, length: int) -> None: ...
+    def body(self, data: bytes) -> None: ...
+    async def drained(self) -> None: ...
+    def end_body(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+async def serve(out: FileResponse, root: str, url_path: str, loop: asyncio.AbstractEventLoop) -> None:
+    """Answer a GET or HEAD for a file of `root`: 200 with the file, 403 or 404."""
+    found = resolve(root, url_path)
+    if found.status == 403:
+        log.warning("%s: refused static path %r", out.peer, url_path)
+        out.error(403, "forbidden")
+        return
+    try:
+        f = open(found.path, "rb") if found.status == 200 else None
+    except OSError:
+        f = None
+    if f is None:
+        out.error(404, "not found")
+        return
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        out.start_body(200, found.content_type, size)
+        left = 0 if out.head_request else size
+        while left > 0:
+            chunk = await loop.run_in_executor(None, f.read, min(CHUNK, left))
+            if not chunk or out.closed:
+                break  # the file shrank, or the client left: Content-Length cannot be met
+            left -= len(chunk)
+            out.body(chunk)
+            await out.drained()
+        if left > 0:
+            out.abort()
+            return
+        out.end_body()
