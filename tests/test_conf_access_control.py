@@ -22,9 +22,9 @@ REFUSED = 'is enabled, but srv does not enforce access control yet: refusing to 
 
 
 @pytest.mark.parametrize("text, where, name", [
-    (DENY_PUBLISH, "2:5", '"security"'),
-    (HOOKS, "2:5", '"http_hooks"'),
-    (API_AUTH, "3:5", '"http_api { auth }"'),
+    (DENY_PUBLISH, "3:9", '"security"'),  # where it is switched on: its "enabled on;"
+    (HOOKS, "3:9", '"http_hooks"'),
+    (API_AUTH, "4:9", '"http_api { auth }"'),
 ], ids=["security", "http_hooks", "http_api-auth"])
 def test_enabled_access_control_is_refused_naming_the_directive_and_where(
         tmp_path: Path, text: str, where: str, name: str) -> None:
@@ -52,6 +52,29 @@ def test_access_control_that_is_off_is_only_not_supported(tmp_path: Path, body: 
     assert len(config.warnings) == 1 and "is not supported yet (ignored)" in config.warnings[0]
 
 
+@pytest.mark.parametrize("variable, name", [
+    ("SRS_VHOST_SECURITY_ENABLED", '"security"'),
+    ("SRS_VHOST_HTTP_HOOKS_ENABLED", '"http_hooks"'),
+    ("SRS_HTTP_API_AUTH_ENABLED", '"http_api { auth }"'),
+])
+def test_access_control_switched_on_from_the_environment_is_refused_too(
+        tmp_path: Path, variable: str, name: str) -> None:
+    path = tmp_path / "x.conf"
+    path.write_text("http_api { enabled on; }\nvhost a { }\nvhost b { security { enabled off; } }\n")
+    with pytest.raises(ConfigErrors) as info:
+        load(str(path), {variable: "on"})  # as SRS reads it, for every vhost
+    refusal = f'env {variable}: {name} {REFUSED} (remove it or set "enabled off;")'
+    assert {str(e) for e in info.value.errors} == {refusal}
+    assert load(str(path), {variable: "off"}).http_api.enabled
+
+
+def test_the_environment_can_switch_off_what_the_file_switches_on(tmp_path: Path) -> None:
+    path = tmp_path / "x.conf"
+    path.write_text(DENY_PUBLISH)
+    config = load(str(path), {"SRS_VHOST_SECURITY_ENABLED": "off"})
+    assert config.warnings == (f'{path}:2:5: "security" is not supported yet (ignored)',)
+
+
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(SRS), *args], capture_output=True, text=True, timeout=60, cwd=cwd)
 
@@ -61,11 +84,11 @@ def test_t_passes_with_a_warning_and_a_start_is_refused(tmp_path: Path) -> None:
     conf.write_text(f"listen 127.0.0.1:1;\npid {tmp_path / 'srs.pid'};\ndaemon off;\n" + DENY_PUBLISH)
     tested = run("-t", "-c", str(conf), cwd=tmp_path)
     assert tested.returncode == 0, tested.stderr
-    assert f'srs: warning: {conf}:5:5: "security" is enabled' in tested.stderr
+    assert f'srs: warning: {conf}:6:9: "security" is enabled' in tested.stderr
     assert "test is successful" in tested.stderr
     started = run("-c", str(conf), cwd=tmp_path)
     assert started.returncode == 1
-    assert f'srs: {conf}:5:5: "security" {REFUSED}' in started.stderr
+    assert f'srs: {conf}:6:9: "security" {REFUSED}' in started.stderr
     assert f"srs: not started: configuration file {conf} has errors" in started.stderr
     assert not (tmp_path / "srs.pid").exists()
 

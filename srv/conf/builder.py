@@ -38,17 +38,17 @@ _INVALID = object()
 _ACCESS_CONTROL = {("vhost", "security"), ("vhost", "http_hooks"), ("http_api", "auth")}
 
 
-def _enabled(block: Directive) -> bool:
-    """``enabled on;`` inside ``block`` (SRS reads the first ``enabled``, and only "on" as on)."""
-    flags = [d.args for d in block.children or () if d.name == "enabled" and d.children is None]
-    return bool(flags) and flags[0][:1] == ("on",)
+def _switched_on(block: Directive) -> Directive | None:
+    """The ``enabled on;`` that turns ``block`` on (SRS reads the first ``enabled``, only "on" is on)."""
+    flags = [d for d in block.children or () if d.name == "enabled" and d.children is None]
+    return flags[0] if flags and flags[0].args[:1] == ("on",) else None
 
 
 class _Builder:
     def __init__(self) -> None:
         self.errors: list[ConfigError] = []
         self.warnings: list[str] = []
-        #: enabled access-control blocks, and how to name them
+        #: the ``enabled on;`` of each access-control block, and how to name the block
         self.unenforced: list[tuple[Directive, str]] = []
 
     def error(self, d: Directive, message: str, arg: int | None = None) -> None:
@@ -126,8 +126,9 @@ class _Builder:
         if spec is not None:
             return spec
         if srs_knows(context, d.name):
-            if (context, d.name) in _ACCESS_CONTROL and _enabled(d):
-                self.unenforced.append((d, d.name if context == "vhost" else f"{context} {{ {d.name} }}"))
+            switch = _switched_on(d) if (context, d.name) in _ACCESS_CONTROL else None
+            if switch is not None:  # reported where it is switched on: a file line or env SRS_X
+                self.unenforced.append((switch, d.name if context == "vhost" else f"{context} {{ {d.name} }}"))
             else:
                 self.warn(d, f'"{d.name}" is not supported yet (ignored)')
             return None
