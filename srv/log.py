@@ -128,6 +128,25 @@ class ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         self.log(TRACE, msg, *args)
 
 
+def peer_left(exc: BaseException | None) -> str:
+    """How a client's connection ended, in a user's words.
+
+    A reset is how many players leave (they close with our data still unread), so it is not
+    reported as an error; only other socket errors are.
+    """
+    if exc is None:
+        return "client left"
+    if isinstance(exc, ConnectionResetError):
+        return "client left (connection reset)"
+    if isinstance(exc, BrokenPipeError):
+        return "client left (broken pipe)"
+    if isinstance(exc, TimeoutError):
+        return "network timeout"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"network error: {exc.strerror}"
+    return f"network error: {exc}"
+
+
 def trace(logger: logging.Logger, msg: str, *args: Any) -> None:
     logger.log(TRACE, msg, *args)
 

@@ -290,6 +290,7 @@ class Worker:
                 self.done.set_result(None)
 
     def _close_listeners(self) -> None:
+        self.ctx.draining = True  # from here on a connection still in the accept queue is refused
         for server in self.servers.values():
             server.close()
         self.servers.clear()
@@ -297,6 +298,8 @@ class Worker:
             self.internal.close()
 
     async def _graceful(self) -> None:
+        """QUIT: serve new clients as usual for `grace_start_wait` (health says not ready, so a
+        load balancer moves away), then close the listeners and let sessions end."""
         cfg = self.config
         await asyncio.sleep(cfg.grace_start_wait / 1000)
         self._close_listeners()

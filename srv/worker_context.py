@@ -9,6 +9,7 @@ worker's life; `snapshot(query)` is what the worker tells the master (see `srv.n
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -17,7 +18,7 @@ from typing import Any
 
 from srv.app.hub import StreamHub
 from srv.conf.model import ServerConfig
-from srv.net.context import Client, ClientQuery, MasterLink, bounded, client_figures
+from srv.net.context import Client, ClientQuery, MasterLink, RefusalLog, bounded, client_figures
 from srv.net.hooks import HookClient
 
 
@@ -36,7 +37,9 @@ class WorkerContext:
         self.started = time.time()
         self._n = 0
         self.counters: Counter[str] = Counter()
-        self.stopping = False
+        self.stopping = False  # a stop began: not ready (health), but still serving new clients
+        self.draining = False  # the listeners are closed: whatever still arrives is refused
+        self.refusals = RefusalLog(loop)
         # bytes of clients that have left; `refresh_bytes` adds the live ones, so the
         # "send_bytes"/"recv_bytes" counters only grow (the master keeps them when a worker dies)
         self._closed_send = 0
@@ -75,6 +78,19 @@ class WorkerContext:
 
     def reject(self, reason: str) -> None:
         self.counters[f"rejected:{reason}"] += 1
+
+    def refuse_at_door(self, logger: logging.Logger | logging.LoggerAdapter[Any], what: str) -> str | None:
+        """Why a new client must be refused at once (stopping, max_connections), else None.
+
+        A refusal is counted, and logged through `RefusalLog` (one summary line a second);
+        `what` starts the line (the client, when `logger` does not already say it).
+        """
+        if not self.draining and not self.over_limit():
+            return None
+        reason = "stopping" if self.draining else "max_connections"
+        self.reject(reason)
+        self.refusals.refused(reason, logger, "%srejected: %s (%d clients)", what, reason, len(self.clients))
+        return reason
 
     def snapshot(self, query: ClientQuery | None = None) -> dict[str, Any]:
         """This worker's figures, gathered by the master for the API and the exporter:

@@ -124,3 +124,16 @@ def test_usr1_reopens_the_log_file_in_master_and_workers(srs_server) -> None:  #
     old = rotated.read_text()
     assert "reload ok" not in old and "applied the new config" not in old
     assert "SIGUSR1" not in old
+
+
+def test_new_clients_are_served_during_grace_start_wait(srs_server, clients) -> None:  # type: ignore[no-untyped-def]
+    srv = srs_server(workers=1, settings={"grace_start_wait": "4000", "grace_final_wait": "1000"})
+    pub = clients.publish(f"{srv.url}/live/g")
+    assert "video" in codecs(ffprobe(f"{srv.url}/live/g"))
+    srv.send_signal(signal.SIGQUIT)
+    srv.wait_log("SIGQUIT: graceful stop")
+    # the load balancer has not moved away yet: a new player must still be served
+    assert codecs(ffprobe(f"{srv.url}/live/g", timeout=3))["video"]["codec_name"] == "h264"
+    assert srv.proc is not None and srv.proc.wait(20) == 0
+    assert "rejected: stopping" not in srv.log_text()
+    assert pub.wait(10) is not None

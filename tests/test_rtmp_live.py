@@ -180,13 +180,14 @@ def test_player_connected_before_the_publisher_starts_when_it_arrives(
 
 
 def test_player_keeps_waiting_across_publishers(srs_server, clients: Clients) -> None:
-    s = srs_server(workers=2)
+    s = srs_server(workers=2, body="vhost __defaultVhost__ { play { publish_notify on; } }\n")
 
     async def go() -> None:
         c = RtmpTestClient(s.port)
         await c.open()
         await c.play("s")
         pub = clients.publish(f"{s.url}/live/s", seconds=2)
+        await c.expect(ev.StatusEvent, "NetStream.Play.PublishNotify", timeout=20)  # publish_notify on
         await c.expect(ev.MediaMessage, timeout=20)
         await asyncio.get_running_loop().run_in_executor(None, pub.wait, 30)
         await c.expect(ev.StatusEvent, "NetStream.Play.UnpublishNotify", timeout=20)

@@ -53,6 +53,11 @@ _SERVER = [
          doc="graceful stop: ms to keep accepting after SIGQUIT before closing listeners."),
     Spec("grace_final_wait", (MAIN,), v.milliseconds(), default="3200",
          doc="graceful stop: ms to let sessions finish before exiting."),
+    Spec("handshake_timeout", (MAIN,), v.milliseconds(1), default="30000",
+         doc="ms a new RTMP connection has to finish the handshake (srv; SRS's fixed 30 s)."),
+    Spec("identify_timeout", (MAIN,), v.milliseconds(1), default="30000",
+         doc="ms after the handshake (or after an unpublish) for an RTMP client to publish or play "
+             "(srv; SRS's fixed 30 s for its identify phase)."),
     Spec("worker_timeout", (MAIN,), v.seconds(minimum=1.0), default="30", example="60",
          doc="seconds without a heartbeat before the master kills and replaces a worker (srv)."),
     Spec("force_grace_quit", (MAIN,), v.flag, default="off", example="on",
@@ -128,6 +133,12 @@ _PLAY = [
          doc="merged write: ms of media gathered into one write per player."),
     Spec("mw_msgs", ("vhost.play",), v.integer(0), default="8",
          doc="merged write: messages gathered before a write."),
+    Spec("wait_timeout", ("vhost.play",), v.milliseconds(), default="30000",
+         doc="ms a player (RTMP or HTTP-FLV) may wait for a stream that has no publisher, before the "
+             "first one or between two; then it is closed (srv; 0: wait forever, as SRS)."),
+    Spec("publish_notify", ("vhost.play",), v.flag, default="off", example="off",
+         doc="send NetStream.Play.PublishNotify/UnpublishNotify to RTMP players (nginx-rtmp's "
+             "publish_notify); ffmpeg, ffplay, VLC and rtmpdump stop playing on UnpublishNotify."),
 ]
 
 # --- vhost { publish { } }: PublishConfig -------------------------------------------------

@@ -69,6 +69,8 @@ class PlayConfig:
     queue_length: float = 30.0
     mw_latency: int = 350
     mw_msgs: int = 8
+    wait_timeout: int = 30000
+    publish_notify: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,8 @@ class ServerConfig:
     chunk_size: int = 60000
     grace_start_wait: int = 2300
     grace_final_wait: int = 3200
+    handshake_timeout: int = 30000
+    identify_timeout: int = 30000
     worker_timeout: float = 30.0
     force_grace_quit: bool = False
     pithy_print_ms: int = 10000

@@ -16,6 +16,8 @@ announces only the track it has and players start at once. For an
 HTTP/1.1 response each write is framed as one chunk (the framing is three small extra buffers
 in the same `writelines`, never a copy of the media). A player that arrives before the publisher
 waits (its response is already open); when the publisher leaves and comes back it continues.
+The wait is bounded by `play { wait_timeout }`: a player whose stream has had no publisher for
+that long is closed, so requests for a stream that never appears cannot hold slots forever.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from srv.conf.model import DEFAULT_VHOST, VhostConfig
 from srv.media.flv import FLV_HEADER, TrackGuess
 from srv.net.context import ConnectionContext
 from srv.net.flow import tune_player_transport
+from srv.net.wait import PublisherWait
 
 log = logging.getLogger("srv.http")
 
@@ -92,6 +95,7 @@ class FlvPlayer:
         self.guess: TrackGuess | None = TrackGuess() if remux.guess_has_av else None
         self.held: list[bytes] = []  # tags waiting for the FLV header while guessing
         self.held_bytes = 0
+        self.wait = PublisherWait(ctx.loop, vhost.play.wait_timeout, self.close)
 
     def start(self) -> None:
         self.ctx.register(self)
@@ -100,6 +104,8 @@ class FlvPlayer:
             remux = self.vhost.http_remux
             self._send([FLV_HEADER(remux.has_audio, remux.has_video)])
         self.consumer = self.ctx.hub.play(self.key, self.vhost, self, FLV)
+        if self.consumer.source.publisher is None:
+            self.wait.waiting()
 
     def _hold(self, parts: list[bytes]) -> None:
         """Keep tags back until the tracks are known, then send the header and them."""
@@ -124,6 +130,7 @@ class FlvPlayer:
     def stop(self) -> None:
         """The connection is gone: leave the source and the client table."""
         self.closed = True
+        self.wait.fed()
         if self.consumer is not None:
             self.sent += self.consumer.sent_bytes
             self.ctx.hub.stop_play(self.consumer)
@@ -169,10 +176,12 @@ class FlvPlayer:
             self.transport.writelines(data)
 
     def on_unpublish(self) -> None:
-        pass  # keep the response open: the player continues when the publisher is back (SRS)
+        # keep the response open: the player continues when the publisher is back (SRS)
+        if not self.closed:
+            self.wait.waiting()
 
     def on_publish(self) -> None:
-        pass
+        self.wait.fed()
 
     def close_slow(self, reason: str) -> None:
         self.ctx.counters["clients_errs_total"] += 1

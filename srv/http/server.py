@@ -111,7 +111,7 @@ class HttpConnection(asyncio.Protocol):
             p, self.player = self.player, None
             p.stop()
             log.log(srvlog.TRACE, "[%s] %s flv-play %s closed (%s), sent %d bytes, %.1fs", p.cid, self.peer, p.key,
-                    p.close_reason or (f"error: {exc}" if exc else "client closed"), p.info()["send_bytes"],
+                    p.close_reason or srvlog.peer_left(exc), p.info()["send_bytes"],
                     time.time() - p.started)
 
     def pause_writing(self) -> None:
@@ -348,10 +348,8 @@ class HttpConnection(asyncio.Protocol):
         if found is None:
             return False
         ctx = self.ctx
-        if ctx.stopping or ctx.over_limit():
-            reason = "stopping" if ctx.stopping else "max_connections"
-            ctx.reject(reason)
-            log.warning("%s: flv play %s rejected: %s", self.peer, path, reason)
+        reason = ctx.refuse_at_door(log, f"{self.peer}: flv play {path} ")
+        if reason is not None:
             self._error(503, reason, close=True)
             return True
         headers = [(b"Server", SERVER), (b"Content-Type", b"video/x-flv"), (b"Cache-Control", b"no-cache"),

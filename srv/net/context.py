@@ -16,6 +16,7 @@ vhost and per stream; clients are listed one by one only for the page the API as
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -53,6 +54,8 @@ def bounded(value: Any) -> Any:
 PLAY_TYPES = frozenset({"rtmp-play", "flv-play"})
 PUBLISH_TYPES = frozenset({"fmle-publish", "flash-publish", "haivision-publish"})
 
+log = logging.getLogger("srv.net")
+
 
 class Client(Protocol):
     """A connection in the worker's client table (RTMP session, HTTP-FLV player)."""
@@ -62,6 +65,40 @@ class Client(Protocol):
     def byte_counts(self) -> tuple[int, int]: ...
     def info(self) -> dict[str, Any]: ...
     def kick(self, reason: str) -> None: ...
+
+
+class RefusalLog:
+    """Connections refused at the door, logged without flooding the log under attack.
+
+    The first refusal after a quiet second is logged in full (client, reason) at once; the ones
+    that follow within that second are only counted, and one summary line per second gives the
+    counts by reason, for as long as refusals keep coming.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float = 1.0) -> None:
+        self.loop = loop
+        self.interval = interval
+        self.pending: Counter[str] = Counter()
+        self.handle: asyncio.TimerHandle | None = None
+
+    def refused(self, reason: str, logger: logging.Logger | logging.LoggerAdapter[Any],
+                msg: str, *args: Any) -> None:
+        if self.handle is None:
+            logger.warning(msg, *args)
+            self.handle = self.loop.call_later(self.interval, self._summary)
+        else:
+            self.pending[reason] += 1
+
+    def _summary(self) -> None:
+        if not self.pending:
+            self.handle = None
+            return
+        total = sum(self.pending.values())
+        why = ", ".join(f"{reason} {n}" for reason, n in self.pending.most_common())
+        log.warning("rejected %d more connection%s in the last %gs (%s)", total,
+                    "" if total == 1 else "s", self.interval, why)
+        self.pending.clear()
+        self.handle = self.loop.call_later(self.interval, self._summary)
 
 
 class MasterLink(Protocol):
@@ -83,7 +120,8 @@ class ConnectionContext(Protocol):
     hooks: HookClient
     clients: dict[str, Client]
     counters: Counter[str]
-    stopping: bool
+    stopping: bool  # a stop began: not ready (health), but still serving new clients
+    draining: bool  # the listeners are closed: whatever still arrives is refused
     server_id: str  # the same for every worker of one server: forwarders detect loops with it
 
     def new_cid(self) -> str: ...
@@ -91,6 +129,7 @@ class ConnectionContext(Protocol):
     def unregister(self, client: Client) -> None: ...
     def over_limit(self) -> bool: ...
     def reject(self, reason: str) -> None: ...
+    def refuse_at_door(self, logger: logging.Logger | logging.LoggerAdapter[Any], what: str) -> str | None: ...
 
 
 def client_figures(infos: list[dict[str, Any]], query: ClientQuery | None = None) -> dict[str, Any]:

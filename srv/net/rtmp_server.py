@@ -24,9 +24,10 @@ from srv.conf.model import VhostConfig
 from srv.net.context import ConnectionContext
 from srv.net.flow import tune_player_transport
 from srv.net.forward import ask_backends
+from srv.net.wait import PublisherWait
 from srv.rtmp import events as ev
 from srv.rtmp.errors import ProtocolError
-from srv.rtmp.session import ServerSession
+from srv.rtmp.session import ServerSession, ServerState
 
 log = logging.getLogger("srv.rtmp")
 
@@ -64,6 +65,11 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.pending_media: list[tuple[int, int, bytes]] | None = None
         self.pending_bytes = 0  # payload bytes in pending_media
         self.timer: asyncio.TimerHandle | None = None
+        # handshake_timeout, then identify_timeout until it publishes or plays (none: internal)
+        self.deadline: asyncio.TimerHandle | None = None
+        self.in_handshake = True
+        self.unpublished = False  # it published, then unpublished (FCUnpublish / deleteStream)
+        self.wait: PublisherWait | None = None
         self.close_reason = ""
 
     # ---- asyncio callbacks -------------------------------------------------------------------
@@ -77,10 +83,7 @@ class RtmpServerProtocol(asyncio.Protocol):
         client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "worker-pull"
         self.log = srvlog.ConnLog(log, self.cid, client)
         if not self.internal:
-            if ctx.stopping or ctx.over_limit():
-                reason = "stopping" if ctx.stopping else "max_connections"
-                ctx.reject(reason)
-                self.log.warning("rejected: %s (%d clients)", reason, len(ctx.clients))
+            if ctx.refuse_at_door(self.log, "") is not None:
                 self.closed = True
                 transport.abort()
                 return
@@ -88,13 +91,20 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.session = ServerSession(out_chunk_size=ctx.config.chunk_size,
                                      max_message_size=MAX_MESSAGE_SIZE)
         self.log.log(srvlog.INFO, "accepted")
+        if not self.internal:
+            self._arm_deadline("handshake_timeout", ctx.config.handshake_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
         self.recv_bytes += len(data)
         try:
-            self.dispatch(self.session.receive_data(data))
+            events = self.session.receive_data(data)
+            if self.in_handshake and self.session.state is not ServerState.HANDSHAKE:
+                self.in_handshake = False
+                if self.deadline is not None:
+                    self._arm_deadline("identify_timeout", self.ctx.config.identify_timeout)
+            self.dispatch(events)
         except ProtocolError as e:
             self.fail(f"protocol error: {e}")
             return
@@ -118,6 +128,9 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()
+        self._cancel_deadline()
+        if self.wait is not None:
+            self.wait.fed()
         if self.consumer is not None:
             self.ctx.hub.stop_play(self.consumer)
             self.send_bytes += self.consumer.sent_bytes
@@ -127,10 +140,18 @@ class RtmpServerProtocol(asyncio.Protocol):
         if not self.internal:
             self.ctx.unregister(self)
         if not was_closed or self.role:
-            why = self.close_reason or (f"error: {exc}" if exc else "client closed")
+            why = self.close_reason or srvlog.peer_left(exc)
             self.log.log(srvlog.TRACE, "closed (%s), %s, recv %d bytes, sent %d bytes, %.1fs",
-                         self.role or "no stream", why, self.recv_bytes, self.sent(),
-                         time.time() - self.started)
+                         self._what_it_did(), why, self.recv_bytes, self.sent(), time.time() - self.started)
+
+    def _what_it_did(self) -> str:
+        if self.role == "fmle-publish":
+            return "publisher"
+        if self.role == "rtmp-play":
+            return "player"
+        if self.unpublished:
+            return "publisher, after unpublishing"
+        return "before publish or play"
 
     def pause_writing(self) -> None:
         if self.consumer is not None:
@@ -161,6 +182,29 @@ class RtmpServerProtocol(asyncio.Protocol):
 
     def sent(self) -> int:
         return self.send_bytes + (self.consumer.sent_bytes if self.consumer else 0)
+
+    def _arm_deadline(self, name: str, ms: int) -> None:
+        """Close this client unless it reaches its next stage in `ms` (`name`: the directive).
+
+        handshake_timeout: the handshake is done; identify_timeout: it publishes or plays (SRS
+        gives each stage 30 s). Without them, sockets that never publish nor play would hold a
+        `max_connections` slot forever.
+        """
+        self._cancel_deadline()
+        self.deadline = self.ctx.loop.call_later(ms / 1000, self._missed_deadline, name, ms)
+
+    def _cancel_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def _missed_deadline(self, name: str, ms: int) -> None:
+        self.deadline = None
+        if self.closed:
+            return
+        what = "handshake not completed" if name == "handshake_timeout" else "no publish or play"
+        self.ctx.reject(name)
+        self.fail(f"{what} within {ms / 1000:g}s ({name})")
 
     # ---- session events ----------------------------------------------------------------------
 
@@ -208,6 +252,7 @@ class RtmpServerProtocol(asyncio.Protocol):
             raise ProtocolError(f"publish while already {self.role}")
         self._stream(e.stream_name)
         self.role = "fmle-publish"
+        self._cancel_deadline()
         self.stream_id = e.stream_id
         self.params = dict(e.params)
         self.pending_media = []
@@ -232,6 +277,7 @@ class RtmpServerProtocol(asyncio.Protocol):
             return
         if why is not None:
             self.role = ""
+            self.unpublished = False
             self.session.reject_publish(e.stream_id, "NetStream.Publish.BadName", why)
             self.flush()
             self.ctx.reject("forward_loop" if why.startswith("forward loop") else "publish_busy")
@@ -296,12 +342,17 @@ class RtmpServerProtocol(asyncio.Protocol):
         self._stream(e.stream_name)
         assert self.vhost is not None
         self.role = "rtmp-play"
+        self._cancel_deadline()
         self.stream_id = e.stream_id
         self.session.start_play(e.stream_id, e.stream_name)
         self.flush()
         tune_player_transport(self.transport)
         self.consumer = self.ctx.hub.play(self.key, self.vhost, self, self.session.out_chunk_size,
                                           internal=self.internal)
+        if not self.internal:
+            self.wait = PublisherWait(self.ctx.loop, self.vhost.play.wait_timeout, self.stop_waiting)
+            if self.consumer.source.publisher is None:
+                self.wait.waiting()
         self.log.log(srvlog.TRACE, "play start%s", " (worker pull)" if self.internal else "")
 
     def handle_stop(self, e: ev.Event) -> None:
@@ -310,16 +361,26 @@ class RtmpServerProtocol(asyncio.Protocol):
             self.ctx.hub.unpublish(self.key, self)
             self.source = None
             self.role = ""
+            self.unpublished = True
             if self.timer is not None:
                 self.timer.cancel()
             if isinstance(e, ev.FCUnpublish):
                 self.session.send_unpublish_success(self.stream_id)
+            self._idle_again()
         elif self.role == "rtmp-play" and self.consumer is not None and \
                 isinstance(e, (ev.DeleteStream, ev.CloseStream)):
             self.ctx.hub.stop_play(self.consumer)
             self.send_bytes += self.consumer.sent_bytes
             self.consumer = None
             self.role = ""
+            if self.wait is not None:
+                self.wait.fed()
+            self._idle_again()
+
+    def _idle_again(self) -> None:
+        """It stopped publishing or playing but stays connected: it must start again in time."""
+        if not self.internal:
+            self._arm_deadline("identify_timeout", self.ctx.config.identify_timeout)
 
     # ---- Sink (the source writes to players through these) -------------------------------------
 
@@ -332,12 +393,43 @@ class RtmpServerProtocol(asyncio.Protocol):
             self.transport.writelines(data)  # type: ignore[union-attr]
 
     def on_unpublish(self) -> None:
-        if not self.closed:
+        """The publisher left; this player waits for the next one (SRS, nginx-rtmp).
+
+        NetStream.Play.UnpublishNotify only with `publish_notify on` (nginx-rtmp): ffmpeg,
+        ffplay, VLC, rtmpdump and GStreamer stop playing on it. A worker pulling this stream
+        always gets it: that is how its local players learn the publisher left.
+        """
+        if self.closed:
+            return
+        if self.internal or self._notify():
             self.session.send_unpublish_notify(self.stream_id)
             self.flush()
+        if self.wait is not None:
+            self.wait.waiting()
 
     def on_publish(self) -> None:
-        pass
+        if self.closed:
+            return
+        if self.wait is not None:
+            self.wait.fed()
+        if not self.internal and self._notify():
+            self.session.send_publish_notify(self.stream_id)
+            self.flush()
+
+    def _notify(self) -> bool:
+        """`play { publish_notify }` of the stream's vhost, as last reloaded."""
+        return self.consumer is not None and self.consumer.source.vhost.play.publish_notify
+
+    def stop_waiting(self, reason: str) -> None:
+        """No publisher came within `wait_timeout`: close, one log line (the close line)."""
+        if not self.closed:
+            self._abort(reason)
+
+    def _abort(self, reason: str) -> None:
+        self.close_reason = reason
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
 
     def close_slow(self, reason: str) -> None:
         self.fail(reason)
@@ -363,8 +455,5 @@ class RtmpServerProtocol(asyncio.Protocol):
         }
 
     def kick(self, reason: str) -> None:
-        self.close_reason = reason
         self.log.log(srvlog.TRACE, "kicked: %s", reason)
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
+        self._abort(reason)

@@ -323,6 +323,10 @@ class ServerSession(RtmpConnection):
     ) -> None:
         self.send_status(stream_id, "error", code, description)
 
+    def send_publish_notify(self, stream_id: int) -> None:
+        """Tell a waiting player a publisher arrived: onStatus NetStream.Play.PublishNotify."""
+        self.send_status(stream_id, "status", "NetStream.Play.PublishNotify", "Stream published.")
+
     def send_unpublish_notify(self, stream_id: int) -> None:
         """Tell a player its publisher left: onStatus NetStream.Play.UnpublishNotify."""
         self.send_status(
