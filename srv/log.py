@@ -7,8 +7,10 @@ Line shape (console or file, `srs_log_tank`):
 - the level uses SRS's names: Verb < Info < Trace < Warn < Error (`srs_log_level`, default trace);
 - the role is `master` or `wN` (worker slot N), then the pid, then the connection id (`-` when the
   line is not about a connection);
-- a file tank is opened with O_APPEND by every process, so lines from all workers interleave whole;
-  SIGUSR1 makes each process reopen it (log rotation).
+- a file tank is opened with O_APPEND by every process and each line is one unbuffered write, so
+  lines from all workers interleave whole; SIGUSR1 makes each process reopen it (log rotation);
+- on a full disk lines are dropped quietly and counted; when writing works again one line says how
+  many were lost (`AppendFileHandler`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ _tank = "console"
 _path = ""
 
 
-class _Formatter(logging.Formatter):
+class LineFormatter(logging.Formatter):
+    """SRS's line shape (see the module docstring)."""
+
     def format(self, record: logging.LogRecord) -> str:
         ct = record.created
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ct))
@@ -51,27 +55,94 @@ class _Formatter(logging.Formatter):
         return line
 
 
-class _ReopenableFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Appends to a file opened O_APPEND; `reopen()` reopens it after rotation."""
+class AppendFileHandler(logging.Handler):
+    """Appends whole lines to a file opened O_APPEND, one `os.write` per line, no buffering.
+
+    Under pressure (disk full, quota, I/O error) a line that cannot be written is dropped and
+    counted, quietly: one short notice on stderr when losses start, never a traceback per line.
+    A line cut short by a filling disk is cut back out of the file (when no other process
+    appended after it), so no torn line is left. When writing works again, one line says how
+    many were lost, before the line being logged. `reopen()` reopens the path (log rotation).
+    """
 
     def __init__(self, path: str) -> None:
+        super().__init__()
         self.path = path
-        super().__init__(self._open())
+        self.fd = self._open()
+        self.dropped = 0
+        self.why = ""
 
-    def _open(self) -> Any:
+    def _open(self) -> int:
         d = os.path.dirname(self.path)
         if d:
             os.makedirs(d, exist_ok=True)
-        return open(self.path, "a", buffering=1, encoding="utf-8")
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = (self.format(record) + "\n").encode("utf-8", "replace")
+        except Exception:
+            self.handleError(record)
+            return
+        with self.lock:  # type: ignore[union-attr]
+            if self.dropped and not self._append(self._dropped_line()):
+                self.dropped += 1
+                return
+            self.dropped = 0
+            if not self._append(data):
+                self.dropped += 1
+
+    def _dropped_line(self) -> bytes:
+        n = self.dropped
+        record = logging.LogRecord("srv.log", WARN, __file__, 0, "%d log line%s dropped: %s",
+                                   (n, "" if n == 1 else "s", self.why), None)
+        return (self.format(record) + "\n").encode("utf-8", "replace")
+
+    def _append(self, data: bytes) -> bool:
+        """Write `data` whole, or leave nothing of it in the file and return False."""
+        try:
+            written = os.write(self.fd, data)
+        except OSError as e:
+            self._lost(e.strerror or str(e))
+            return False
+        if written < len(data):
+            self._cut(written)
+            self._lost("short write (disk full?)")
+            return False
+        return True
+
+    def _cut(self, written: int) -> None:
+        """Remove the `written` bytes of a line cut short, unless another process appended since."""
+        try:
+            end = os.lseek(self.fd, 0, os.SEEK_CUR)
+            if os.fstat(self.fd).st_size == end:
+                os.ftruncate(self.fd, end - written)
+        except OSError:
+            pass
+
+    def _lost(self, why: str) -> None:
+        if not self.dropped:
+            self.why = why
+            try:
+                sys.stderr.write(f"srs: cannot write log file {self.path}: {why}; "
+                                 "dropping log lines until it can be written again\n")
+            except (OSError, ValueError):
+                pass
 
     def reopen(self) -> None:
-        self.acquire()
-        try:
-            old = self.stream
-            self.stream = self._open()
-            old.close()
-        finally:
-            self.release()
+        """Open the path again under the same descriptor number (faulthandler keeps writing to
+        it), atomically: no line is lost or goes to the old file half-way."""
+        new = self._open()
+        with self.lock:  # type: ignore[union-attr]
+            os.dup2(new, self.fd, inheritable=False)
+        os.close(new)
+
+    def close(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+        super().close()
 
 
 def setup(tank: str = "console", level: str = "trace", path: str = "", role: str | None = None) -> None:
@@ -85,10 +156,10 @@ def setup(tank: str = "console", level: str = "trace", path: str = "", role: str
             root.removeHandler(_handler)
             _handler.close()
         if tank == "file" and path:
-            _handler = _ReopenableFileHandler(path)
+            _handler = AppendFileHandler(path)
         else:
             _handler = logging.StreamHandler(sys.stderr)
-        _handler.setFormatter(_Formatter())
+        _handler.setFormatter(LineFormatter())
         root.addHandler(_handler)
         _tank, _path = tank, path
     root.setLevel(LEVELS.get(level, TRACE))
@@ -100,14 +171,17 @@ def set_role(role: str) -> None:
 
 
 def stream() -> Any:
-    """The file object lines go to now (the log file, or stderr): for faulthandler's dumps."""
+    """Where lines go now, for faulthandler's dumps: the log file's descriptor (stable across
+    `reopen`), or stderr."""
+    if isinstance(_handler, AppendFileHandler):
+        return _handler.fd
     if isinstance(_handler, logging.StreamHandler):
         return _handler.stream
     return sys.stderr
 
 
 def reopen() -> None:
-    if isinstance(_handler, _ReopenableFileHandler):
+    if isinstance(_handler, AppendFileHandler):
         _handler.reopen()
 
 
