@@ -340,3 +340,47 @@ def test_a_hung_worker_gets_sigabrt_logs_its_stack_and_is_replaced(srs_server: A
     srv.wait_log("worker 2 ready", count=2)
     assert worker_procs(srv.master_pid)[2].pid != hung.pid
     assert not psutil.pid_exists(hung.pid) or hung.status() == psutil.STATUS_ZOMBIE
+
+
+# ---- the registry and the snapshot broker, on their own --------------------------------------
+
+
+def test_the_registry_keeps_one_publisher_per_stream_and_frees_a_dead_workers_streams() -> None:
+    from srv.master.registry import StreamRegistry
+
+    reg = StreamRegistry()
+    assert reg.claim("v/live/a", 1) is None
+    assert reg.claim("v/live/a", 1) is None  # the same worker republishing
+    assert reg.claim("v/live/a", 2) == 1
+    assert reg.claim("v/live/b", 1) is None and reg.claim("v/live/c", 2) is None
+    assert not reg.release("v/live/a", 2) and reg.table()["v/live/a"] == 1
+    assert sorted(reg.release_all(1)) == ["v/live/a", "v/live/b"]
+    assert reg.table() == {"v/live/c": 2}
+
+
+def test_the_broker_answers_with_every_worker_and_never_waits_for_a_dead_or_silent_one(
+        monkeypatch: Any) -> None:
+    from srv.master import snapshots
+
+    asked: list[tuple[int, int, ClientQuery]] = []
+    answered: list[tuple[int, int, dict[int, Any]]] = []
+    broker = snapshots.SnapshotBroker(lambda *a: asked.append(a), lambda *a: answered.append(a))
+    page = ClientQuery(0, 10)
+    broker.start(requester=1, req=7, query=page, live={1, 2, 3})
+    assert [(slot, q) for slot, _, q in asked] == [(1, page), (2, page), (3, page)]
+    sid = asked[0][1]
+    broker.on_stats(1, sid, {"slot": 1})
+    broker.on_stats(1, sid, {"slot": 1, "again": True})  # a duplicate changes nothing
+    broker.forget(3)  # died meanwhile
+    assert not answered
+    broker.on_stats(2, sid, {"slot": 2})
+    assert answered == [(1, 7, {1: {"slot": 1}, 2: {"slot": 2}})]
+
+    broker.start(requester=2, req=8, query=ClientQuery(), live={1, 2})
+    broker.on_stats(1, asked[-1][1], {"slot": 1})
+    later = time.monotonic() + snapshots.SNAPSHOT_TIMEOUT + 1
+    monkeypatch.setattr(snapshots.time, "monotonic", lambda: later)
+    broker.expire()  # worker 2 is hung: the reply goes out without it
+    assert answered[-1] == (2, 8, {1: {"slot": 1}})
+    broker.on_stats(2, asked[-1][1], {"slot": 2})  # too late: dropped
+    assert len(answered) == 2 and not broker.pending

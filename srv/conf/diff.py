@@ -37,6 +37,22 @@ class ConfigDiff:
     def empty(self) -> bool:
         return not (self.changed or self.vhosts_added or self.vhosts_removed or self.vhosts_changed)
 
+    def describe(self) -> str:
+        """One line for the log: `vhosts added: new; listen changed` (or `no changes`)."""
+        parts = []
+        for label, names in (("vhosts added", self.vhosts_added), ("vhosts removed", self.vhosts_removed),
+                             ("vhosts changed", self.vhosts_changed), ("forward changed", self.forwards_changed)):
+            if names:
+                parts.append(f"{label}: {', '.join(names)}")
+        if self.listen_changed:
+            parts.append("listen changed")
+        if self.workers_changed:
+            parts.append("workers changed")
+        others = [c for c in self.changed if not c.startswith(("listen", "workers"))]
+        if others:
+            parts.append("changed: " + ", ".join(others))
+        return "; ".join(parts) or "no changes"
+
 
 def reload_diff(old: ServerConfig, new: ServerConfig) -> ConfigDiff:
     changed = [p for p in _changed_paths(MAIN, old, new) if p not in ("path", "warnings", "vhosts")]

@@ -37,7 +37,7 @@ from srv import __version__
 from srv import log as srvlog
 from srv.conf.errors import ConfigErrors
 from srv.conf.listen import ListenError, listen_specs
-from srv.conf.loader import ConfigDiff, load, reload_diff
+from srv.conf.loader import load, reload_diff
 from srv.conf.model import ServerConfig
 from srv.master.listeners import ListenerSet
 from srv.master.notify import Notifier
@@ -430,7 +430,7 @@ class Arbiter:
             st.boot_failed = False
         for warning in diff.warnings:
             log.warning("reload: %s", warning)
-        log.log(srvlog.TRACE, "reload ok: %s", describe_diff(diff))
+        log.log(srvlog.TRACE, "reload ok: %s", diff.describe())
         self.notifier.ready(self._status())
         return True
 
@@ -594,20 +594,3 @@ class Arbiter:
             "stopping": self.stopping,
             "ready": self.announced_ready and not self.stopping,
         }
-
-
-
-def describe_diff(diff: ConfigDiff) -> str:
-    parts = []
-    for label, names in (("vhosts added", diff.vhosts_added), ("vhosts removed", diff.vhosts_removed),
-                         ("vhosts changed", diff.vhosts_changed), ("forward changed", diff.forwards_changed)):
-        if names:
-            parts.append(f"{label}: {', '.join(names)}")
-    if diff.listen_changed:
-        parts.append("listen changed")
-    if diff.workers_changed:
-        parts.append("workers changed")
-    others = [c for c in diff.changed if not c.startswith(("listen", "workers"))]
-    if others:
-        parts.append("changed: " + ", ".join(others))
-    return "; ".join(parts) or "no changes"
