@@ -184,7 +184,7 @@ def test_media_held_while_a_publish_is_decided_is_bounded_in_bytes(tmp_path, cap
 
     from srv.app.hub import StreamHub
     from srv.conf.loader import load
-    from srv.net.rtmp_server import RtmpConnection
+    from srv.net.rtmp_server import RtmpServerProtocol
     from srv.worker_context import WorkerContext
 
     conf = tmp_path / "x.conf"
@@ -193,7 +193,7 @@ def test_media_held_while_a_publish_is_decided_is_bounded_in_bytes(tmp_path, cap
     loop = asyncio.new_event_loop()  # never run: the publish stays undecided
     try:
         ctx = WorkerContext(1, config, StreamHub(config, 1, registry=None, loop=loop), loop, None)  # type: ignore[arg-type]
-        conn = RtmpConnection(ctx)
+        conn = RtmpServerProtocol(ctx)
         transport = FakeTransport()
         conn.connection_made(transport)
         client = ClientSession("live", "rtmp://127.0.0.1/live")
