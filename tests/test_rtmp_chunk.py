@@ -196,3 +196,23 @@ def test_length_change_in_the_middle_of_a_message_is_rejected() -> None:
 def test_encode_message_single_chunk_layout() -> None:
     wire = encode_message(8, 1, 0x123456, b"ab", 128, 4)
     assert wire == b"\x04\x12\x34\x56\x00\x00\x02\x08\x01\x00\x00\x00ab"
+
+
+def test_media_type_ids_and_their_chunk_streams_are_declared_once() -> None:
+    from srv.app import packet
+    from srv.media import flv
+    from srv.rtmp.chunk import CSID_AUDIO, CSID_DATA, CSID_VIDEO, media_csid
+    from srv.rtmp.client import ClientSession
+    from srv.rtmp.messages import Message, MessageType
+
+    assert (packet.AUDIO, packet.VIDEO, packet.DATA) == (flv.TAG_AUDIO, flv.TAG_VIDEO, flv.TAG_SCRIPT)
+    assert packet.AUDIO is flv.TAG_AUDIO is MessageType.AUDIO
+    assert packet.VIDEO is flv.TAG_VIDEO is MessageType.VIDEO
+    assert packet.DATA is flv.TAG_SCRIPT is MessageType.DATA_AMF0
+    # a publishing client and the packets players get put each type on the same chunk stream
+    for type_id, csid in ((8, CSID_AUDIO), (9, CSID_VIDEO), (18, CSID_DATA)):
+        assert media_csid(type_id) == csid
+        assert packet.Packet(type_id, 0, b"\x00\x00").rtmp(128)[0] & 0x3F == csid
+        client = ClientSession("live", "rtmp://h/live")
+        client.send_media(Message(type_id, 1, 0, b"\x00\x00"))
+        assert client.data_to_send()[0] & 0x3F == csid

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from srv.media import codec
 from srv.media.flv import encode_tag
-from srv.rtmp.chunk import CSID_AUDIO, CSID_DATA, CSID_VIDEO, encode_message
+from srv.rtmp.chunk import encode_message, media_csid
+from srv.rtmp.messages import MessageType
 
-AUDIO, VIDEO, DATA = 8, 9, 18
+# the media type ids (FLV tag types are the RTMP message types), declared once in srv/rtmp
+AUDIO, VIDEO, DATA = MessageType.AUDIO, MessageType.VIDEO, MessageType.DATA_AMF0
 PLAY_STREAM_ID = 1
-_CSID = {AUDIO: CSID_AUDIO, VIDEO: CSID_VIDEO, DATA: CSID_DATA}
 
 
 class Packet:
@@ -49,7 +50,7 @@ class Packet:
         if other is not None and chunk_size in other:
             return other[chunk_size]
         data = encode_message(self.type_id, PLAY_STREAM_ID, self.timestamp, self.payload,
-                              chunk_size, _CSID.get(self.type_id, CSID_DATA))
+                              chunk_size, media_csid(self.type_id))
         if self._rtmp is None:  # the first size asked for: in practice the only one
             self._rtmp, self._rtmp_size = data, chunk_size
         elif other is None:
@@ -70,11 +71,12 @@ class Packet:
             return self.flv()
         if encoding >> 32:  # another message stream id than the players': not cached
             return encode_message(self.type_id, encoding >> 32, self.timestamp, self.payload,
-                                  encoding & 0xFFFFFFFF, _CSID.get(self.type_id, CSID_DATA))
+                                  encoding & 0xFFFFFFFF, media_csid(self.type_id))
         return self.rtmp(encoding)
 
     def __repr__(self) -> str:
-        kind = {AUDIO: "audio", VIDEO: "video", DATA: "data"}.get(self.type_id, str(self.type_id))
+        kinds: dict[int, str] = {AUDIO: "audio", VIDEO: "video", DATA: "data"}
+        kind = kinds.get(self.type_id, str(self.type_id))
         flags = ("K" if self.is_keyframe else "") + ("H" if self.is_header else "")
         return f"<Packet {kind} ts={self.timestamp} {len(self.payload)}B {flags}>"
 

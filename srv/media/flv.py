@@ -25,10 +25,12 @@ from enum import Enum
 from os import PathLike
 
 from srv.media.codec import audio_is_sequence_header, video_is_sequence_header
+from srv.rtmp.messages import MessageType
 
-TAG_AUDIO = 8
-TAG_VIDEO = 9
-TAG_SCRIPT = 18
+# FLV tag types are the RTMP message types, declared once in srv/rtmp
+TAG_AUDIO = MessageType.AUDIO
+TAG_VIDEO = MessageType.VIDEO
+TAG_SCRIPT = MessageType.DATA_AMF0
 _TAG_TYPES = frozenset((TAG_AUDIO, TAG_VIDEO, TAG_SCRIPT))
 
 HEADER_SIZE = 9

@@ -40,6 +40,14 @@ CSID_COMMAND: Final = 3
 CSID_AUDIO: Final = 4
 CSID_DATA: Final = 5
 CSID_VIDEO: Final = 6
+# the conventional chunk stream of each media message type (anything else: CSID_DATA)
+_MEDIA_CSID: Final[dict[int, int]] = {MessageType.AUDIO: CSID_AUDIO, MessageType.VIDEO: CSID_VIDEO}
+
+
+def media_csid(type_id: int) -> int:
+    """The chunk stream audio, video and data messages are sent on (one table, every sender)."""
+    return _MEDIA_CSID.get(type_id, CSID_DATA)
+
 
 DEFAULT_CHUNK_SIZE: Final = 128
 MAX_CHUNK_SIZE: Final = 0xFFFFFF

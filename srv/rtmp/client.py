@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 from typing import Any, Final
 
-from .chunk import CSID_AUDIO, CSID_DATA, CSID_VIDEO
+from .chunk import media_csid
 from .connection import Command, RtmpConnection, decode_command
 from .events import (
     CommandFailed,
@@ -218,10 +218,4 @@ class ClientSession(RtmpConnection):
 
     def send_media(self, msg: Message) -> None:
         """Send audio/video/data on the conventional chunk stream for its type."""
-        if msg.type_id == MessageType.AUDIO:
-            csid = CSID_AUDIO
-        elif msg.type_id == MessageType.VIDEO:
-            csid = CSID_VIDEO
-        else:
-            csid = CSID_DATA
-        self.send_message(msg, csid)
+        self.send_message(msg, media_csid(msg.type_id))
