@@ -28,11 +28,12 @@ def test_mypy_strict_on_rtmp_and_conf_and_plain_on_the_rest() -> None:
 
 def test_the_hub_seams_are_typed(tmp_path: Path) -> None:
     """A publisher, a pull or a forwarder that lacks what the hub uses is a type error, not a
-    runtime `getattr` probe: the hub's seams are Protocols (srv/app/roles.py)."""
+    runtime `getattr` probe: the hub's seams are Protocols (srv/app/roles.py); and an encoding
+    is an `Encoding` (FLV or rtmp_encoding()), not any int."""
     wrong = tmp_path / "wrong_seams.py"
     wrong.write_text(
         "from srv.app.hub import StreamHub\n"
-        "from srv.app.source import LiveSource\n"
+        "from srv.app.source import LiveSource, Sink\n"
         "from srv.conf.model import ForwardConfig, VhostConfig\n\n"
         "class Nothing:\n    pass\n\n"
         "async def publish(hub: StreamHub, vhost: VhostConfig) -> None:\n"
@@ -43,8 +44,10 @@ def test_the_hub_seams_are_typed(tmp_path: Path) -> None:
         "    hub.make_pull = pull\n"
         "    hub.make_forwarder = forward\n\n"
         "def forwarders(src: LiveSource) -> None:\n"
-        "    src.forwarders.append(Nothing())\n")
+        "    src.forwarders.append(Nothing())\n\n"
+        "def play(hub: StreamHub, vhost: VhostConfig, sink: Sink) -> None:\n"
+        "    hub.play('v/a/s', vhost, sink, 4096)  # a chunk size is no encoding: rtmp_encoding(4096)\n")
     out = run("mypy", "--no-incremental", "--follow-imports=silent", str(wrong))
     errors = [line for line in out.stdout.splitlines() if ": error:" in line]
-    assert [line.split(":")[1] for line in errors] == ["9", "16", "17", "20"], out.stdout
-    assert all(role in out.stdout for role in ("Publisher", "PullHandle", "Forwarding")), out.stdout
+    assert [line.split(":")[1] for line in errors] == ["9", "16", "17", "20", "23"], out.stdout
+    assert all(role in out.stdout for role in ("Publisher", "PullHandle", "Forwarding", "Encoding")), out.stdout

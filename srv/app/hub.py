@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from srv import log as srvlog
+from srv.app.packet import Encoding
 from srv.app.roles import Publisher, PullHandle
 from srv.app.source import Consumer, Forwarding, LiveSource, Sink
 from srv.conf.model import ForwardConfig, ServerConfig, VhostConfig
@@ -129,7 +130,7 @@ class StreamHub:
 
     # ---- play ------------------------------------------------------------------------------------
 
-    def play(self, key: str, vhost: VhostConfig, sink: Sink, encoding: int,
+    def play(self, key: str, vhost: VhostConfig, sink: Sink, encoding: Encoding,
              internal: bool = False) -> Consumer:
         """Attach a player. `internal` players are other workers pulling: never pull for them."""
         src = self.source(key, vhost)

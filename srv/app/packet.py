@@ -10,6 +10,8 @@ in a small dict made only when a second size is asked for.
 
 from __future__ import annotations
 
+from typing import NewType
+
 from srv.media import codec
 from srv.media.flv import encode_tag
 from srv.rtmp.chunk import encode_message, media_csid
@@ -18,6 +20,12 @@ from srv.rtmp.messages import MessageType
 # the media type ids (FLV tag types are the RTMP message types), declared once in srv/rtmp
 AUDIO, VIDEO, DATA = MessageType.AUDIO, MessageType.VIDEO, MessageType.DATA_AMF0
 PLAY_STREAM_ID = 1
+
+# How a consumer's packets go out: FLV tags (`FLV`), or RTMP chunks of a size on a message
+# stream (`rtmp_encoding`). An int underneath (a dict key, no cost on the hot path), a type of its
+# own for mypy, so a bare chunk size cannot be passed where an encoding is meant.
+Encoding = NewType("Encoding", int)
+FLV = Encoding(0)
 
 
 class Packet:
@@ -65,8 +73,8 @@ class Packet:
             data = self._flv = encode_tag(self.type_id, self.timestamp, self.payload)
         return data
 
-    def encoded(self, encoding: int) -> bytes:
-        """`encoding` is an RTMP chunk size, FLV (0) for an FLV tag, or an `rtmp_encoding()`."""
+    def encoded(self, encoding: Encoding) -> bytes:
+        """The packet as `encoding` sends it: an FLV tag (`FLV`) or RTMP chunks (`rtmp_encoding()`)."""
         if encoding == FLV:
             return self.flv()
         if encoding >> 32:  # another message stream id than the players': not cached
@@ -81,14 +89,12 @@ class Packet:
         return f"<Packet {kind} ts={self.timestamp} {len(self.payload)}B {flags}>"
 
 
-FLV = 0
 
-
-def rtmp_encoding(chunk_size: int, stream_id: int = PLAY_STREAM_ID) -> int:
+def rtmp_encoding(chunk_size: int, stream_id: int = PLAY_STREAM_ID) -> Encoding:
     """The consumer encoding for RTMP chunks of `chunk_size` on message stream `stream_id`.
 
     Players all get stream id 1, so their encoding is the chunk size itself. A forwarder
     publishes on the id its destination's createStream returned, which is 1 on SRS, nginx-rtmp
     and srv; any other id gets an encoding (and a consumer group) of its own.
     """
-    return chunk_size if stream_id == PLAY_STREAM_ID else chunk_size | stream_id << 32
+    return Encoding(chunk_size if stream_id == PLAY_STREAM_ID else chunk_size | stream_id << 32)

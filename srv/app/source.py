@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from srv import log as srvlog
-from srv.app.packet import AUDIO, DATA, FLV, VIDEO, Packet
+from srv.app.packet import AUDIO, DATA, FLV, VIDEO, Encoding, Packet
 from srv.app.roles import Publisher
 from srv.conf.model import ForwardConfig, VhostConfig
 from srv.media.metadata import StreamDescription
@@ -70,7 +70,7 @@ class Consumer:
     __slots__ = ("source", "sink", "encoding", "internal", "pos", "first", "paused", "paused_since",
                  "dropped", "sent_bytes", "group", "queue_length", "stall_timeout", "label", "headers_due")
 
-    def __init__(self, source: LiveSource, sink: Sink, encoding: int, internal: bool,
+    def __init__(self, source: LiveSource, sink: Sink, encoding: Encoding, internal: bool,
                  queue_length: float | None = None, stall_timeout: float | None = None,
                  label: str = "player") -> None:
         self.source = source
@@ -105,7 +105,7 @@ class ConsumerGroup:
 
     __slots__ = ("encoding", "consumers", "flushed", "handle", "starving")
 
-    def __init__(self, encoding: int, flushed: int) -> None:
+    def __init__(self, encoding: Encoding, flushed: int) -> None:
         self.encoding = encoding
         self.consumers: list[Consumer] = []
         self.flushed = flushed
@@ -272,7 +272,7 @@ class LiveSource:
     def consumers(self) -> list[Consumer]:
         return [c for g in self.groups.values() for c in g.consumers]
 
-    def add_consumer(self, sink: Sink, encoding: int, internal: bool = False,
+    def add_consumer(self, sink: Sink, encoding: Encoding, internal: bool = False,
                      queue_length: float | None = None, stall_timeout: float | None = None,
                      label: str = "player") -> Consumer:
         """Attach an output; it first gets metadata, sequence headers and the GOP cache."""

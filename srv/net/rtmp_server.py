@@ -19,6 +19,7 @@ from typing import Any
 from srv import log as srvlog
 from srv.app.forward_target import loop_refusal
 from srv.app.hub import stream_key
+from srv.app.packet import rtmp_encoding
 from srv.app.source import Consumer, LiveSource
 from srv.conf.model import VhostConfig
 from srv.net.context import ConnectionContext
@@ -347,7 +348,7 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.session.start_play(e.stream_id, e.stream_name)
         self.flush()
         tune_player_transport(self.transport)
-        self.consumer = self.ctx.hub.play(self.key, self.vhost, self, self.session.out_chunk_size,
+        self.consumer = self.ctx.hub.play(self.key, self.vhost, self, rtmp_encoding(self.session.out_chunk_size),
                                           internal=self.internal)
         if not self.internal:
             self.wait = PublisherWait(self.ctx.loop, self.vhost.play.wait_timeout, self.stop_waiting)
