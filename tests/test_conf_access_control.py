@@ -1,6 +1,7 @@
 """Until access control is implemented, a config that enables it does not run wide open:
-`security`, `http_hooks` and `http_api { auth }` switched on refuse a start and a reload (the
-old config keeps running), while `srs -t` passes with a warning so SRS's configs test clean."""
+`security` and `http_hooks` switched on refuse a start and a reload (the old config keeps
+running), while `srs -t` passes with a warning so SRS's configs test clean. (`http_api { auth }`
+is enforced: tests/test_http_api_auth.py.)"""
 
 from __future__ import annotations
 
@@ -16,16 +17,13 @@ from srv.conf import ConfigErrors, load
 DENY_PUBLISH = "vhost __defaultVhost__ {\n    security {\n        enabled on;\n        deny publish all;\n    }\n}\n"
 HOOKS = ("vhost __defaultVhost__ {\n    http_hooks {\n        enabled on;\n"
          "        on_publish http://127.0.0.1:8085/api/v1/streams;\n    }\n}\n")
-API_AUTH = ("http_api {\n    enabled on;\n    auth {\n        enabled on;\n        username admin;\n"
-            "        password admin;\n    }\n}\nvhost __defaultVhost__ { }\n")
 REFUSED = 'is enabled, but srv does not enforce access control yet: refusing to run wide open'
 
 
 @pytest.mark.parametrize("text, where, name", [
     (DENY_PUBLISH, "3:9", '"security"'),  # where it is switched on: its "enabled on;"
     (HOOKS, "3:9", '"http_hooks"'),
-    (API_AUTH, "4:9", '"http_api { auth }"'),
-], ids=["security", "http_hooks", "http_api-auth"])
+], ids=["security", "http_hooks"])
 def test_enabled_access_control_is_refused_naming_the_directive_and_where(
         tmp_path: Path, text: str, where: str, name: str) -> None:
     path = tmp_path / "x.conf"
@@ -55,7 +53,6 @@ def test_access_control_that_is_off_is_only_not_supported(tmp_path: Path, body: 
 @pytest.mark.parametrize("variable, name", [
     ("SRS_VHOST_SECURITY_ENABLED", '"security"'),
     ("SRS_VHOST_HTTP_HOOKS_ENABLED", '"http_hooks"'),
-    ("SRS_HTTP_API_AUTH_ENABLED", '"http_api { auth }"'),
 ])
 def test_access_control_switched_on_from_the_environment_is_refused_too(
         tmp_path: Path, variable: str, name: str) -> None:

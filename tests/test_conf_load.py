@@ -61,7 +61,7 @@ def test_a_typical_file_builds_the_typed_model(tmp_path: Path) -> None:
         daemon off;
         srs_log_tank console;
         srs_log_level warn;
-        http_api { enabled on; listen 1986; raw_api { enabled on; allow_reload on; } }
+        http_api { enabled on; listen 127.0.0.1:1986; raw_api { enabled on; allow_reload on; } }
         exporter { enabled on; label cn; tag edge; }
         vhost __defaultVhost__ {
             min_latency on;
@@ -228,6 +228,7 @@ def test_shipped_default_conf_matches_the_documented_setup() -> None:
     assert (config.daemon, config.srs_log_tank, config.max_connections) == (False, "console", 1000)
     # the API (which kicks clients and reloads) and the exporter answer on this host only
     assert config.http_api.enabled and config.http_api.listen == Endpoint("127.0.0.1", 1985)
+    assert not config.http_api.raw_api.enabled  # SRS's default: no reload over HTTP
     assert config.exporter.enabled and config.exporter.listen == Endpoint("127.0.0.1", 9972)
     assert config.http_server.enabled and config.http_server.listen.port == 8080
     assert config.vhosts["__defaultVhost__"].http_remux.enabled

@@ -13,9 +13,11 @@ at the first.  Rules (SRS-compatible where SRS has one):
 - older and newer SRS spellings SRS still reads (``gop_cache`` directly in a vhost,
   ``forward host:port;``, SRS 7's ``rtmp { listen; }``) are read the same way, with a
   warning naming the current spelling (``compat``);
-- ``security``, ``http_hooks`` and ``http_api { auth }`` are access control, which srv does
-  not enforce yet: enabled, they are an error (the server would run wide open where the file
-  asks for it closed), or with ``enforce=False`` (``srs -t``) a warning saying so.
+- ``security`` and ``http_hooks`` are access control, which srv does not enforce yet: enabled,
+  they are an error (the server would run wide open where the file asks for it closed), or with
+  ``enforce=False`` (``srs -t``) a warning saying so;
+- ``http_api { auth { enabled on; } }`` needs a username and a password; an API listening
+  beyond loopback without it is a warning (anyone who reaches it can kick and reload).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 from srv.conf.compat import upgrade_main, upgrade_vhost
 from srv.conf.directives import REGISTRY
 from srv.conf.errors import ConfigError, format_location
-from srv.conf.model import DEFAULT_VHOST, ServerConfig, VhostConfig, VhostMap
+from srv.conf.model import DEFAULT_VHOST, ServerConfig, VhostConfig, VhostMap, is_loopback
 from srv.conf.parser import Directive
 from srv.conf.registry import MAIN, Spec
 from srv.conf.srs_known import srs_knows
@@ -35,7 +37,7 @@ __all__ = ["build"]
 _INVALID = object()
 
 # Blocks that decide who may connect, publish or play; SRS's default for each is off.
-_ACCESS_CONTROL = {("vhost", "security"), ("vhost", "http_hooks"), ("http_api", "auth")}
+_ACCESS_CONTROL = {("vhost", "security"), ("vhost", "http_hooks")}
 
 
 def _switched_on(block: Directive) -> Directive | None:
@@ -114,6 +116,13 @@ class _Builder:
                 if endpoint in seen:
                     self.error(first["listen"], f'listen address "{endpoint}" is given twice')
                 seen.add(endpoint)
+            api = built.http_api
+            if api.enabled and not api.auth.enabled and not is_loopback(api.listen.host):
+                self.warn(first["http_api"], f"the HTTP API listens on {api.listen} without auth: whoever "
+                                             f"reaches it can kick clients (and reload with raw_api); listen on "
+                                             f"127.0.0.1 or set auth {{ enabled on; username ...; password ...; }}")
+        if context == "http_api.auth" and built.enabled and not (built.username and built.password):
+            self.error(first["enabled"], "auth is enabled without a username and a password")
         if context == "vhost.forward":
             if built.backoff_initial > built.backoff_max and "backoff_initial" in first:
                 self.error(first["backoff_initial"], "backoff_initial is larger than backoff_max")

@@ -13,6 +13,7 @@ from typing import Any
 
 from srv.conf import values as v
 from srv.conf.model import (
+    ApiAuthConfig,
     ExporterConfig,
     ForwardConfig,
     HttpApiConfig,
@@ -72,7 +73,7 @@ _SERVER = [
          doc="a virtual host; __defaultVhost__ serves names no other vhost matches."),
 ]
 
-# --- http_api { raw_api { } }: HttpApiConfig, RawApiConfig --------------------------------
+# --- http_api { raw_api { } auth { } }: HttpApiConfig, RawApiConfig, ApiAuthConfig --------
 _HTTP_API = [
     Spec("enabled", ("http_api",), v.flag, default="off", example="on"),
     Spec("listen", ("http_api",), v.endpoint, default="1985"),
@@ -84,6 +85,12 @@ _HTTP_API = [
          doc="allow /api/v1/raw?rpc=reload."),
     Spec("allow_query", ("http_api.raw_api",), v.flag, default="off", example="on",
          doc="allow /api/v1/raw?rpc=query."),
+    Spec("auth", ("http_api",), None, nargs=(0, 0), block=True, env=False,
+         doc="HTTP Basic authentication of /api/... (SRS 5+)."),
+    Spec("enabled", ("http_api.auth",), v.flag, default="off", example="on"),
+    Spec("username", ("http_api.auth",), v.string, default='""', example="admin"),
+    Spec("password", ("http_api.auth",), v.string, default='""', example="change-me",
+         doc="compared in constant time; never logged."),
 ]
 
 # --- http_server { }: HttpServerConfig ----------------------------------------------------
@@ -186,6 +193,7 @@ SECTIONS: dict[str, type[Any]] = {
     MAIN: ServerConfig,
     "http_api": HttpApiConfig,
     "http_api.raw_api": RawApiConfig,
+    "http_api.auth": ApiAuthConfig,
     "http_server": HttpServerConfig,
     "exporter": ExporterConfig,
     "vhost": VhostConfig,

@@ -51,7 +51,6 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = _table()
 ACCESS_CONTROL_ENV: tuple[tuple[str, str], ...] = (
     ("SRS_VHOST_SECURITY_ENABLED", "vhost.security"),
     ("SRS_VHOST_HTTP_HOOKS_ENABLED", "vhost.http_hooks"),
-    ("SRS_HTTP_API_AUTH_ENABLED", "http_api.auth"),
 )
 """SRS switches access control on from the environment too; srv does not enforce it yet, so
 these are applied like the others and the builder refuses what they turn on."""

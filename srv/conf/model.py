@@ -10,6 +10,7 @@ Times: ``*_timeout``, ``*_wait``, ``mw_latency``, ``backoff_*`` are milliseconds
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,16 @@ class Endpoint:
         return f"{self.host}:{self.port}"
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a listen host is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class RawApiConfig:
     enabled: bool = False
@@ -38,11 +49,24 @@ class RawApiConfig:
 
 
 @dataclass(frozen=True)
+class ApiAuthConfig:
+    """``http_api { auth { } }`` (SRS 5+): HTTP Basic on ``/api/...``.
+
+    The password never appears in a repr, a log line or an error message.
+    """
+
+    enabled: bool = False
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class HttpApiConfig:
     enabled: bool = False
     listen: Endpoint = Endpoint("0.0.0.0", 1985)
     crossdomain: bool = True
     raw_api: RawApiConfig = RawApiConfig()
+    auth: ApiAuthConfig = ApiAuthConfig()
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ import h11
 
 from srv import SIGNATURE, __version__
 from srv import log as srvlog
-from srv.http import health, static
+from srv.http import auth, health, static
 from srv.http.api import Api
 from srv.http.exporter import CONTENT_TYPE as METRICS_TYPE
 from srv.http.exporter import render
@@ -48,12 +48,13 @@ MAX_HEADER = 16 * 1024
 MAX_BODY = 64 * 1024
 SERVER = f"{SIGNATURE}/{__version__}".encode()
 # SRS's CORS headers, except that no method that changes anything is allowed cross-origin: a
-# browser preflights DELETE (kick a client) and is refused it from any page, until access control
+# browser preflights DELETE (kick a client) and is refused it from any page. A page that knows
+# the API's credentials may send them (Authorization) and read a 401's challenge.
 CORS = [(b"Access-Control-Allow-Origin", b"*"),
         (b"Access-Control-Allow-Methods", b"GET, HEAD, OPTIONS"),
-        (b"Access-Control-Expose-Headers", b"Server,range,Content-Length,Content-Range"),
+        (b"Access-Control-Expose-Headers", b"Server,range,Content-Length,Content-Range,WWW-Authenticate"),
         (b"Access-Control-Allow-Headers", b"origin,range,accept-encoding,referer,Cache-Control,"
-                                          b"X-Proxy-Authorization,X-Requested-With,Content-Type")]
+                                          b"X-Proxy-Authorization,X-Requested-With,Content-Type,Authorization")]
 
 
 class HttpConnection(asyncio.Protocol):
@@ -294,8 +295,9 @@ class HttpConnection(asyncio.Protocol):
         elif which is Route.METRICS:
             await self.metrics()
         elif which is Route.API:
-            status, obj = await Api(self.ctx).handle(method, path, query)
-            self.respond_json(status, obj)
+            if self.authorized(req, method, path):
+                status, obj = await Api(self.ctx).handle(method, path, query)
+                self.respond_json(status, obj)
         elif which is Route.MEDIA:
             if not (path.endswith(".flv") and self.play_flv(req, path, query)):
                 await static.serve(self, self.ctx.config.http_server.dir, path, self.ctx.loop)
@@ -303,6 +305,18 @@ class HttpConnection(asyncio.Protocol):
             self._error(405, "method not allowed")
         else:
             self._error(404, "not found")
+
+    def authorized(self, req: h11.Request, method: str, path: str) -> bool:
+        """`http_api { auth }`: True, or False once a 401 with the Basic challenge is sent."""
+        header = next((v for k, v in req.headers if k == b"authorization"), None)
+        why = auth.refusal(self.ctx.config.http_api.auth, header)
+        if why is None:
+            return True
+        self.ctx.reject("api_auth")
+        log.warning("%s: api %s %s refused: %s", self.peer, method, srvlog.redact_url(path), why)
+        self.respond(401, b"401 unauthorized\n", "text/plain; charset=utf-8",
+                     [(b"WWW-Authenticate", auth.CHALLENGE)])
+        return False
 
     async def metrics(self) -> None:
         try:
