@@ -8,12 +8,12 @@ real .flv file and read back.
 
 from __future__ import annotations
 
-import re
 import struct
 import subprocess
 from pathlib import Path
 
 import pytest
+from media_tools import LAVFI_VIDEO, ffmpeg, hevc_access_units, hevc_type, hvcc
 
 from srv.media.codec import (
     audio_is_sequence_header,
@@ -25,18 +25,6 @@ from srv.media.codec import (
 from srv.media.flv import FLV_HEADER, TAG_AUDIO, TAG_VIDEO, FlvTag, encode_tag, read_flv_file
 from srv.media.metadata import describe_stream
 from srv.media.video_config import parse_hevc_sequence_header, parse_video_sequence_header
-
-LAVFI_VIDEO = ["-f", "lavfi", "-i", "testsrc=size={size}:rate=25"]
-
-
-def ffmpeg(*args: str) -> None:
-    done = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode:
-        pytest.fail(f"ffmpeg {' '.join(args)} failed: {done.stderr}")
 
 
 def ffprobe_key_flags(path: Path, stream: str = "v") -> list[bool]:
@@ -209,43 +197,6 @@ def test_h264_flv_from_ffmpeg(media_dir: Path, name: str) -> None:
 
 
 # --- Enhanced RTMP from raw bitstreams ------------------------------------------------------
-
-_START_CODE = re.compile(b"\x00\x00\x01")
-
-
-def annexb_nals(data: bytes) -> list[bytes]:
-    starts = [m.end() for m in _START_CODE.finditer(data)]
-    nals = []
-    for i, start in enumerate(starts):
-        end = starts[i + 1] - 3 if i + 1 < len(starts) else len(data)
-        nals.append(data[start:end].rstrip(b"\x00"))
-    return nals
-
-
-def hevc_type(nal: bytes) -> int:
-    return (nal[0] >> 1) & 0x3F
-
-
-def hvcc(vps: bytes, sps: bytes, pps: bytes) -> bytes:
-    # Fixed part: the profile_tier_level bytes are copied from the SPS; the rest is filler a
-    # parser of this record must step over (22 bytes, then numOfArrays).
-    head = bytes((1,)) + sps[3:15] + b"\xf0\x00\xfc\xfd\xf8\xf8\x00\x00\x0f"
-    arrays = b"".join(
-        bytes((0x80 | hevc_type(nal),)) + struct.pack(">HH", 1, len(nal)) + nal
-        for nal in (vps, sps, pps)
-    )
-    return head + bytes((3,)) + arrays
-
-
-def hevc_access_units(data: bytes) -> list[list[bytes]]:
-    units: list[list[bytes]] = []
-    for nal in annexb_nals(data):
-        if hevc_type(nal) == 35:  # access unit delimiter
-            units.append([])
-        elif units:
-            units[-1].append(nal)
-    return units
-
 
 def test_enhanced_hevc_from_x265(media_dir: Path) -> None:
     raw = media_dir / "x265.hevc"

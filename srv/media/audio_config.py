@@ -117,3 +117,38 @@ def parse_flac_streaminfo(data: bytes) -> AudioConfig | None:
     if sample_rate == 0:
         return None
     return AudioConfig(0, sample_rate, channels)
+
+
+class AdtsFields(NamedTuple):
+    """What an ADTS header (ISO/IEC 13818-7 / 14496-3 1.A.2) repeats from the
+    AudioSpecificConfig: profile (object type - 1), sampling_frequency_index, channel_configuration."""
+
+    profile: int
+    sample_rate_index: int
+    channel_config: int
+
+
+def adts_fields(data: bytes) -> AdtsFields | None:
+    """ADTS header fields for an AudioSpecificConfig, None when ADTS cannot say it.
+
+    ADTS has two bits of profile (Main, LC, SSR, LTP) and a sampling frequency index only. An
+    explicit-SBR (HE-AAC, HE-AACv2) config is written as its AAC-LC core at the core rate, as
+    SRS and ffmpeg do: decoders find the SBR/PS extension in band. An explicit 24-bit rate or an
+    object type above 4 has no ADTS form.
+    """
+    if parse_audio_specific_config(data) is None:
+        return None
+    try:
+        bits = _Bits(bytes(data[:16]))
+        object_type = _object_type(bits)
+        index = bits.read(4)
+        if index == 15:
+            return None
+        channel_config = bits.read(4)
+        if object_type in (_AAC_SBR, _AAC_PS):
+            object_type = 2  # the core is AAC-LC
+    except _Truncated:
+        return None
+    if not 1 <= object_type <= 4 or channel_config > 7:
+        return None
+    return AdtsFields(object_type - 1, index, channel_config)

@@ -201,20 +201,35 @@ def _record_offset(payload: bytes, legacy_codec_id: int, fourcc: bytes) -> int |
     return 5  # frame/codec byte, AvcPacketType, SI24 composition time
 
 
+def avc_config_nals(record: bytes) -> tuple[int, list[bytes]] | None:
+    """(NAL unit length size, [SPS..., PPS...]) from an AVCDecoderConfigurationRecord: what
+    a muxer writes in band before an IDR (MPEG-TS). None if the record is malformed."""
+    # configurationVersion, profile, compatibility, level, lengthSizeMinusOne, numOfSPS
+    if len(record) < 7 or record[0] != 1:
+        return None
+    nals: list[bytes] = []
+    pos = 5
+    for mask in (0x1F, 0xFF):  # numOfSequenceParameterSets (5 bits), numOfPictureParameterSets
+        if pos >= len(record):
+            return None
+        count = record[pos] & mask
+        pos += 1
+        for _ in range(count):
+            if pos + 2 > len(record):
+                return None
+            length = (record[pos] << 8) | record[pos + 1]
+            nal = bytes(record[pos + 2 : pos + 2 + length])
+            if len(nal) != length or length == 0:
+                return None
+            nals.append(nal)
+            pos += 2 + length
+    return (record[4] & 0x03) + 1, nals
+
+
 def parse_avc_sequence_header(payload: bytes) -> VideoConfig | None:
     """Width, height, profile_idc, level_idc from an H.264 sequence header message."""
-    i = _record_offset(payload, 7, b"avc1")
-    if i is None:
-        return None
-    record = payload[i:]
-    # configurationVersion, profile, compatibility, level, lengthSizeMinusOne, numOfSPS
-    if len(record) < 8 or record[0] != 1 or record[5] & 0x1F == 0:
-        return None
-    sps_length = (record[6] << 8) | record[7]
-    sps = record[8 : 8 + sps_length]
-    if len(sps) != sps_length:
-        return None
-    return parse_avc_sps(sps)
+    sps = _first_sps(payload, hevc=False)
+    return parse_avc_sps(sps) if sps is not None else None
 
 
 # --- H.265 --------------------------------------------------------------------------------
@@ -271,21 +286,17 @@ def parse_hevc_sps(nal: bytes) -> VideoConfig | None:
     return VideoConfig(width, height, profile, level)
 
 
-def parse_hevc_sequence_header(payload: bytes) -> VideoConfig | None:
-    """Width, height, general profile_idc and level_idc from an H.265 sequence header
-    message (legacy codec id 12 or Enhanced RTMP `hvc1`)."""
-    i = _record_offset(payload, 12, b"hvc1")
-    if i is None:
-        return None
-    record = payload[i:]
+def hevc_config_nals(record: bytes) -> tuple[int, list[bytes]] | None:
+    """(NAL unit length size, [VPS, SPS, PPS, ...] in record order) from an
+    HEVCDecoderConfigurationRecord. None if the record is malformed."""
     if len(record) < 23 or record[0] != 1:
         return None
     num_arrays = record[22]
     pos = 23
+    nals: list[bytes] = []
     for _ in range(num_arrays):
         if pos + 3 > len(record):
             return None
-        nal_type = record[pos] & 0x3F
         count = (record[pos + 1] << 8) | record[pos + 2]
         pos += 3
         for _ in range(count):
@@ -293,12 +304,32 @@ def parse_hevc_sequence_header(payload: bytes) -> VideoConfig | None:
                 return None
             length = (record[pos] << 8) | record[pos + 1]
             pos += 2
-            nal = record[pos : pos + length]
+            nal = bytes(record[pos : pos + length])
             pos += length
-            if len(nal) != length:
+            if len(nal) != length or length < 2:
                 return None
-            if nal_type == _HEVC_NAL_SPS:
-                return parse_hevc_sps(nal)
+            nals.append(nal)
+    return (record[21] & 0x03) + 1, nals
+
+
+def parse_hevc_sequence_header(payload: bytes) -> VideoConfig | None:
+    """Width, height, general profile_idc and level_idc from an H.265 sequence header
+    message (legacy codec id 12 or Enhanced RTMP `hvc1`)."""
+    sps = _first_sps(payload, hevc=True)
+    return parse_hevc_sps(sps) if sps is not None else None
+
+
+def _first_sps(payload: bytes, hevc: bool) -> bytes | None:
+    """The first SPS NAL unit in an H.264 or H.265 sequence header message."""
+    i = _record_offset(payload, 12, b"hvc1") if hevc else _record_offset(payload, 7, b"avc1")
+    if i is None:
+        return None
+    found = hevc_config_nals(payload[i:]) if hevc else avc_config_nals(payload[i:])
+    if found is None:
+        return None
+    for nal in found[1]:
+        if ((nal[0] >> 1) & 0x3F == _HEVC_NAL_SPS) if hevc else (nal[0] & 0x1F == 7):
+            return nal
     return None
 
 
