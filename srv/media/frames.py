@@ -28,10 +28,9 @@ from srv.media.codec import (
     parse_ex_audio_header,
     parse_ex_video_header,
 )
+from srv.media.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO
 from srv.media.metadata import decode_metadata
 from srv.media.video_config import avc_config_nals, hevc_config_nals, parse_avc_sps, parse_hevc_sps
-
-TAG_AUDIO, TAG_VIDEO, TAG_SCRIPT = 8, 9, 18
 
 # Legacy FLV video codec id -> codec, and the Enhanced RTMP FourCCs muxed here.
 _LEGACY_VIDEO = {7: "H264", 12: "HEVC", 13: "AV1"}
