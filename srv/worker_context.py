@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from srv.app.access import IpLimiter
 from srv.app.hub import StreamHub
 from srv.conf.model import ServerConfig
 from srv.net.context import Client, ClientQuery, MasterLink, RefusalLog, bounded, client_figures
@@ -40,6 +41,7 @@ class WorkerContext:
         self.stopping = False  # a stop began: not ready (health), but still serving new clients
         self.draining = False  # the listeners are closed: whatever still arrives is refused
         self.refusals = RefusalLog(loop)
+        self.limiter = IpLimiter()
         # bytes of clients that have left; `refresh_bytes` adds the live ones, so the
         # "send_bytes"/"recv_bytes" counters only grow (the master keeps them when a worker dies)
         self._closed_send = 0
@@ -79,14 +81,23 @@ class WorkerContext:
     def reject(self, reason: str) -> None:
         self.counters[f"rejected:{reason}"] += 1
 
-    def refuse_at_door(self, logger: logging.Logger | logging.LoggerAdapter[Any], what: str) -> str | None:
-        """Why a new client must be refused at once (stopping, max_connections), else None.
+    def refuse_at_door(self, logger: logging.Logger | logging.LoggerAdapter[Any], what: str,
+                       ip: str | None = None) -> str | None:
+        """Why a new client must be refused at once (stopping, max_connections, and with `ip` the
+        per_ip limits: ip_banned, ip_rate, ip_connections), else None.
 
         A refusal is counted, and logged through `RefusalLog` (one summary line a second);
-        `what` starts the line (the client, when `logger` does not already say it).
+        `what` starts the line (the client, when `logger` does not already say it). A client
+        admitted with `ip` is counted by the limiter: the caller calls `limiter.release(ip)`
+        when it leaves.
         """
         if not self.draining and not self.over_limit():
-            return None
+            refusal = None if ip is None else self.limiter.admit(self.config.per_ip, ip, time.monotonic())
+            if refusal is None:
+                return None
+            self.reject(refusal.counter)
+            self.refusals.refused(refusal.counter, logger, "%srejected: %s", what, refusal.reason)
+            return refusal.counter
         reason = "stopping" if self.draining else "max_connections"
         self.reject(reason)
         self.refusals.refused(reason, logger, "%srejected: %s (%d clients)", what, reason, len(self.clients))

@@ -13,9 +13,10 @@ at the first.  Rules (SRS-compatible where SRS has one):
 - older and newer SRS spellings SRS still reads (``gop_cache`` directly in a vhost,
   ``forward host:port;``, SRS 7's ``rtmp { listen; }``) are read the same way, with a
   warning naming the current spelling (``compat``);
-- ``security`` and ``http_hooks`` are access control, which srv does not enforce yet: enabled,
-  they are an error (the server would run wide open where the file asks for it closed), or with
-  ``enforce=False`` (``srs -t``) a warning saying so;
+- ``http_hooks`` is access control, which srv does not enforce yet: enabled, it is an error
+  (the server would run wide open where the file asks for it closed), or with
+  ``enforce=False`` (``srs -t``) a warning saying so (``security`` is enforced:
+  ``srv.app.access``);
 - ``http_api { auth { enabled on; } }`` needs a username and a password; an API listening
   beyond loopback without it is a warning (anyone who reaches it can kick and reload).
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from srv.conf import values as v
 from srv.conf.compat import upgrade_main, upgrade_vhost
 from srv.conf.directives import REGISTRY
 from srv.conf.errors import ConfigError, format_location
@@ -37,7 +39,7 @@ __all__ = ["build"]
 _INVALID = object()
 
 # Blocks that decide who may connect, publish or play; SRS's default for each is off.
-_ACCESS_CONTROL = {("vhost", "security"), ("vhost", "http_hooks")}
+_ACCESS_CONTROL = {("vhost", "http_hooks")}
 
 
 def _switched_on(block: Directive) -> Directive | None:
@@ -106,6 +108,22 @@ class _Builder:
                 vhosts[vhost.name] = vhost
                 where[vhost.name] = d
             return VhostMap(vhosts.items())
+        if context == "vhost.security":
+            for (action, target), d in items:
+                if action not in ("publish", "play"):
+                    self.error(d, f'invalid action "{d.args[0]}" (expected publish or play)', arg=0)
+                elif target in ("publish", "play"):
+                    self.error(d, f'invalid rule target "{d.args[1]}" (expected all, an IP or a CIDR)', arg=1)
+        if context == "vhost.signed_url":
+            names: set[str] = set()
+            for (name, _), d in items:
+                try:
+                    v.key_name(name)
+                except ValueError as e:
+                    self.error(d, str(e), arg=0)
+                if name in names:
+                    self.error(d, f'key "{name}" is given twice', arg=0)
+                names.add(name)
         return tuple(value for value, _ in items)
 
     def finish(self, context: str, built: Any, first: dict[str, Directive]) -> Any:
@@ -126,6 +144,8 @@ class _Builder:
         if context == "vhost.forward":
             if built.backoff_initial > built.backoff_max and "backoff_initial" in first:
                 self.error(first["backoff_initial"], "backoff_initial is larger than backoff_max")
+        if context == "vhost.signed_url" and built.enabled and not built.keys:
+            self.error(first["enabled"], 'signed_url is enabled but has no "key name secret;"')
         return built
 
     # -- one directive -------------------------------------------------------------------

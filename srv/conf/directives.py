@@ -19,10 +19,13 @@ from srv.conf.model import (
     HttpApiConfig,
     HttpRemuxConfig,
     HttpServerConfig,
+    PerIpConfig,
     PlayConfig,
     PublishConfig,
     RawApiConfig,
+    SecurityConfig,
     ServerConfig,
+    SignedUrlConfig,
     VhostConfig,
 )
 from srv.conf.registry import MAIN, Registry, Spec
@@ -68,6 +71,8 @@ _SERVER = [
     Spec("http_api", (MAIN,), None, nargs=(0, 0), block=True, doc="HTTP API (/api/v1/...)."),
     Spec("http_server", (MAIN,), None, nargs=(0, 0), block=True, doc="HTTP server for files and HTTP-FLV."),
     Spec("exporter", (MAIN,), None, nargs=(0, 0), block=True, doc="Prometheus exporter."),
+    Spec("per_ip", (MAIN,), None, nargs=(0, 0), block=True,
+         doc="srv: limits per client IP (concurrent, rate, ban after failed auths)."),
     Spec("vhost", (MAIN,), v.vhost_name, nargs=(1, 1), block=True, multiple=True, field="vhosts",
          arg_field="name", example="__defaultVhost__",
          doc="a virtual host; __defaultVhost__ serves names no other vhost matches."),
@@ -124,6 +129,46 @@ _VHOST = [
          field="forwards", arg_field="pattern", env=False, example="live/game_*",
          doc="push matching streams to other servers (srv: may repeat, optional app/stream pattern)."),
     Spec("http_remux", ("vhost",), None, nargs=(0, 0), block=True),
+    Spec("security", ("vhost",), None, nargs=(0, 0), block=True,
+         doc="SRS's allow/deny rules on the client IP (see docs/access.md)."),
+    Spec("signed_url", ("vhost",), None, nargs=(0, 0), block=True, env=False,
+         doc="srv: require an HMAC ?token= to publish and/or play (see docs/access.md)."),
+]
+
+# --- vhost { security { } }: SecurityConfig (SRS) -----------------------------------------
+_SECURITY = [
+    Spec("enabled", ("vhost.security",), v.flag, default="off", example="on"),
+    Spec("allow", ("vhost.security",), v.security_arg, nargs=(2, 2), multiple=True, env=False,
+         default="<none>", example="play 127.0.0.1",
+         doc="allow publish|play all|<ip>|<cidr>; IPv6 too (srv)."),
+    Spec("deny", ("vhost.security",), v.security_arg, nargs=(2, 2), multiple=True, env=False,
+         default="<none>", example="publish all", doc="deny publish|play all|<ip>|<cidr>."),
+]
+
+# --- vhost { signed_url { } }: SignedUrlConfig (srv) --------------------------------------
+_SIGNED_URL = [
+    Spec("enabled", ("vhost.signed_url",), v.flag, default="off", example="on"),
+    Spec("publish", ("vhost.signed_url",), v.flag, default="on", doc="publishers need a token."),
+    Spec("play", ("vhost.signed_url",), v.flag, default="off", example="off", doc="players need a token."),
+    Spec("key", ("vhost.signed_url",), v.string, nargs=(2, 2), multiple=True, field="keys",
+         default="<none>", example="k1 change-me-to-a-long-random-secret",
+         doc="a signing key: name and secret; list two while rotating."),
+]
+
+# --- per_ip { }: PerIpConfig (srv) ---------------------------------------------------------
+_PER_IP = [
+    Spec("max_connections", ("per_ip",), v.integer(0, 1_000_000), default="0",
+         doc="concurrent connections from one IP (0: no limit)."),
+    Spec("connect_rate", ("per_ip",), v.seconds(0.0), default="0",
+         doc="new connections per second from one IP (0: no limit)."),
+    Spec("connect_burst", ("per_ip",), v.integer(1, 1_000_000), default="10",
+         doc="new connections from one IP allowed at once above connect_rate."),
+    Spec("ban_after", ("per_ip",), v.integer(0, 1_000_000), default="0",
+         doc="refused auths (security, signed_url) from one IP within ban_window that ban it (0: never)."),
+    Spec("ban_window", ("per_ip",), v.seconds(1.0), default="60",
+         doc="seconds over which refused auths are counted."),
+    Spec("ban_time", ("per_ip",), v.seconds(1.0), default="600",
+         doc="seconds a ban lasts; connections from a banned IP are closed at once."),
 ]
 
 # --- vhost { play { } }: PlayConfig -------------------------------------------------------
@@ -201,9 +246,13 @@ SECTIONS: dict[str, type[Any]] = {
     "vhost.publish": PublishConfig,
     "vhost.forward": ForwardConfig,
     "vhost.http_remux": HttpRemuxConfig,
+    "vhost.security": SecurityConfig,
+    "vhost.signed_url": SignedUrlConfig,
+    "per_ip": PerIpConfig,
 }
 
 REGISTRY = Registry(
-    [*_SERVER, *_HTTP_API, *_HTTP_SERVER, *_EXPORTER, *_VHOST, *_PLAY, *_PUBLISH, *_FORWARD, *_HTTP_REMUX],
+    [*_SERVER, *_HTTP_API, *_HTTP_SERVER, *_EXPORTER, *_VHOST, *_PLAY, *_PUBLISH, *_FORWARD, *_HTTP_REMUX,
+     *_SECURITY, *_SIGNED_URL, *_PER_IP],
     SECTIONS,
 )

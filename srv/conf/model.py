@@ -104,6 +104,46 @@ class PublishConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """SRS's ``security { }``: allow/deny rules on the client's IP, per action (publish or play).
+
+    Each rule is ``(action, target)``: ``target`` is ``all``, an IP or a CIDR (IPv4 or IPv6, srv
+    adds IPv6), normalised. How they combine is SRS's, surprise included: see
+    ``srv.app.access.security_check``.
+    """
+
+    enabled: bool = False
+    allow: tuple[tuple[str, str], ...] = ()
+    deny: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class SignedUrlConfig:
+    """srv's ``signed_url { }``: a ``?token=`` HMAC-SHA256 over action, vhost, app, stream and an
+    expiry, required for the actions switched on. ``keys`` are ``(name, secret)``; every key
+    listed is accepted (two at once while rotating). Secrets never appear in a repr."""
+
+    enabled: bool = False
+    publish: bool = True
+    play: bool = False
+    keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class PerIpConfig:
+    """srv's ``per_ip { }`` limits, enforced by each worker for the connections it accepted
+    (0 switches a limit off): concurrent connections, new connections per second with a burst,
+    and a ban of ``ban_time`` seconds after ``ban_after`` refused auths within ``ban_window``."""
+
+    max_connections: int = 0
+    connect_rate: float = 0.0
+    connect_burst: int = 10
+    ban_after: int = 0
+    ban_window: float = 60.0
+    ban_time: float = 600.0
+
+
+@dataclass(frozen=True)
 class ForwardConfig:
     """One ``forward [pattern] { ... }`` block.
 
@@ -144,6 +184,8 @@ class VhostConfig:
     publish: PublishConfig = PublishConfig()
     forwards: tuple[ForwardConfig, ...] = ()
     http_remux: HttpRemuxConfig = HttpRemuxConfig()
+    security: SecurityConfig = SecurityConfig()
+    signed_url: SignedUrlConfig = SignedUrlConfig()
 
     def forwards_for(self, app: str, stream: str) -> tuple[ForwardConfig, ...]:
         """The enabled forward blocks that apply to ``app/stream``, in file order."""
@@ -213,6 +255,7 @@ class ServerConfig:
     http_api: HttpApiConfig = HttpApiConfig()
     http_server: HttpServerConfig = HttpServerConfig()
     exporter: ExporterConfig = ExporterConfig()
+    per_ip: PerIpConfig = PerIpConfig()
     vhosts: Mapping[str, VhostConfig] = field(default_factory=VhostMap)
     warnings: tuple[str, ...] = ()
 

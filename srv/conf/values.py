@@ -197,3 +197,26 @@ def vhost_name(arg: str) -> str:
     if not arg:
         raise ValueError("a vhost needs a name")
     return arg
+
+
+def security_arg(arg: str) -> str:
+    """A word of an ``allow``/``deny`` rule: ``publish``, ``play``, ``all``, an IP or a CIDR
+    (IPv4 or IPv6; srv adds IPv6 and normalises: ``10.1.2.3/8`` -> ``10.0.0.0/8``)."""
+    if arg in ("publish", "play", "all"):
+        return arg
+    try:
+        if "/" in arg:
+            return str(ipaddress.ip_network(arg, strict=False))
+        return str(ipaddress.ip_address(arg))
+    except ValueError:
+        raise ValueError(f'invalid rule word "{arg}" (expected publish, play, all, an IP or a CIDR)') from None
+
+
+_KEY_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def key_name(arg: str) -> str:
+    """The name of a signing key: letters, digits, ``_`` and ``-`` (it travels in the token)."""
+    if not _KEY_NAME.match(arg):
+        raise ValueError(f'invalid key name "{arg}" (expected 1 to 64 letters, digits, _ or -)')
+    return arg

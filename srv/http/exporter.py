@@ -8,7 +8,8 @@ by the master's `retired` table (no counter goes backwards, nothing is counted t
 Series: SRS's (`srs_build_info`, `srs_cpu_percent`, `srs_memory`, `srs_send_bytes_total`,
 `srs_receive_bytes_total`, `srs_streams`, `srs_clients`, `srs_clients_total`,
 `srs_clients_errs_total`), and per stream, per forward destination, per worker, reloads and
-connection rejections. Label cardinality is bounded: per-stream and per-forward series stop at
+connection rejections (reasons include security, signed_url, ip_banned,
+ip_rate, ip_connections) and per-IP bans. Label cardinality is bounded: per-stream and per-forward series stop at
 `MAX_STREAMS` streams (the rest are summed in `srs_streams_unlisted`); reasons and results
 come from fixed code paths. `label` and `tag` from the config go on `srs_build_info`, as in SRS.
 """
@@ -66,6 +67,8 @@ class SnapshotCollector(Collector):
         for reason, n in sorted(v.counters_with_prefix("rejected:").items()):
             rejected.add_metric([reason], n)
         yield rejected
+        yield CounterMetricFamily("srs_ip_bans", "Client IPs banned after refused auths (per_ip ban_after).",
+                                  value=v.counter("ip_bans"))
         yield CounterMetricFamily("srs_worker_restarts", "Workers respawned after they died.",
                                   value=m.get("worker_restarts", 0))
         reloads = CounterMetricFamily("srs_reloads", "Config reloads, by result.", labels=["result"])

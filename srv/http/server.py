@@ -33,6 +33,7 @@ import h11
 
 from srv import SIGNATURE, __version__
 from srv import log as srvlog
+from srv.app.access import Refusal, check_access
 from srv.http import auth, health, static
 from srv.http.api import Api
 from srv.http.exporter import CONTENT_TYPE as METRICS_TYPE
@@ -40,12 +41,15 @@ from srv.http.exporter import render
 from srv.http.flv import FlvPlayer, match_mount
 from srv.http.routes import Route, route
 from srv.net.context import ConnectionContext
+from srv.net.refuse import record_refusal
 
 log = logging.getLogger("srv.http")
 
 HEADER_TIMEOUT = 10.0
 MAX_HEADER = 16 * 1024
 MAX_BODY = 64 * 1024
+# the status of an HTTP-FLV play refused at the door, by reason (others: 503)
+DOOR_STATUS = {"ip_banned": 403, "ip_rate": 429, "ip_connections": 429}
 SERVER = f"{SIGNATURE}/{__version__}".encode()
 # SRS's CORS headers, except that no method that changes anything is allowed cross-origin: a
 # browser preflights DELETE (kick a client) and is refused it from any page. A page that knows
@@ -69,6 +73,7 @@ class HttpConnection(asyncio.Protocol):
         self.request: h11.Request | None = None
         self.body_size = 0
         self.player: FlvPlayer | None = None
+        self.admitted = False  # counted by the per-IP limiter (an HTTP-FLV play), released at the end
         self.task: asyncio.Task[None] | None = None
         self.writable = asyncio.Event()  # cleared while the transport pushes back (static files)
         self.writable.set()
@@ -108,6 +113,9 @@ class HttpConnection(asyncio.Protocol):
         self._cancel_timer()
         if self.task is not None and not self.task.done():
             self.task.cancel()
+        if self.admitted:
+            self.admitted = False
+            self.ctx.limiter.release(self.ip)
         if self.player is not None:
             p, self.player = self.player, None
             p.stop()
@@ -269,6 +277,12 @@ class HttpConnection(asyncio.Protocol):
             self.transport.write(head + body)
         self._close()
 
+    def refuse(self, refusal: Refusal, stage: str) -> None:
+        """Refuse this request with 403 and close: the HTTP side of the one refusal path (the
+        same decisions an RTMP client gets as a status; see `RtmpConnection.refuse`)."""
+        record_refusal(self.ctx, self.ip, srvlog.ConnLog(log, "-", self.peer), stage, refusal)
+        self._error(403, f"Forbidden: {refusal.reason}", close=True)
+
     def _close(self) -> None:
         if self.closed:
             return
@@ -362,9 +376,15 @@ class HttpConnection(asyncio.Protocol):
         if found is None:
             return False
         ctx = self.ctx
-        reason = ctx.refuse_at_door(log, f"{self.peer}: flv play {path} ")
+        reason = ctx.refuse_at_door(log, f"{self.peer}: flv play {path} ", self.ip)
         if reason is not None:
-            self._error(503, reason, close=True)
+            self._error(DOOR_STATUS.get(reason, 503), reason, close=True)
+            return True
+        self.admitted = True
+        app, stream = found
+        refusal = check_access(vhost, "play", self.ip, app, stream, query, time.time())
+        if refusal is not None:
+            self.refuse(refusal, f"flv play {path}")
             return True
         headers = [(b"Server", SERVER), (b"Content-Type", b"video/x-flv"), (b"Cache-Control", b"no-cache"),
                    (b"Connection", b"close")]
@@ -380,7 +400,6 @@ class HttpConnection(asyncio.Protocol):
             self.transport.write(head + self._send(h11.EndOfMessage()))
             return True
         self.transport.write(head)
-        app, stream = found
         self.player = FlvPlayer(ctx, self.transport, vhost, app, stream, self.ip, host or "127.0.0.1",
                                 chunked, len(head))
         self.transport.resume_reading()  # notice the client leaving; its bytes are ignored

@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from srv.app.access import IpLimiter
 from srv.app.hub import StreamHub
 from srv.conf.model import ServerConfig
 from srv.net.hooks import HookClient
@@ -120,6 +121,7 @@ class ConnectionContext(Protocol):
     hooks: HookClient
     clients: dict[str, Client]
     counters: Counter[str]
+    limiter: IpLimiter  # per_ip limits of this worker's connections
     stopping: bool  # a stop began: not ready (health), but still serving new clients
     draining: bool  # the listeners are closed: whatever still arrives is refused
     server_id: str  # the same for every worker of one server: forwarders detect loops with it
@@ -129,7 +131,8 @@ class ConnectionContext(Protocol):
     def unregister(self, client: Client) -> None: ...
     def over_limit(self) -> bool: ...
     def reject(self, reason: str) -> None: ...
-    def refuse_at_door(self, logger: logging.Logger | logging.LoggerAdapter[Any], what: str) -> str | None: ...
+    def refuse_at_door(self, logger: logging.Logger | logging.LoggerAdapter[Any], what: str,
+                       ip: str | None = None) -> str | None: ...
 
 
 def client_figures(infos: list[dict[str, Any]], query: ClientQuery | None = None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from srv import log as srvlog
+from srv.app.access import Refusal, check_access
 from srv.app.forward_target import loop_refusal
 from srv.app.hub import stream_key
 from srv.app.packet import rtmp_encoding
@@ -25,6 +26,7 @@ from srv.conf.model import VhostConfig
 from srv.net.context import ConnectionContext
 from srv.net.flow import tune_player_transport
 from srv.net.forward import ask_backends
+from srv.net.refuse import REFUSE_LINGER, record_refusal
 from srv.net.wait import PublisherWait
 from srv.rtmp import events as ev
 from srv.rtmp.errors import ProtocolError
@@ -55,6 +57,8 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.key = ""
         self.url = ""
         self.params: dict[str, str] = {}  # the publish's query (forwarders pass it on)
+        self.connect_params: dict[str, str] = {}  # the tcUrl's and app's query
+        self.admitted = False  # counted by the per-IP limiter (released when it ends)
         self.stream_id = 1
         self.source: LiveSource | None = None
         self.consumer: Consumer | None = None
@@ -84,10 +88,11 @@ class RtmpServerProtocol(asyncio.Protocol):
         client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "worker-pull"
         self.log = srvlog.ConnLog(log, self.cid, client)
         if not self.internal:
-            if ctx.refuse_at_door(self.log, "") is not None:
+            if ctx.refuse_at_door(self.log, "", self.ip) is not None:
                 self.closed = True
                 transport.abort()
                 return
+            self.admitted = True
             ctx.register(self)
         self.session = ServerSession(out_chunk_size=ctx.config.chunk_size,
                                      max_message_size=MAX_MESSAGE_SIZE)
@@ -140,6 +145,9 @@ class RtmpServerProtocol(asyncio.Protocol):
             self.ctx.hub.unpublish(self.key, self)
         if not self.internal:
             self.ctx.unregister(self)
+        if self.admitted:
+            self.admitted = False
+            self.ctx.limiter.release(self.ip)
         if not was_closed or self.role:
             why = self.close_reason or srvlog.peer_left(exc)
             self.log.log(srvlog.TRACE, "closed (%s), %s, recv %d bytes, sent %d bytes, %.1fs",
@@ -180,6 +188,43 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
+
+    def refuse(self, request: ev.ConnectRequest | ev.PublishRequest | ev.PlayRequest, refusal: Refusal) -> None:
+        """Refuse `request` with a real RTMP answer, then close: the one refusal path (security,
+        signed URLs, http_hooks). The client reads why before the close, so ffmpeg prints
+        "Server error: <reason>" and OBS shows it and stops retrying:
+
+        - connect: ``_error`` NetConnection.Connect.Rejected (SRS and FMS's answer);
+        - publish: ``onStatus`` error NetStream.Publish.Unauthorized (or `refusal.code`, e.g.
+          NetStream.Publish.BadName);
+        - play: ``onStatus`` error NetStream.Play.Failed (or `refusal.code`, e.g.
+          NetStream.Play.StreamNotFound).
+
+        Counted, logged and weighed toward a per-IP ban by `record_refusal`. The answer is
+        flushed, then the transport closes; a client that does not read it within
+        REFUSE_LINGER seconds is aborted.
+        """
+        if self.closed:
+            return
+        if isinstance(request, ev.ConnectRequest):
+            stage = "connect"
+            self.session.reject_connect(request, refusal.reason)
+        elif isinstance(request, ev.PublishRequest):
+            stage = "publish"
+            self.session.reject_publish(request.stream_id, refusal.code or "NetStream.Publish.Unauthorized",
+                                        refusal.reason)
+        else:
+            stage = "play"
+            self.session.reject_play(request.stream_id, refusal.code or "NetStream.Play.Failed", refusal.reason)
+        self.flush()
+        record_refusal(self.ctx, self.ip, self.log, stage, refusal)
+        self.close_reason = f"{stage} refused"
+        self.role = ""
+        self.closed = True
+        if self.transport is not None:
+            transport = self.transport
+            transport.close()
+            self.ctx.loop.call_later(REFUSE_LINGER, transport.abort)
 
     def sent(self) -> int:
         return self.send_bytes + (self.consumer.sent_bytes if self.consumer else 0)
@@ -225,6 +270,7 @@ class RtmpServerProtocol(asyncio.Protocol):
         vhost = self.ctx.config.vhost(e.vhost)
         self.tc_url = e.tc_url
         self.app = e.app
+        self.connect_params = dict(e.params)
         if vhost is None or not vhost.enabled:
             why = f"vhost {e.vhost} not found" if vhost is None else f"vhost {e.vhost} disabled"
             self.session.reject_connect(e, why)
@@ -248,10 +294,22 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.url = f"/{self.app}/{name}"
         self.log.stream = self.key
 
+    def _access(self, action: str, e: ev.PublishRequest | ev.PlayRequest) -> Refusal | None:
+        """The local access decision (security, signed URL) for this publish or play."""
+        if self.internal:
+            return None  # another worker of this server pulling: it decided for its player
+        assert self.vhost is not None
+        params = {**self.connect_params, **e.params}
+        return check_access(self.vhost, action, self.ip, self.app, e.stream_name, params, time.time())
+
     def handle_publish(self, e: ev.PublishRequest) -> None:
         if self.role:
             raise ProtocolError(f"publish while already {self.role}")
         self._stream(e.stream_name)
+        refusal = self._access("publish", e)
+        if refusal is not None:
+            self.refuse(e, refusal)
+            return
         self.role = "fmle-publish"
         self._cancel_deadline()
         self.stream_id = e.stream_id
@@ -342,6 +400,10 @@ class RtmpServerProtocol(asyncio.Protocol):
             raise ProtocolError(f"play while already {self.role}")
         self._stream(e.stream_name)
         assert self.vhost is not None
+        refusal = self._access("play", e)
+        if refusal is not None:
+            self.refuse(e, refusal)
+            return
         self.role = "rtmp-play"
         self._cancel_deadline()
         self.stream_id = e.stream_id
