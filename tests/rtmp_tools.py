@@ -18,12 +18,14 @@ from srv.rtmp.messages import Message
 
 class RtmpTestClient:
     def __init__(self, port: int, app: str = "live", host: str = "127.0.0.1",
-                 tc_url: str | None = None, read: bool = True, rcvbuf: int = 0) -> None:
+                 tc_url: str | None = None, read: bool = True, rcvbuf: int = 0, source: str = "") -> None:
         self.rcvbuf = rcvbuf  # a small receive buffer makes a stalled reader push back sooner
+        self.source = source  # the local address to connect from (127.0.0.2, ...): per-IP tests
         self.port = port
         self.host = host
         self.app = app
-        self.session = ClientSession(app=app, tc_url=tc_url or f"rtmp://{host}:{port}/{app}")
+        netloc = f"[{host}]" if ":" in host else host
+        self.session = ClientSession(app=app, tc_url=tc_url or f"rtmp://{netloc}:{port}/{app}")
         self.events: asyncio.Queue[ev.Event] = asyncio.Queue()
         self.read = read
         self.closed = asyncio.Event()
@@ -32,7 +34,9 @@ class RtmpTestClient:
         self.keep_media = True
 
     async def open(self) -> None:
-        sock = socket.socket()
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        if self.source:
+            sock.bind((self.source, 0))
         if self.rcvbuf:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         sock.setblocking(False)

@@ -78,6 +78,13 @@ def _network(target: str) -> IpNetwork:
     return ipaddress.ip_network(target, strict=False)
 
 
+def plain_ip(ip: str) -> str:
+    """`ip` as rules, limits and logs see it: an IPv4-mapped address (a dual-stack listener's
+    ``::ffff:127.0.0.1``) as the IPv4 one; anything else unchanged."""
+    addr = client_address(ip) if ip.startswith("::ffff:") else None
+    return str(addr) if addr is not None else ip
+
+
 def _matches(target: str, ip: str) -> bool:
     if target == "all":
         return True

@@ -49,11 +49,11 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = _table()
 """Every variable srv reads, canonical names before aliases (the first one set wins)."""
 
 ACCESS_CONTROL_ENV: tuple[tuple[str, str], ...] = (
-    ("SRS_VHOST_SECURITY_ENABLED", "vhost.security"),
     ("SRS_VHOST_HTTP_HOOKS_ENABLED", "vhost.http_hooks"),
 )
-"""SRS switches access control on from the environment too; srv does not enforce it yet, so
-these are applied like the others and the builder refuses what they turn on."""
+"""SRS switches access control on from the environment too; srv does not enforce these yet, so
+they are applied like the others and the builder refuses what they turn on. (``security`` is
+enforced: SRS_VHOST_SECURITY_ENABLED is an ordinary override.)"""
 
 
 def apply_env(directives: list[Directive], environ: Mapping[str, str]) -> list[Directive]:

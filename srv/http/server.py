@@ -33,7 +33,7 @@ import h11
 
 from srv import SIGNATURE, __version__
 from srv import log as srvlog
-from srv.app.access import Refusal, check_access
+from srv.app.access import Refusal, check_access, plain_ip
 from srv.http import auth, health, static
 from srv.http.api import Api
 from srv.http.exporter import CONTENT_TYPE as METRICS_TYPE
@@ -83,7 +83,7 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
-        self.ip = peer[0] if isinstance(peer, tuple) else "unix"
+        self.ip = plain_ip(peer[0]) if isinstance(peer, tuple) else "unix"
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
         self._arm_timer()
 

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from srv import log as srvlog
-from srv.app.access import Refusal, check_access
+from srv.app.access import Refusal, check_access, plain_ip
 from srv.app.forward_target import loop_refusal
 from srv.app.hub import stream_key
 from srv.app.packet import rtmp_encoding
@@ -84,7 +84,7 @@ class RtmpServerProtocol(asyncio.Protocol):
         ctx = self.ctx
         self.cid = ctx.new_cid()
         peer = transport.get_extra_info("peername")
-        self.ip = peer[0] if isinstance(peer, tuple) else "worker"
+        self.ip = plain_ip(peer[0]) if isinstance(peer, tuple) else "worker"
         client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "worker-pull"
         self.log = srvlog.ConnLog(log, self.cid, client)
         if not self.internal:
