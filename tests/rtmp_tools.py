@@ -81,13 +81,19 @@ class RtmpTestClient:
                     return e
         return await asyncio.wait_for(find(), timeout)
 
-    async def play(self, name: str) -> None:
+    async def request_play(self, name: str) -> ev.StatusEvent:
+        """createStream and play `name`; the first onStatus the server answers (an error when refused)."""
         self.session.create_stream()
         self._flush()
         await self.expect(ev.StreamCreated)
         self.session.play(name)
         self._flush()
-        await self.expect(ev.StatusEvent, "NetStream.Play.Start")
+        status: ev.StatusEvent = await self.expect(ev.StatusEvent)
+        return status
+
+    async def play(self, name: str) -> None:
+        if (await self.request_play(name)).code != "NetStream.Play.Start":
+            await self.expect(ev.StatusEvent, "NetStream.Play.Start")
 
     async def publish(self, name: str) -> ev.StatusEvent:
         self.session.create_stream()

@@ -70,12 +70,7 @@ async def rtmp_play_answer(port: int, host: str, app: str, name: str = "s") -> e
     c = RtmpTestClient(port, app=app, host=host)
     await c.open()
     try:
-        c.session.create_stream()
-        c._flush()
-        await c.expect(ev.StreamCreated)
-        c.session.play(name)
-        c._flush()
-        status: ev.StatusEvent = await c.expect(ev.StatusEvent)
+        status = await c.request_play(name)
         if status.level == "error":
             await asyncio.wait_for(c.closed.wait(), 10)  # and then the server closes
         return status

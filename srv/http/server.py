@@ -279,7 +279,7 @@ class HttpConnection(asyncio.Protocol):
 
     def refuse(self, refusal: Refusal, stage: str) -> None:
         """Refuse this request with 403 and close: the HTTP side of the one refusal path (the
-        same decisions an RTMP client gets as a status; see `RtmpConnection.refuse`)."""
+        same decisions an RTMP client gets as a status; see `RtmpServerProtocol.refuse`)."""
         record_refusal(self.ctx, self.ip, srvlog.ConnLog(log, "-", self.peer), stage, refusal)
         self._error(403, f"Forbidden: {refusal.reason}", close=True)
 

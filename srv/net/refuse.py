@@ -1,4 +1,4 @@
-"""The one refusal path's bookkeeping, shared by RTMP (`RtmpConnection.refuse`) and HTTP
+"""The one refusal path's bookkeeping, shared by RTMP (`RtmpServerProtocol.refuse`) and HTTP
 (`HttpConnection.refuse`): the exporter counter, the log line and the per-IP ban.
 
 Whatever decides a refusal (SRS `security`, signed URLs, http_hooks) hands a
