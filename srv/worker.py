@@ -35,6 +35,7 @@ from srv.conf.model import ServerConfig
 from srv.http.server import HttpConnection
 from srv.net.context import ClientQuery
 from srv.net.forward import Forwarder
+from srv.net.proxy_gate import ProxyGate
 from srv.net.pull import Pull
 from srv.net.rtmp_server import RtmpServerProtocol
 from srv.process import WORKER_BOOT_ERROR
@@ -190,11 +191,17 @@ class Worker:
         self.hub.make_forwarder = lambda src, dest, fw: Forwarder(self.ctx, src, dest, fw)
 
     async def start_listener(self, spec: ListenSpec, sock: socket.socket) -> None:
-        if spec.kind == "rtmp":
-            server = await self.loop.create_server(lambda: RtmpServerProtocol(self.ctx), sock=sock)
-        else:
-            server = await self.loop.create_server(lambda: HttpConnection(self.ctx, spec.services), sock=sock)
-        self.servers[spec] = server
+        def protocol(client: tuple[str, int] | None = None) -> asyncio.Protocol:
+            if spec.kind == "rtmp":
+                return RtmpServerProtocol(self.ctx, client=client)
+            return HttpConnection(self.ctx, spec.services, client=client)
+
+        def factory() -> asyncio.Protocol:
+            if spec.proxy_protocol:  # load balancers only: the PROXY header says who the client is
+                return ProxyGate(self.ctx, protocol, str(spec))
+            return protocol()
+
+        self.servers[spec] = await self.loop.create_server(factory, sock=sock)
 
     async def heartbeat(self) -> None:
         while True:

@@ -18,9 +18,11 @@ from srv.rtmp.messages import Message
 
 class RtmpTestClient:
     def __init__(self, port: int, app: str = "live", host: str = "127.0.0.1",
-                 tc_url: str | None = None, read: bool = True, rcvbuf: int = 0, source: str = "") -> None:
+                 tc_url: str | None = None, read: bool = True, rcvbuf: int = 0,
+                 source: str = "", prefix: bytes = b"") -> None:
         self.rcvbuf = rcvbuf  # a small receive buffer makes a stalled reader push back sooner
         self.source = source  # the local address to connect from (127.0.0.2, ...): per-IP tests
+        self.prefix = prefix  # bytes sent before the handshake (a PROXY header)
         self.port = port
         self.host = host
         self.app = app
@@ -42,6 +44,8 @@ class RtmpTestClient:
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, (self.host, self.port))
         self.reader, self.writer = await asyncio.open_connection(sock=sock)
+        if self.prefix:
+            self.writer.write(self.prefix)
         self.session.start()
         self._flush()
         self.task = asyncio.ensure_future(self._pump())

@@ -134,6 +134,13 @@ class _Builder:
                 if endpoint in seen:
                     self.error(first["listen"], f'listen address "{endpoint}" is given twice')
                 seen.add(endpoint)
+            if built.proxy_protocol_trusted == () and any(
+                    ep.proxy_protocol for ep in (*built.listen, built.http_api.listen, built.http_server.listen,
+                                                 built.exporter.listen)):
+                where = next(d for d in (first.get("listen"), first.get("http_api"), first.get("http_server"),
+                                         first.get("exporter")) if d is not None)
+                self.error(where, "a listen address has proxy_protocol, but proxy_protocol_trusted is not set: "
+                                  "name the load balancers allowed to send PROXY headers")
             api = built.http_api
             if api.enabled and not api.auth.enabled and not is_loopback(api.listen.host):
                 self.warn(first["http_api"], f"the HTTP API listens on {api.listen} without auth: whoever "
@@ -188,6 +195,12 @@ class _Builder:
                 converted.append(spec.convert(arg))
             except ValueError as e:
                 self.error(d, str(e), arg=index)
+                return _INVALID
+        if not spec.block and spec.join is not None:
+            try:
+                return spec.join(converted)
+            except ValueError as e:
+                self.error(d, str(e))
                 return _INVALID
         if not spec.block:
             return converted[0] if high == 1 else tuple(converted)

@@ -72,7 +72,7 @@ def reload_diff(old: ServerConfig, new: ServerConfig) -> ConfigDiff:
         vhosts_removed=removed,
         vhosts_changed=vhosts_changed,
         forwards_changed=forwards,
-        listen_changed=old.listen != new.listen,
+        listen_changed=[(e, e.proxy_protocol) for e in old.listen] != [(e, e.proxy_protocol) for e in new.listen],
         workers_changed=old.workers != new.workers,
         changed=tuple(changed),
         needs_restart=tuple(needs_restart),

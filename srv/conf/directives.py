@@ -35,8 +35,14 @@ _SOME = (1, None)
 
 # --- process and logging: ServerConfig ---------------------------------------------------
 _SERVER = [
-    Spec("listen", (MAIN,), v.endpoint, nargs=_SOME, default="1935", example="1935 127.0.0.1:1936",
-         doc="RTMP listen addresses, [ip:]port each; the master keeps the sockets across reloads."),
+    Spec("listen", (MAIN,), v.listen_address, nargs=_SOME, default="1935", example="1935 127.0.0.1:1936",
+         join=v.listen_addresses,
+         doc="RTMP listen addresses, [ip:]port each; the master keeps the sockets across reloads. "
+             "An address followed by proxy_protocol expects a PROXY header (v1 or v2) first (srv)."),
+    Spec("proxy_protocol_trusted", (MAIN,), v.network, nargs=_SOME, default="<none>",
+         example="127.0.0.1 10.0.0.0/8 ::1",
+         doc="load balancers (addresses, CIDR blocks) that may connect to a proxy_protocol listener; "
+             "their PROXY header gives the client's address; anyone else is refused (srv)."),
     Spec("pid", (MAIN,), v.string, default="./objs/srs.pid", reloadable=False,
          doc="pid file; also what `-s reload|stop` signals."),
     Spec("workers", (MAIN,), v.integer(1, 1024), default="<cpu count>", example="4",
@@ -81,7 +87,9 @@ _SERVER = [
 # --- http_api { raw_api { } auth { } }: HttpApiConfig, RawApiConfig, ApiAuthConfig --------
 _HTTP_API = [
     Spec("enabled", ("http_api",), v.flag, default="off", example="on"),
-    Spec("listen", ("http_api",), v.endpoint, default="1985"),
+    Spec("listen", ("http_api",), v.listen_address, nargs=(1, 2), default="1985", example="1985",
+         join=v.one_listen_address,
+         doc="[ip:]port; followed by proxy_protocol, it expects a PROXY header first (srv)."),
     Spec("crossdomain", ("http_api",), v.flag, default="on", example="on",
          doc="answer CORS requests."),
     Spec("raw_api", ("http_api",), None, nargs=(0, 0), block=True, env=False),
@@ -101,7 +109,9 @@ _HTTP_API = [
 # --- http_server { }: HttpServerConfig ----------------------------------------------------
 _HTTP_SERVER = [
     Spec("enabled", ("http_server",), v.flag, default="off", example="on"),
-    Spec("listen", ("http_server",), v.endpoint, default="8080"),
+    Spec("listen", ("http_server",), v.listen_address, nargs=(1, 2), default="8080", example="8080",
+         join=v.one_listen_address,
+         doc="[ip:]port; followed by proxy_protocol, it expects a PROXY header first (srv)."),
     Spec("dir", ("http_server",), v.string, default="./objs/nginx/html", doc="document root."),
     Spec("crossdomain", ("http_server",), v.flag, default="on", example="on"),
 ]
@@ -109,7 +119,9 @@ _HTTP_SERVER = [
 # --- exporter { }: ExporterConfig ---------------------------------------------------------
 _EXPORTER = [
     Spec("enabled", ("exporter",), v.flag, default="off", example="on"),
-    Spec("listen", ("exporter",), v.endpoint, default="9972"),
+    Spec("listen", ("exporter",), v.listen_address, nargs=(1, 2), default="9972", example="9972",
+         join=v.one_listen_address,
+         doc="[ip:]port; followed by proxy_protocol, it expects a PROXY header first (srv)."),
     Spec("label", ("exporter",), v.string, default='""', example="cn-beijing",
          doc="value of the label= label on every metric."),
     Spec("tag", ("exporter",), v.string, default='""', example="cn-edge",

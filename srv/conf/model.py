@@ -20,10 +20,16 @@ DEFAULT_VHOST = "__defaultVhost__"
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A listen address; ``1935`` means ``0.0.0.0:1935``."""
+    """A listen address; ``1935`` means ``0.0.0.0:1935``.
+
+    ``proxy_protocol`` (srv: ``listen 1935 proxy_protocol;``) marks a socket whose peers are load
+    balancers sending a PROXY header first. It is not part of the address: two endpoints on the
+    same address are the same endpoint (one socket), whatever their flags.
+    """
 
     host: str
     port: int
+    proxy_protocol: bool = field(default=False, compare=False)
 
     def __str__(self) -> str:
         if ":" in self.host:
@@ -252,6 +258,8 @@ class ServerConfig:
     worker_timeout: float = 30.0
     force_grace_quit: bool = False
     pithy_print_ms: int = 10000
+    # srv: peers allowed to send PROXY headers to a `proxy_protocol` listener (no one by default)
+    proxy_protocol_trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     http_api: HttpApiConfig = HttpApiConfig()
     http_server: HttpServerConfig = HttpServerConfig()
     exporter: ExporterConfig = ExporterConfig()

@@ -13,7 +13,7 @@ is in ``vhost.play``.  The registry is read-only after import.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,9 @@ class Spec:
     ``max == 1`` fills its field with one converted value, otherwise with a tuple.  A block's
     args (``vhost name``, ``forward pattern``) fill ``arg_field`` of the section it builds.
     ``multiple`` directives may repeat and fill a tuple; any other repetition keeps the
-    first one, as SRS does, with a warning.
+    first one, as SRS does, with a warning. ``join``, when given, makes the field's value of
+    the converted arguments together (``listen 1935 proxy_protocol;``); a ValueError it raises
+    is reported at the directive.
     """
 
     name: str
@@ -48,6 +50,7 @@ class Spec:
     env_aliases: tuple[str, ...] = ()
     example: str = ""
     doc: str = ""
+    join: Callable[[list[Any]], Any] | None = None
 
     @property
     def target(self) -> str:

@@ -141,6 +141,46 @@ def endpoint(arg: str) -> Endpoint:
     return Endpoint(host, port(port_text))
 
 
+PROXY_PROTOCOL = "proxy_protocol"
+
+
+def listen_address(arg: str) -> Endpoint | str:
+    """An ``endpoint``, or the word ``proxy_protocol`` marking the address before it (srv)."""
+    return PROXY_PROTOCOL if arg == PROXY_PROTOCOL else endpoint(arg)
+
+
+def listen_addresses(args: list[Any]) -> tuple[Endpoint, ...]:
+    """``listen 1935 19350 proxy_protocol;``: each ``proxy_protocol`` marks the address just
+    before it (nginx's order), here 19350 expects PROXY headers and 1935 does not."""
+    out: list[Endpoint] = []
+    for arg in args:
+        if arg != PROXY_PROTOCOL:
+            out.append(arg)
+        elif not out or out[-1].proxy_protocol:
+            raise ValueError('"proxy_protocol" must follow a listen address (listen 1935 proxy_protocol;)')
+        else:
+            out[-1] = Endpoint(out[-1].host, out[-1].port, proxy_protocol=True)
+    if not out:
+        raise ValueError("a listen address is missing")
+    return tuple(out)
+
+
+def one_listen_address(args: list[Any]) -> Endpoint:
+    """``listen 1985 [proxy_protocol];``: one address, optionally marked."""
+    found = listen_addresses(args)
+    if len(found) > 1:
+        raise ValueError(f"one listen address expected, got {len(found)}")
+    return found[0]
+
+
+def network(arg: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An IP address or a CIDR block: ``10.0.0.1``, ``10.0.0.0/8``, ``::1``, ``fd00::/8``."""
+    try:
+        return ipaddress.ip_network(arg)
+    except ValueError as e:
+        raise ValueError(f'invalid address or CIDR block "{arg}" ({e})') from None
+
+
 def _check_ip(host: str, arg: str) -> None:
     try:
         ipaddress.ip_address(host)

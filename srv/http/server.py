@@ -62,9 +62,11 @@ CORS = [(b"Access-Control-Allow-Origin", b"*"),
 
 
 class HttpConnection(asyncio.Protocol):
-    def __init__(self, ctx: ConnectionContext, services: frozenset[str]) -> None:
+    def __init__(self, ctx: ConnectionContext, services: frozenset[str],
+                 client: tuple[str, int] | None = None) -> None:
         self.ctx = ctx
         self.services = services
+        self.client = client  # the client's (ip, port) from a PROXY header; else the peer's
         self.transport: asyncio.Transport | None = None
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER)
         self.timer: asyncio.TimerHandle | None = None
@@ -82,7 +84,9 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
+        # the one address of this client (PROXY header, else the socket's): what logs, limits,
+        # security and the API see
+        peer = self.client or transport.get_extra_info("peername")
         self.ip = plain_ip(peer[0]) if isinstance(peer, tuple) else "unix"
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
         self._arm_timer()

@@ -122,6 +122,7 @@ class ConnectionContext(Protocol):
     clients: dict[str, Client]
     counters: Counter[str]
     limiter: IpLimiter  # per_ip limits of this worker's connections
+    refusals: RefusalLog  # refusals at the door, logged without flooding
     stopping: bool  # a stop began: not ready (health), but still serving new clients
     draining: bool  # the listeners are closed: whatever still arrives is refused
     server_id: str  # the same for every worker of one server: forwarders detect loops with it

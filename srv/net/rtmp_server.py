@@ -45,9 +45,11 @@ MAX_PENDING_MEDIA_BYTES = 8 * 1024 * 1024
 
 
 class RtmpServerProtocol(asyncio.Protocol):
-    def __init__(self, ctx: ConnectionContext, internal: bool = False) -> None:
+    def __init__(self, ctx: ConnectionContext, internal: bool = False,
+                 client: tuple[str, int] | None = None) -> None:
         self.ctx = ctx
         self.internal = internal
+        self.client = client  # the client's (ip, port) from a PROXY header; else the peer's
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.role = ""  # "fmle-publish" | "rtmp-play"
@@ -83,7 +85,9 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         ctx = self.ctx
         self.cid = ctx.new_cid()
-        peer = transport.get_extra_info("peername")
+        # the one address of this client (PROXY header, else the socket's): limits, security,
+        # hooks, logs and the API all read self.ip
+        peer = self.client or transport.get_extra_info("peername")
         self.ip = plain_ip(peer[0]) if isinstance(peer, tuple) else "worker"
         client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "worker-pull"
         self.log = srvlog.ConnLog(log, self.cid, client)
