@@ -178,8 +178,8 @@ class Backend:
 def test_backend_chooses_destinations(srs_server, clients: Clients):
     s1 = srs_server(name="slave1")
     backend = Backend((200, {"code": 0, "data": {"urls": [f"rtmp://127.0.0.1:{s1.port}/backup/[stream]-b"]}}))
-    try:
-        master = srs_server("vhost __defaultVhost__ { forward { enabled on;\n"
+    try:  # the slave is on loopback: a backend destination there needs allow_private (SSRF guard)
+        master = srs_server("vhost __defaultVhost__ { forward { enabled on; allow_private 127.0.0.0/8;\n"
                             f"  backend {backend.url}; }} }}\n", name="master")
         clients.publish(f"{master.url}/live/show?token=t1")
         assert wait_for(lambda: backend.requests, 15, what="on_forward")

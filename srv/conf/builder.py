@@ -151,6 +151,9 @@ class _Builder:
         if context == "vhost.forward":
             if built.backoff_initial > built.backoff_max and "backoff_initial" in first:
                 self.error(first["backoff_initial"], "backoff_initial is larger than backoff_max")
+            flags = {"on", "off"} & set(built.allow_private)
+            if flags and len(built.allow_private) > 1:
+                self.error(first["allow_private"], f'allow_private takes "{flags.pop()}" alone, or networks')
         if context == "vhost.signed_url" and built.enabled and not built.keys:
             self.error(first["enabled"], 'signed_url is enabled but has no "key name secret;"')
         return built

@@ -228,6 +228,10 @@ _FORWARD = [
          doc="reconnect delay doubles up to this many ms (srv)."),
     Spec("queue_length", ("vhost.forward",), v.seconds(0.0), default="10",
          doc="seconds of media queued for a slow destination (srv)."),
+    Spec("allow_private", ("vhost.forward",), v.flag_or_network, nargs=_SOME, default="<none>",
+         example="10.0.0.0/8 fd00::/8",
+         doc="backend destinations may resolve to loopback, link-local or private addresses: on "
+             "(all), or only these networks (srv; config destinations are always trusted)."),
     Spec("srv_via", ("vhost.forward",), v.choice("auto", "on", "off"), default="auto", example="on",
          doc="send the srv_via loop-protection parameter: auto = to host[:port] slaves only, "
              "not to rtmp:// URLs (srv)."),

@@ -165,6 +165,7 @@ class ForwardConfig:
     backoff_max: int = 3000
     queue_length: float = 10.0
     srv_via: str = "auto"  # "auto" (host[:port] slaves only), "on" (every destination), "off"
+    allow_private: tuple[str, ...] = ()  # srv: "on", "off" or networks a backend destination may be in
 
     def matches(self, app: str, stream: str) -> bool:
         return fnmatch.fnmatchcase(f"{app}/{stream}", self.pattern)

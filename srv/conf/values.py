@@ -226,6 +226,16 @@ def http_url(arg: str) -> str:
     return arg
 
 
+def flag_or_network(arg: str) -> str:
+    """``on``, ``off`` or an IP network (``10.0.0.0/8``, ``fd00::/8``, a single address)."""
+    if arg in ("on", "off"):
+        return arg
+    try:
+        return str(ipaddress.ip_network(arg, strict=False))
+    except ValueError:
+        raise ValueError(f'invalid value "{arg}" (expected on, off or an IP network such as 10.0.0.0/8)') from None
+
+
 def stream_pattern(arg: str) -> str:
     """An fnmatch pattern on ``app/stream`` (``*``, ``live/*``, ``live/game_*``)."""
     if not arg or any(c.isspace() for c in arg):

@@ -33,12 +33,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import time
 from typing import Any
 
 from srv import log as srvlog
 from srv.app.forward_target import (
     LOOP_REASON,
+    is_url,
     on_forward_body,
     on_forward_urls,
     resolve,
@@ -47,6 +49,8 @@ from srv.app.forward_target import (
 )
 from srv.app.packet import rtmp_encoding
 from srv.app.source import Consumer, LiveSource
+from srv.app.ssrf import allowed_networks
+from srv.app.ssrf import refusal as ssrf_refusal
 from srv.conf.model import ForwardConfig, VhostConfig
 from srv.net.context import ConnectionContext
 from srv.net.hooks import HookError
@@ -251,7 +255,10 @@ class Forwarder:
 
         async def open_connection() -> None:
             try:
-                _, proto = await self.loop.create_connection(make, t.host, t.port)
+                host = await self._guarded_host() if self.guarded else t.host
+                if host is None:
+                    return
+                _, proto = await self.loop.create_connection(make, host, t.port)
             except OSError as e:
                 self._fail(gen, f"cannot connect to {t.host}:{t.port}: {e.strerror or e}")
                 return
@@ -259,6 +266,25 @@ class Forwarder:
                 proto.close("stopped")
 
         self.task = self.loop.create_task(open_connection())
+
+    @property
+    def guarded(self) -> bool:
+        """A destination the forward block's backend returned, not one the config lists."""
+        return is_url(self.destination) and self.destination not in self.config.destinations
+
+    async def _guarded_host(self) -> str | None:
+        """The address to connect to, after the SSRF guard (srv.app.ssrf) passed every address
+        the host resolves to (off the loop); None once refused for good (logged, state error)."""
+        gen, t = self.gen, self.target
+        infos = await self.loop.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM)
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        allowed = allowed_networks(self.config.allow_private)
+        why = ssrf_refusal(addresses, allowed) if addresses else f"{t.host} resolves to no address"
+        if why is None:
+            return addresses[0]  # the checked address, not the name: no second answer to trust
+        self._fail(gen, f"refused: {t.host} resolves to {why} (a backend destination; allow it with "
+                        f"forward {{ allow_private ...; }})", retry=False)
+        return None
 
     def _on_event(self, gen: int, e: ev.Event) -> None:
         session = self.session
@@ -276,7 +302,10 @@ class Forwarder:
                 self._on_publishing()
             elif e.level == "error" or e.code.endswith(("BadName", "Failed", "Rejected")):
                 why = f"publish refused: {e.code} {e.description}"
-                self._fail(gen, why, retry=LOOP_REASON not in e.description)
+                loop = LOOP_REASON in e.description
+                if loop:
+                    why += " (the destination would send the stream back here)"
+                self._fail(gen, why, retry=not loop)
         elif isinstance(e, ev.ConnectFailed):
             self._fail(gen, f"connect refused: {e.code} {e.description}")
         elif isinstance(e, ev.CommandFailed) and e.command in ("createStream", "publish"):
@@ -334,8 +363,7 @@ class Forwarder:
             proto.close(why)
         if not retry:
             self._set_state(ERROR)
-            log.error("forward %s: %s; giving up (the destination would send the stream back "
-                      "here)", self.name, why)
+            log.error("forward %s: %s; giving up", self.name, why)
             return
         delay = self._backoff()
         self._set_state(BACKOFF)
