@@ -37,6 +37,7 @@ import json
 import os
 import resource
 import socket
+import ssl
 import statistics
 import sys
 import time
@@ -336,12 +337,26 @@ class Publisher(asyncio.Protocol):
             self.transport.abort()
 
 
+def _insecure_tls() -> ssl.SSLContext:
+    """One client context for every TLS player (the bench's self-signed certificate)."""
+    global _TLS
+    if _TLS is None:
+        _TLS = ssl.create_default_context()
+        _TLS.check_hostname = False
+        _TLS.verify_mode = ssl.CERT_NONE
+    return _TLS
+
+
+_TLS: ssl.SSLContext | None = None
+
+
 @dataclass
 class LoadClient:
     """A set of players against one server; grows by ``add``, measured by ``window``."""
 
     rtmp_url: str
     flv_url: str | None = None
+    rtmps_url: str | None = None  # protocol "rtmps": RTMP over TLS, certificate not checked
     players: list[Player] = field(default_factory=list)
     connect_batch: int = 50
 
@@ -367,6 +382,12 @@ class LoadClient:
             _, p = await loop.create_connection(
                 lambda: FlvPlayer(self.flv_url or ""), u.hostname, u.port or 80
             )
+            return p
+        if protocol == "rtmps":
+            assert self.rtmps_url
+            url = RtmpUrl.parse(self.rtmps_url)
+            _, p = await loop.create_connection(lambda: RtmpPlayer(url), url.host, url.port,
+                                                ssl=_insecure_tls(), server_hostname=url.host)
             return p
         url = RtmpUrl.parse(self.rtmp_url)
         _, p = await loop.create_connection(lambda: RtmpPlayer(url), url.host, url.port)

@@ -38,6 +38,7 @@ from srv.net.forward import Forwarder
 from srv.net.proxy_gate import ProxyGate
 from srv.net.pull import Pull
 from srv.net.rtmp_server import RtmpServerProtocol
+from srv.net.tls import TlsError, TlsListener, server_context
 from srv.process import WORKER_BOOT_ERROR
 from srv.process import messages as m
 from srv.process.channel import Channel, FrameTooLarge
@@ -148,7 +149,7 @@ class Worker:
         self.listen_socks = listeners
         self.chan_sock = chan
         self.master_pid = master_pid
-        self.servers: dict[ListenSpec, asyncio.base_events.Server] = {}
+        self.servers: dict[ListenSpec, asyncio.base_events.Server | TlsListener] = {}
         self.internal: asyncio.base_events.Server | None = None
         self.incoming_fds: list[int] = []
         self.stopping = ""
@@ -201,7 +202,23 @@ class Worker:
                 return ProxyGate(self.ctx, protocol, str(spec))
             return protocol()
 
-        self.servers[spec] = await self.loop.create_server(factory, sock=sock)
+        if spec.tls is not None:
+            cert, key = spec.tls
+            self.servers[spec] = TlsListener(
+                self.loop, sock, server_context(cert, key), factory, str(spec),
+                lambda: self.config.handshake_timeout / 1000, lambda why: self.ctx.reject("tls_handshake"))
+        else:
+            self.servers[spec] = await self.loop.create_server(factory, sock=sock)
+
+    def reload_certificates(self) -> None:
+        """Read every TLS listener's files again: new handshakes use the new certificate, sessions
+        under way keep theirs; files that do not load leave the listener on its old ones."""
+        for spec, server in self.servers.items():
+            if isinstance(server, TlsListener) and spec.tls is not None:
+                try:
+                    server.context = server_context(*spec.tls)
+                except TlsError as e:
+                    log.error("%s: %s; keeping the certificate loaded before", spec, e)
 
     async def heartbeat(self) -> None:
         while True:
@@ -255,6 +272,7 @@ class Worker:
         srvlog.setup(config.srs_log_tank, config.srs_log_level, config.srs_log_file)
         dump_stacks_on_abort()
         self.hub.apply_config(config)
+        self.reload_certificates()
         if listeners is not None:
             fds, self.incoming_fds = self.incoming_fds, []
             self.loop.create_task(self._swap_listeners(listeners, fds))

@@ -123,19 +123,40 @@ def test_rtmp_block_values_are_validated_where_they_are_written(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("text, name", [
-    ("rtmps {\n    enabled on;\n    listen 1443;\n    key ./conf/server.key;\n    cert ./conf/server.crt;\n}\n",
-     "rtmps"),
-    ("vhost v {\n    forward {\n        enabled on;\n        rtmps on;\n"
-     "        destination 127.0.0.1:19430;\n    }\n}\n", "rtmps"),
     ("vhost v {\n    hls {\n        hls_use_fmp4 on;\n        hls_init_file x;\n        hls_fmp4_file y;\n    }\n}\n",
      "hls"),
     ("heartbeat {\n    enabled off;\n    ports on;\n}\n", "heartbeat"),
     ("rtsp_server {\n    enabled on;\n    listen 554;\n}\n", "rtsp_server"),
-], ids=["rtmps", "forward-rtmps", "hls-fmp4", "heartbeat-ports", "rtsp_server"])
+], ids=["hls-fmp4", "heartbeat-ports", "rtsp_server"])
 def test_srs7_names_are_known_and_warn_as_not_supported(tmp_path: Path, text: str, name: str) -> None:
     _config, warnings = _load(tmp_path, text + "vhost __defaultVhost__ { }\n")
     assert warnings and all("not supported yet (ignored)" in w for w in warnings), warnings
     assert any(f'"{name}" is not supported yet' in w for w in warnings)
+
+
+def test_srs7_rtmps_configs_load_as_real_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(TRUNK)
+    master = load("conf/forward.master.rtmps.conf", {})
+    slave = load("conf/forward.slave.rtmps.conf", {})
+    assert master.warnings == () and slave.warnings == ()
+    assert (master.rtmps.enabled, master.rtmps.listen, master.rtmps.key, master.rtmps.cert) == (
+        True, (Endpoint("0.0.0.0", 1943),), "./conf/server.key", "./conf/server.crt")
+    assert slave.rtmps.listen == (Endpoint("0.0.0.0", 19430),)
+    fw = master.vhosts["__defaultVhost__"].forwards[0]
+    assert (fw.rtmps, fw.destinations) == (True, ("127.0.0.1:19430",))
+
+
+def test_srs_https_blocks_load_with_srs_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "x.conf"
+    path.write_text("http_api { enabled on; listen 127.0.0.1:1985; https { enabled on; listen 127.0.0.1:1990; } }\n"
+                    "http_server { enabled on; https { enabled on; key k.pem; cert c.pem; } }\n"
+                    "vhost __defaultVhost__ { }\n")
+    config = load(str(path), {})
+    assert config.warnings == ()
+    assert config.http_api.https.listen == Endpoint("127.0.0.1", 1990)
+    assert (config.http_api.https.key, config.http_api.https.cert) == ("./conf/server.key", "./conf/server.crt")
+    assert config.http_server.https.listen == Endpoint("0.0.0.0", 8088)
+    assert (config.http_server.https.key, config.http_server.https.cert) == ("k.pem", "c.pem")
 
 
 def test_a_misspelled_srs7_block_is_still_an_error_with_a_suggestion(tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ Scenarios:
   workers   srv only: CPU per delivered GB at N players, workers 1 vs 2 (cross-worker pulls).
   forward   srv only: CPU per delivered GB with 0, 1, 2 forward destinations (nginx sinks).
   httpflv   srv only: CPU per delivered GB, N RTMP players vs N HTTP-FLV players.
+  tls       srv only: N RTMP players vs N RTMPS players (same server, same stream): CPU per
+            delivered GB, RSS per player, seconds to connect them (TLS handshakes).
   profile   srv only (not in the default set): py-spy on the worker while N players connect
             and in steady state; top functions by self and inclusive samples.
 """
@@ -372,6 +374,8 @@ async def run_once(opts: argparse.Namespace, src: float) -> dict[str, Any]:
                     r["forward"] = "skipped: not implemented"
                 else:
                     r["forward"] = await forward(opts, src)
+            if "tls" in opts.scenarios:
+                r["tls"] = await tls_cost(opts, src)
             if "httpflv" in opts.scenarios:
                 if not srv_has("httpflv"):
                     log("srv: HTTP-FLV not implemented yet (srv/http is empty): skipped")
@@ -383,6 +387,29 @@ async def run_once(opts: argparse.Namespace, src: float) -> dict[str, Any]:
                         r["httpflv"][proto] = await point(s, opts, src, opts.point_n, proto, 0)
         res[name] = r
     return res
+
+
+async def tls_cost(opts: argparse.Namespace, src: float) -> dict[str, Any]:
+    """N plain RTMP players, then (a new server) N RTMPS players: what TLS costs per GB and per player."""
+    out: dict[str, Any] = {}
+    for proto in ("rtmp", "rtmps"):
+        log(f"srv: {opts.point_n} {proto} players")
+        server = sv.SrvServer(core=SERVER_CORE, tls=True)
+        async with Session(server, opts, src) as sess:
+            assert sess.client is not None
+            sess.client.rtmps_url = server.rtmps_url()
+            await asyncio.sleep(2)
+            base = server.sample()
+            t0 = time.monotonic()
+            await grow(sess, opts.point_n, proto)
+            connect = time.monotonic() - t0
+            await asyncio.sleep(opts.warmup)
+            m = await sess.measure(opts.window)
+            m.update(n=opts.point_n, protocol=proto, connect_seconds=round(connect, 2),
+                     rss_per_player_kib=round((m["rss_mib"] * 2**20 - base["rss"]) / opts.point_n / 1024, 1))
+            log(f"  srv {proto}: {m}")
+            out[proto] = m
+    return out
 
 
 async def forward(opts: argparse.Namespace, src: float) -> dict[str, Any]:
@@ -435,14 +462,16 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
                       f"cpu/GB {fmt(s['cpu_s_per_gb'])} rss {s['rss_mib']} MiB "
                       f"client cpu {s['client_cpu']:.2f} dropped {s['dropped']}")
         srv = res.get("srv", {})
-        for key in ("mw", "workers", "forward", "httpflv"):
+        for key in ("mw", "workers", "forward", "httpflv", "tls"):
             val = srv.get(key)
             if isinstance(val, dict):
                 print(f"  srv {key}:")
                 for k, m in val.items():
                     print(f"    {key}={k}: cpu/GB {fmt(m.get('cpu_s_per_gb'))} delivery "
                           f"{m['delivery']:.3f} cpu {m['server_cpu']:.2f} lat p50/p95 "
-                          f"{fmt(m.get('latency_ms_p50'))}/{fmt(m.get('latency_ms_p95'))} ms")
+                          f"{fmt(m.get('latency_ms_p50'))}/{fmt(m.get('latency_ms_p95'))} ms"
+                          + (f" KiB/player {m['rss_per_player_kib']} connect {m['connect_seconds']} s"
+                             if key == "tls" else ""))
             elif val:
                 print(f"  srv {key}: {val}")
 
@@ -477,7 +506,7 @@ def markdown(runs: list[dict[str, Any]]) -> str:
                            f"| {fmt(st['cpu_s_per_gb'])} | {st['rss_mib']} | {st['client_cpu']} |")
         srv = res.get("srv", {})
         rows = []
-        for key in ("mw", "workers", "forward", "httpflv"):
+        for key in ("mw", "workers", "forward", "httpflv", "tls"):
             val = srv.get(key)
             if isinstance(val, dict):
                 for k, m in val.items():
@@ -517,7 +546,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--server", default="all", help="srv|nginx|nms|all or a comma list")
     ap.add_argument("--scenario", default="",
-                    help="comma list of capacity,latency,mw,workers,forward,httpflv "
+                    help="comma list of capacity,latency,mw,workers,forward,httpflv,tls "
                          "(default: all; --quick: capacity,latency)")
     ap.add_argument("--steps", default="", help="comma list of player counts")
     ap.add_argument("--runs", type=int, default=1)
@@ -534,7 +563,7 @@ def main() -> None:
         print(markdown(json.loads(Path(opts.report).read_text())["runs"]))
         return
     opts.servers = ["srv", "nginx", "nms"] if opts.server == "all" else opts.server.split(",")
-    default_sc = "capacity,latency" if opts.quick else "capacity,latency,mw,workers,forward,httpflv"
+    default_sc = "capacity,latency" if opts.quick else "capacity,latency,mw,workers,forward,httpflv,tls"
     opts.scenarios = (opts.scenario or default_sc).split(",")
     opts.steps = ([int(x) for x in opts.steps.split(",")] if opts.steps
                   else QUICK_STEPS if opts.quick else FULL_STEPS)

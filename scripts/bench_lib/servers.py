@@ -131,6 +131,11 @@ class SrvServer(Server):
     min_latency: bool = False
     forward_to: list[str] = field(default_factory=list)
     http_flv: bool = False
+    tls: bool = False  # also serve RTMPS (a self-signed certificate made with openssl)
+    tls_port: int = 0
+
+    def rtmps_url(self, stream: str = "s") -> str:
+        return f"rtmps://127.0.0.1:{self.tls_port}/{self.app}/{stream}"
 
     def flv_url(self, stream: str = "s") -> str | None:
         if not self.http_flv:
@@ -149,6 +154,13 @@ class SrvServer(Server):
             self.http_port = self.http_port or free_port()
             http = f"http_server {{ enabled on; listen 127.0.0.1:{self.http_port}; }}\n"
             vhost.append("http_remux { enabled on; mount [vhost]/[app]/[stream].flv; }")
+        if self.tls:
+            self.tls_port = self.tls_port or free_port()
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                            "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.crt"],
+                           cwd=self.workdir, check=True, capture_output=True)
+            http += (f"rtmps {{ enabled on; listen 127.0.0.1:{self.tls_port}; "
+                     f"key {self.workdir}/server.key; cert {self.workdir}/server.crt; }}\n")
         conf.write_text(
             f"listen 127.0.0.1:{self.port};\n"
             f"pid {self.workdir}/srv.pid;\n"

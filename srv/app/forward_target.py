@@ -2,7 +2,8 @@
 
 - `resolve()` turns a configured `destination` (or a URL a forward backend returned) into a
   `Target`, exactly as SRS builds its forward URL for `host[:port]`, with srv's `rtmp://` URL
-  templates beside it.
+  templates beside it. `rtmps://` URLs, and `host[:port]` under SRS 7's `rtmps on;`, are dialed
+  over TLS (`Target.tls`); an `rtmps://` URL without a port means 443, as in ffmpeg and OBS.
 - Loop protection: a forwarded publish carries `srv_via`, the ids of the servers it went
   through. `loop_refusal()` says why a publish must be refused (this server is in the chain, or
   it made MAX_HOPS hops). Whether a destination is sent `srv_via` at all is `sends_via()`:
@@ -40,6 +41,7 @@ class Target:
     app: str
     tc_url: str
     stream: str  # the publish name, with its query string
+    tls: bool = False  # RTMPS
 
     @property
     def url(self) -> str:
@@ -67,7 +69,7 @@ def loop_refusal(server_id: str, params: dict[str, str]) -> str | None:
 
 
 def is_url(destination: str) -> bool:
-    """An `rtmp://` URL (srv, a CDN, a streaming service) rather than SRS's `host[:port]`."""
+    """An `rtmp://` or `rtmps://` URL (srv, a CDN, a streaming service) rather than SRS's `host[:port]`."""
     return "://" in destination
 
 
@@ -81,7 +83,7 @@ def sends_via(destination: str, mode: str) -> bool:
 
 
 def resolve(destination: str, vhost: str, app: str, stream: str, params: dict[str, str],
-            via: list[str] | None) -> Target:
+            via: list[str] | None, rtmps: bool = False) -> Target:
     """Turn a `destination` into a Target, as SRS builds its forward URL.
 
     `host[:port]`: same app, stream and query on the slave; tcUrl `rtmp://<vhost>:<port>/app`
@@ -89,6 +91,7 @@ def resolve(destination: str, vhost: str, app: str, stream: str, params: dict[st
     query for other vhosts (srs_net_url_encode_rtmp_url). `rtmp://host[:port]/app/stream?q`:
     `[vhost] [app] [stream] [param]` expand (param: the publisher's query, without `?`).
     With `via` (a list of server ids), `srv_via=<ids>` is appended for loop protection.
+    `rtmps` (the block's `rtmps on;`) dials `host[:port]` over TLS; URLs say it by their scheme.
     """
     query = {k: v for k, v in params.items() if k != VIA_PARAM}
     param = urlencode(query)
@@ -102,19 +105,20 @@ def resolve(destination: str, vhost: str, app: str, stream: str, params: dict[st
         if vhost != DEFAULT_VHOST and "vhost" not in query:
             query["vhost"] = vhost
         tc_host = host if vhost == DEFAULT_VHOST else vhost
-        tc_url = f"rtmp://{_bracket(tc_host)}:{port}/{app}"
-        return Target(host, port, app, tc_url, _with_query(stream, urlencode(query), via_q))
+        tc_url = f"rtmp{'s' if rtmps else ''}://{_bracket(tc_host)}:{port}/{app}"
+        return Target(host, port, app, tc_url, _with_query(stream, urlencode(query), via_q), rtmps)
     url = (destination.replace("[vhost]", vhost).replace("[app]", app)
            .replace("[stream]", stream).replace("[param]", param))
     parts = urlsplit(url)
+    tls = parts.scheme == "rtmps"
     host = parts.hostname or "127.0.0.1"
-    port = parts.port or 1935
+    port = parts.port or (443 if tls else 1935)
     path = parts.path.strip("/")
     dest_app, _, dest_stream = path.rpartition("/")
     if not dest_app:
         dest_app, dest_stream = dest_stream, stream
-    tc_url = f"rtmp://{_bracket(host)}:{port}/{dest_app}"
-    return Target(host, port, dest_app, tc_url, _with_query(dest_stream, parts.query, via_q))
+    tc_url = f"{parts.scheme}://{_bracket(host)}:{port}/{dest_app}"
+    return Target(host, port, dest_app, tc_url, _with_query(dest_stream, parts.query, via_q), tls)
 
 
 def _with_query(name: str, *queries: str) -> str:
@@ -143,7 +147,7 @@ def on_forward_body(server_id: str, client_id: str, ip: str, vhost: str, app: st
 def on_forward_urls(status: int, text: str) -> list[str]:
     """The destinations in a backend's answer; ValueError (why) unless SRS would accept it.
 
-    SRS's rule: HTTP 200 and `{"code": 0, "data": {"urls": [...]}}` with rtmp:// URLs.
+    SRS's rule: HTTP 200 and `{"code": 0, "data": {"urls": [...]}}` with rtmp:// URLs (srv: or rtmps://).
     """
     if status != 200:
         raise ValueError(f"HTTP {status}")
@@ -156,7 +160,8 @@ def on_forward_urls(status: int, text: str) -> list[str]:
         raise ValueError(f"code {code!r}")
     data = answer.get("data") if isinstance(answer, dict) else None
     urls = data.get("urls", []) if isinstance(data, dict) else []
-    if not isinstance(urls, list) or not all(isinstance(u, str) and u.startswith("rtmp://") for u in urls):
+    schemes = ("rtmp://", "rtmps://")
+    if not isinstance(urls, list) or not all(isinstance(u, str) and u.startswith(schemes) for u in urls):
         shown = [redact_url(u) if isinstance(u, str) else u for u in urls] if isinstance(urls, list) else urls
-        raise ValueError(f"data.urls must be a list of rtmp:// URLs, got {str(shown)[:200]}")
+        raise ValueError(f"data.urls must be a list of rtmp:// or rtmps:// URLs, got {str(shown)[:200]}")
     return urls

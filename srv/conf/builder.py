@@ -142,8 +142,10 @@ class _Builder:
                 self.error(where, "a listen address has proxy_protocol, but proxy_protocol_trusted is not set: "
                                   "name the load balancers allowed to send PROXY headers")
             api = built.http_api
-            if api.enabled and not api.auth.enabled and not is_loopback(api.listen.host):
-                self.warn(first["http_api"], f"the HTTP API listens on {api.listen} without auth: whoever "
+            ports = [api.listen] + ([api.https.listen] if api.https.enabled else [])  # HTTPS is the same API
+            exposed = [ep for ep in ports if not is_loopback(ep.host)]
+            if api.enabled and not api.auth.enabled and exposed:
+                self.warn(first["http_api"], f"the HTTP API listens on {exposed[0]} without auth: whoever "
                                              f"reaches it can kick clients (and reload with raw_api); listen on "
                                              f"127.0.0.1 or set auth {{ enabled on; username ...; password ...; }}")
         if context == "http_api.auth" and built.enabled and not (built.username and built.password):

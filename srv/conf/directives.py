@@ -14,15 +14,18 @@ from typing import Any
 from srv.conf import values as v
 from srv.conf.model import (
     ApiAuthConfig,
+    ApiHttpsConfig,
     ExporterConfig,
     ForwardConfig,
     HttpApiConfig,
     HttpRemuxConfig,
+    HttpsConfig,
     HttpServerConfig,
     PerIpConfig,
     PlayConfig,
     PublishConfig,
     RawApiConfig,
+    RtmpsConfig,
     SecurityConfig,
     ServerConfig,
     SignedUrlConfig,
@@ -79,6 +82,7 @@ _SERVER = [
     Spec("exporter", (MAIN,), None, nargs=(0, 0), block=True, doc="Prometheus exporter."),
     Spec("per_ip", (MAIN,), None, nargs=(0, 0), block=True,
          doc="srv: limits per client IP (concurrent, rate, ban after failed auths)."),
+    Spec("rtmps", (MAIN,), None, nargs=(0, 0), block=True, doc="RTMP over TLS (SRS 7)."),
     Spec("vhost", (MAIN,), v.vhost_name, nargs=(1, 1), block=True, multiple=True, field="vhosts",
          arg_field="name", example="__defaultVhost__",
          doc="a virtual host; __defaultVhost__ serves names no other vhost matches."),
@@ -104,6 +108,13 @@ _HTTP_API = [
     Spec("username", ("http_api.auth",), v.string, default='""', example="admin"),
     Spec("password", ("http_api.auth",), v.string, default='""', example="change-me",
          doc="compared in constant time; never logged."),
+    Spec("https", ("http_api",), None, nargs=(0, 0), block=True, doc="the API over TLS on its own port."),
+    Spec("enabled", ("http_api.https",), v.flag, default="off", example="on"),
+    Spec("listen", ("http_api.https",), v.endpoint, default="1990"),
+    Spec("key", ("http_api.https",), v.string, default="./conf/server.key",
+         doc="PEM private key; re-read on every reload."),
+    Spec("cert", ("http_api.https",), v.string, default="./conf/server.crt",
+         doc="PEM certificate (chain); re-read on every reload."),
 ]
 
 # --- http_server { }: HttpServerConfig ----------------------------------------------------
@@ -114,6 +125,25 @@ _HTTP_SERVER = [
          doc="[ip:]port; followed by proxy_protocol, it expects a PROXY header first (srv)."),
     Spec("dir", ("http_server",), v.string, default="./objs/nginx/html", doc="document root."),
     Spec("crossdomain", ("http_server",), v.flag, default="on", example="on"),
+    Spec("https", ("http_server",), None, nargs=(0, 0), block=True,
+         doc="HTTP-FLV and files over TLS on their own port."),
+    Spec("enabled", ("http_server.https",), v.flag, default="off", example="on"),
+    Spec("listen", ("http_server.https",), v.endpoint, default="8088"),
+    Spec("key", ("http_server.https",), v.string, default="./conf/server.key",
+         doc="PEM private key; re-read on every reload."),
+    Spec("cert", ("http_server.https",), v.string, default="./conf/server.crt",
+         doc="PEM certificate (chain); re-read on every reload."),
+]
+
+# --- rtmps { }: RtmpsConfig (SRS 7) ---------------------------------------------------------
+_RTMPS = [
+    Spec("enabled", ("rtmps",), v.flag, default="off", example="on"),
+    Spec("listen", ("rtmps",), v.endpoint, nargs=_SOME, default="1443", example="1443",
+         doc="RTMPS listen addresses, [ip:]port each."),
+    Spec("key", ("rtmps",), v.string, default="./conf/server.key",
+         doc="PEM private key; re-read on every reload."),
+    Spec("cert", ("rtmps",), v.string, default="./conf/server.crt",
+         doc="PEM certificate (chain); re-read on every reload (new handshakes use it)."),
 ]
 
 # --- exporter { }: ExporterConfig ---------------------------------------------------------
@@ -235,6 +265,12 @@ _FORWARD = [
     Spec("srv_via", ("vhost.forward",), v.choice("auto", "on", "off"), default="auto", example="on",
          doc="send the srv_via loop-protection parameter: auto = to host[:port] slaves only, "
              "not to rtmp:// URLs (srv)."),
+    Spec("rtmps", ("vhost.forward",), v.flag, default="off", example="on",
+         doc="dial host[:port] destinations over TLS (SRS 7); rtmps:// URLs always are."),
+    Spec("tls_verify", ("vhost.forward",), v.flag, default="on", example="on",
+         doc="check a TLS destination's certificate and host name (srv)."),
+    Spec("tls_ca", ("vhost.forward",), v.string, default="<system CAs>", example="./conf/ca.crt",
+         doc="CA file a TLS destination's certificate is checked against (srv)."),
 ]
 
 # --- vhost { http_remux { } }: HttpRemuxConfig --------------------------------------------
@@ -256,6 +292,9 @@ SECTIONS: dict[str, type[Any]] = {
     "http_api.raw_api": RawApiConfig,
     "http_api.auth": ApiAuthConfig,
     "http_server": HttpServerConfig,
+    "http_api.https": ApiHttpsConfig,
+    "http_server.https": HttpsConfig,
+    "rtmps": RtmpsConfig,
     "exporter": ExporterConfig,
     "vhost": VhostConfig,
     "vhost.play": PlayConfig,
@@ -268,7 +307,7 @@ SECTIONS: dict[str, type[Any]] = {
 }
 
 REGISTRY = Registry(
-    [*_SERVER, *_HTTP_API, *_HTTP_SERVER, *_EXPORTER, *_VHOST, *_PLAY, *_PUBLISH, *_FORWARD, *_HTTP_REMUX,
-     *_SECURITY, *_SIGNED_URL, *_PER_IP],
+    [*_SERVER, *_HTTP_API, *_HTTP_SERVER, *_RTMPS, *_EXPORTER, *_VHOST, *_PLAY, *_PUBLISH, *_FORWARD,
+     *_HTTP_REMUX, *_SECURITY, *_SIGNED_URL, *_PER_IP],
     SECTIONS,
 )

@@ -3,7 +3,8 @@
 A `ListenSpec` names what a socket serves: "rtmp" or "http" (HTTP-FLV, static files, the API and/or
 the exporter, when they share a port); `services` says which HTTP services it carries;
 `proxy_protocol` that its peers are load balancers that send a PROXY header first (`listen 1935
-proxy_protocol;`). The master opens the sockets (`srv.master.listeners`); workers serve them.
+proxy_protocol;`); `tls` the (cert, key) files of an RTMPS or HTTPS socket. The master opens the
+sockets (`srv.master.listeners`); workers serve them. An endpoint serves one kind, plain or TLS.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ class ListenSpec:
     endpoint: Endpoint
     services: frozenset[str] = frozenset()  # for http: {"api", "server", "exporter"}
     proxy_protocol: bool = False
+    tls: tuple[str, str] | None = None  # (cert, key) files: rtmps:// or https://
 
     def __str__(self) -> str:
         extra = "+".join(sorted(self.services))
         proxy = " proxy_protocol" if self.proxy_protocol else ""
-        return f"{self.kind}{'(' + extra + ')' if extra else ''}://{self.endpoint}{proxy}"
+        scheme = self.kind + ("s" if self.tls else "")
+        return f"{scheme}{'(' + extra + ')' if extra else ''}://{self.endpoint}{proxy}"
 
 
 class ListenError(Exception):
@@ -48,4 +51,27 @@ def listen_specs(config: ServerConfig) -> list[ListenSpec]:
             raise ListenError(f"listen {ep}: shared by {', '.join(sorted(services))}, "
                               "but proxy_protocol is set for only some of them")
         specs.append(ListenSpec("http", ep, frozenset(services), proxy_protocol=True in proxied[ep]))
-    return specs
+    return specs + _tls_specs(config, {s.endpoint: s for s in specs})
+
+
+def _tls_specs(config: ServerConfig, plain: dict[Endpoint, ListenSpec]) -> list[ListenSpec]:
+    """RTMPS and HTTPS sockets; the API and the HTTP server may share an HTTPS port (same files)."""
+    wanted: list[tuple[str, Endpoint, str, tuple[str, str]]] = []
+    if config.rtmps.enabled:
+        wanted += [("rtmp", ep, "", (config.rtmps.cert, config.rtmps.key)) for ep in dict.fromkeys(config.rtmps.listen)]
+    for service, https in (("api", config.http_api.https), ("server", config.http_server.https)):
+        owner = config.http_server if service == "server" else config.http_api
+        if owner.enabled and https.enabled:
+            wanted.append(("http", https.listen, service, (https.cert, https.key)))
+    specs: dict[Endpoint, ListenSpec] = {}
+    for kind, ep, service, files in wanted:
+        if ep in plain:
+            raise ListenError(f"listen {ep}: used by both {plain[ep]} and {kind}s (TLS)")
+        have = specs.get(ep)
+        if have is None:
+            specs[ep] = ListenSpec(kind, ep, frozenset({service} - {""}), tls=files)
+        elif have.kind != kind or have.tls != files:
+            raise ListenError(f"listen {ep}: used by both {have} and {kind}s with other certificate files")
+        else:
+            specs[ep] = ListenSpec(kind, ep, have.services | {service}, tls=files)
+    return list(specs.values())

@@ -67,12 +67,40 @@ class ApiAuthConfig:
 
 
 @dataclass(frozen=True)
+class HttpsConfig:
+    """``http_server { https { } }``: HTTP-FLV and files over TLS on their own port (SRS)."""
+
+    enabled: bool = False
+    listen: Endpoint = Endpoint("0.0.0.0", 8088)
+    key: str = "./conf/server.key"
+    cert: str = "./conf/server.crt"
+
+
+@dataclass(frozen=True)
+class ApiHttpsConfig(HttpsConfig):
+    """``http_api { https { } }``: the API over TLS; SRS's default port is 1990."""
+
+    listen: Endpoint = Endpoint("0.0.0.0", 1990)
+
+
+@dataclass(frozen=True)
+class RtmpsConfig:
+    """SRS 7's top-level ``rtmps { }``: RTMP over TLS on its own ports, in every worker."""
+
+    enabled: bool = False
+    listen: tuple[Endpoint, ...] = (Endpoint("0.0.0.0", 1443),)
+    key: str = "./conf/server.key"
+    cert: str = "./conf/server.crt"
+
+
+@dataclass(frozen=True)
 class HttpApiConfig:
     enabled: bool = False
     listen: Endpoint = Endpoint("0.0.0.0", 1985)
     crossdomain: bool = True
     raw_api: RawApiConfig = RawApiConfig()
     auth: ApiAuthConfig = ApiAuthConfig()
+    https: ApiHttpsConfig = ApiHttpsConfig()
 
 
 @dataclass(frozen=True)
@@ -81,6 +109,7 @@ class HttpServerConfig:
     listen: Endpoint = Endpoint("0.0.0.0", 8080)
     dir: str = "./objs/nginx/html"
     crossdomain: bool = True
+    https: HttpsConfig = HttpsConfig()
 
 
 @dataclass(frozen=True)
@@ -166,6 +195,9 @@ class ForwardConfig:
     queue_length: float = 10.0
     srv_via: str = "auto"  # "auto" (host[:port] slaves only), "on" (every destination), "off"
     allow_private: tuple[str, ...] = ()  # srv: "on", "off" or networks a backend destination may be in
+    rtmps: bool = False  # SRS 7: host[:port] destinations are dialed over TLS (rtmps:// URLs always are)
+    tls_verify: bool = True  # srv: check the destination's certificate and name
+    tls_ca: str | None = None  # srv: CA file to check it against (default: the system's)
 
     def matches(self, app: str, stream: str) -> bool:
         return fnmatch.fnmatchcase(f"{app}/{stream}", self.pattern)
@@ -265,6 +297,7 @@ class ServerConfig:
     http_server: HttpServerConfig = HttpServerConfig()
     exporter: ExporterConfig = ExporterConfig()
     per_ip: PerIpConfig = PerIpConfig()
+    rtmps: RtmpsConfig = RtmpsConfig()
     vhosts: Mapping[str, VhostConfig] = field(default_factory=VhostMap)
     warnings: tuple[str, ...] = ()
 

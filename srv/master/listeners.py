@@ -6,6 +6,8 @@ kernel spreads new connections over the slots' sockets. The master keeps every s
 worker restarts and reloads, so a crashed or replaced worker never loses its accept queue.
 
 What each socket serves (a `ListenSpec`) is a pure function of the config: `srv.conf.listen`.
+The certificate files of TLS sockets are loaded here first, at start and at every reload, so a
+missing or broken file stops the start (or fails the reload) with its name, before any worker.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import socket
 
 from srv.conf.listen import ListenError, ListenSpec
 from srv.conf.model import Endpoint
+from srv.net.tls import TlsError, server_context
 
 BACKLOG = 1024
 
@@ -59,9 +62,14 @@ class ListenerSet:
         self.sockets: dict[int, dict[ListenSpec, socket.socket]] = {}
 
     def check_new(self, specs: list[ListenSpec]) -> None:
-        """Probe the endpoints this set does not hold yet."""
+        """Probe the endpoints this set does not hold yet; load every TLS socket's files."""
         held = {s.endpoint for s in self.specs}
         for spec in specs:
+            if spec.tls is not None:
+                try:
+                    server_context(*spec.tls)
+                except TlsError as e:
+                    raise ListenError(f"listen {spec}: {e}") from None
             if spec.endpoint not in held:
                 probe_free(spec.endpoint)
 

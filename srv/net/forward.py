@@ -34,6 +34,7 @@ import asyncio
 import logging
 import random
 import socket
+import ssl
 import time
 from typing import Any
 
@@ -55,6 +56,7 @@ from srv.conf.model import ForwardConfig, VhostConfig
 from srv.net.context import ConnectionContext
 from srv.net.hooks import HookError
 from srv.net.rtmp_client import RtmpClientProtocol
+from srv.net.tls import TlsError, client_context
 from srv.rtmp import events as ev
 from srv.rtmp.client import ClientSession
 
@@ -109,7 +111,7 @@ class Forwarder:
         vhost, app, stream = source.key.split("/", 2)
         params = dict(getattr(source.publisher, "params", None) or {})
         via = upstream_via(params) + [ctx.server_id] if sends_via(destination, config.srv_via) else None
-        self.target = resolve(destination, vhost, app, stream, params, via)
+        self.target = resolve(destination, vhost, app, stream, params, via, config.rtmps)
         # what logs, the API and the exporter show: query values (keys, tokens) hidden
         self.shown_destination = srvlog.redact_url(destination)
         self.shown_url = srvlog.redact_url(self.target.url)
@@ -258,7 +260,17 @@ class Forwarder:
                 host = await self._guarded_host() if self.guarded else t.host
                 if host is None:
                     return
-                _, proto = await self.loop.create_connection(make, host, t.port)
+                tls = client_context(self.config.tls_verify, self.config.tls_ca) if t.tls else None
+                _, proto = await self.loop.create_connection(  # the checked address, the name's certificate
+                    make, host, t.port, ssl=tls, server_hostname=t.host if tls else None,
+                    ssl_handshake_timeout=CONNECT_TIMEOUT if tls else None)
+            except TlsError as e:
+                self._fail(gen, str(e))
+                return
+            except ssl.SSLError as e:
+                self._fail(gen, f"TLS handshake with {t.host}:{t.port} failed: "
+                                f"{getattr(e, 'verify_message', '') or e.reason or e}")
+                return
             except OSError as e:
                 self._fail(gen, f"cannot connect to {t.host}:{t.port}: {e.strerror or e}")
                 return
