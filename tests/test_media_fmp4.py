@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 from media_tools import (
+    av1_enhanced_tags,
     encode_h264_aac_flv,
     ffmpeg_decode_errors,
     ffprobe_packets,
     ffprobe_streams,
     hevc_enhanced_tags,
+    opus_enhanced_tags,
 )
 
 from srv.media.flv import TAG_AUDIO, TAG_VIDEO, FlvTag, read_flv_file
@@ -265,5 +267,23 @@ def test_hevc_goes_in_as_hvc1_and_decodes(media_dir: Path) -> None:
     for path in [*paths, whole]:
         streams = ffprobe_streams(path)
         assert [(s["codec_name"], s["width"], s["height"]) for s in streams] == [("hevc", 322, 182)]
+        assert ffmpeg_decode_errors(path) == "", path
+        assert ffprobe_packets(path, "v")[0][2]
+
+
+def test_av1_and_opus_go_in_as_av01_and_opus_and_decode(media_dir: Path) -> None:
+    video, audio = av1_enhanced_tags(media_dir), opus_enhanced_tags(media_dir)
+    tags = sorted([*video, *audio], key=lambda t: (t.timestamp, t.tag_type != TAG_VIDEO))
+    muxer, segments = mux(tags)
+    init = muxer.init_segment()
+    entries = find(boxes(init), "moov/trak/mdia/minf/stbl/stsd")
+    assert [e[2][0][0] for e in entries] == [b"av01", b"Opus"]
+    paths, whole = write_segments(media_dir, "av1-opus", init, segments)
+    assert len(paths) == 2
+    for path in [*paths, whole]:
+        streams = ffprobe_streams(path)
+        assert [s["codec_name"] for s in streams] == ["av1", "opus"], path
+        assert (streams[0]["width"], streams[0]["height"]) == (320, 240)
+        assert (streams[1]["sample_rate"], streams[1]["channels"]) == ("48000", 2)
         assert ffmpeg_decode_errors(path) == "", path
         assert ffprobe_packets(path, "v")[0][2]

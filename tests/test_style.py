@@ -1,5 +1,6 @@
 """House style is checked, not hoped for: ruff on the whole tree, mypy --strict on the
-sans-I/O protocol and the config language, plain mypy on the rest (STYLE.md, rule 7)."""
+sans-I/O protocol, the config language and the media parsers and muxers, plain mypy on the
+rest (STYLE.md, rule 7)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_is_clean() -> None:
-    out = run("ruff", "check", "srv", "tests", "scripts/xworker_cost.py")
+    out = run("ruff", "check", "srv", "tests", "scripts/xworker_cost.py", "scripts/mux_cost.py")
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_mypy_strict_on_rtmp_and_conf_and_plain_on_the_rest() -> None:
-    strict = run("mypy", "--strict", "--no-incremental", "srv/rtmp", "srv/conf")
+def test_mypy_strict_on_rtmp_conf_and_media_and_plain_on_the_rest() -> None:
+    strict = run("mypy", "--strict", "--no-incremental", "srv/rtmp", "srv/conf", "srv/media")
     assert strict.returncode == 0, strict.stdout + strict.stderr
     plain = run("mypy", "--no-incremental", "srv")
     assert plain.returncode == 0, plain.stdout + plain.stderr
