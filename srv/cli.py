@@ -3,6 +3,8 @@
     srs -c conf/srs.conf            run (the master forks the workers)
     srs -t -c conf/srs.conf         test the config: "... syntax is ok" / "... test is successful"
     srs -s reload -c conf/srs.conf  signal the running master (reload|quit|stop|reopen) via its pid file
+    srs -c conf/srs.conf --sign publish rtmp://host/live/stream [--ttl 3600] [--key k2]
+                                    print the URL with a signed ?token= (vhost signed_url)
     srs -v                          version
 """
 
@@ -13,6 +15,8 @@ import logging
 import os
 import signal
 import sys
+import time
+from urllib.parse import parse_qsl, urlsplit
 
 from srv import __version__
 from srv import log as srvlog
@@ -32,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-s", dest="signal", choices=sorted(SIGNAL_NAMES),
                    help="send a signal to the running master: reload, quit (graceful), stop (fast), reopen (logs)")
     p.add_argument("-v", "-V", "--version", dest="version", action="store_true", help="print the version")
+    p.add_argument("--sign", nargs=2, metavar=("ACTION", "URL"),
+                   help="print URL (rtmp://host/app/stream or http://host/app/stream.flv) with a ?token= "
+                        "that lets ACTION (publish or play) until --ttl seconds from now, signed with a key "
+                        "of the vhost's signed_url block")
+    p.add_argument("--ttl", type=int, default=3600, help="seconds the --sign token is valid (default 3600)")
+    p.add_argument("--key", default="", help="the signed_url key that signs (default: the last one listed)")
     return p
 
 
@@ -66,7 +76,42 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.signal:
         return send_signal(config.pid, args.signal)
+    if args.sign:
+        try:
+            print(sign_url(config, args.sign[0], args.sign[1], args.ttl, args.key))
+        except ValueError as e:
+            print(f"srs: cannot sign: {e}", file=sys.stderr)
+            return 1
+        return 0
     return run(config, args.conf)
+
+
+def sign_url(config: ServerConfig, action: str, url: str, ttl: int, key: str = "",
+             now: float | None = None) -> str:
+    """`url` with ``token=`` added: what `srv.app.access.token_check` accepts for `action` on
+    the URL's vhost/app/stream for `ttl` seconds. The vhost is the URL's ``?vhost=`` or host, as
+    the server resolves it; for HTTP the stream is the last path segment without ``.flv``."""
+    from srv.app.access import make_token
+
+    if action not in ("publish", "play"):
+        raise ValueError(f'action "{action}" is not publish or play')
+    parts = urlsplit(url)
+    app, _, stream = parts.path.strip("/").rpartition("/")
+    if parts.scheme in ("http", "https") and stream.endswith(".flv"):
+        stream = stream[: -len(".flv")]
+    if parts.scheme not in ("rtmp", "rtmps", "http", "https") or not app or not stream:
+        raise ValueError(f"{url} is not rtmp://host/app/stream or http://host/app/stream.flv")
+    name = dict(parse_qsl(parts.query)).get("vhost") or parts.hostname or ""
+    vhost = config.vhost(name)
+    if vhost is None or not vhost.signed_url.keys:
+        raise ValueError(f'vhost "{name}" has no signed_url key in {config.path}')
+    keys = dict(vhost.signed_url.keys)
+    key = key or vhost.signed_url.keys[-1][0]
+    if key not in keys:
+        raise ValueError(f'vhost {vhost.name} has no signed_url key "{key}"')
+    expires = int(now if now is not None else time.time()) + ttl
+    token = make_token(key, keys[key], action, vhost.name, app, stream, expires)
+    return f"{url}{'&' if parts.query else '?'}token={token}"
 
 
 def send_signal(pid_path: str, name: str) -> int:

@@ -1,19 +1,25 @@
 """Access control with real clients: SRS's `security { }` (its evaluation order and its surprise,
-IPv6 on ::1), over RTMP and HTTP-FLV, and what a refused client is told: ffmpeg prints the
-server's reason, an HTTP-FLV player gets 403."""
+IPv6 on ::1), srv's signed URLs (minted by `srs --sign`), over RTMP and HTTP-FLV, and what a
+refused client is told: ffmpeg prints the server's reason, an HTTP-FLV player gets 403; per-IP
+limits with clients bound to different loopback source addresses (127.0.0.2, ...)."""
 
 from __future__ import annotations
 
 import asyncio
+import http.client
+import signal
+import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from typing import Any
 
 import pytest
-from conftest import Server, codecs, ffprobe, free_port, wait_for
+from conftest import SRS, Server, codecs, ffprobe, free_port, wait_for
 from rtmp_tools import RtmpTestClient
 
+from srv.app.access import make_token
 from srv.rtmp import events as ev
 
 SECURITY = """
@@ -142,3 +148,177 @@ def test_security_with_only_deny_rules_lets_everyone_else_through(secure: Server
     status, body = http_status(f"http://127.0.0.1:{http}/live/s.flv?vhost=denyonly")
     assert status == 403 and "denied by rule deny play 127.0.0.0/8" in body
     wait_for(lambda: secure.log_text().count("play refused: security") >= 1, what="the refusal logged")
+
+
+# ---- signed URLs ---------------------------------------------------------------------------
+
+SIGNED = """
+vhost __defaultVhost__ {
+    http_remux { enabled on; }
+    signed_url { enabled on; publish on; play on; key k1 old-secret-1; key k2 new-secret-2; }
+}
+"""
+
+
+def mint(srv: Server, action: str, url: str, *extra: str) -> str:
+    """A signed URL from `srs --sign`, the operator's tool."""
+    out = subprocess.run([str(SRS), "-c", str(srv.conf), "--sign", action, url, *extra],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def token_of(signed: str) -> str:
+    return signed.rpartition("token=")[2]
+
+
+def test_signed_urls_valid_expired_wrong_stream_wrong_key_over_rtmp_and_http_flv(
+        srs_server: Any, clients: Any) -> None:
+    srv: Server = srs_server(SIGNED, workers=1, http=True)
+    rtmp, flv = f"{srv.url}/live/s", f"http://127.0.0.1:{srv.http_port}/live/s.flv"
+    said = publish_refused(rtmp)
+    assert "Server error: signed_url: publish needs a token" in said
+    clients.publish(mint(srv, "publish", rtmp))
+    assert "video" in codecs(ffprobe(mint(srv, "play", rtmp)))
+    assert "video" in codecs(ffprobe(mint(srv, "play", flv)))
+    # expired: signed correctly, but an hour ago
+    expired = make_token("k2", "new-secret-2", "play", "__defaultVhost__", "live", "s", int(time.time()) - 3600)
+    assert "Server error: signed_url: token expired" in play_refused(f"{rtmp}?token={expired}")
+    status, body = http_status(f"{flv}?token={expired}")
+    assert status == 403 and "signed_url: token expired" in body
+    # a token for another stream, or for publishing, does not let one play this stream
+    other = token_of(mint(srv, "play", f"{srv.url}/live/other"))
+    assert "Server error: signed_url: bad signature for play live/s" in play_refused(f"{rtmp}?token={other}")
+    publish_token = token_of(mint(srv, "publish", rtmp))
+    assert http_status(f"{flv}?token={publish_token}")[0] == 403
+    # a wrong secret under a real key name, and a key the server does not have
+    forged = make_token("k2", "guessed", "play", "__defaultVhost__", "live", "s", int(time.time()) + 60)
+    assert "Server error: signed_url: bad signature" in play_refused(f"{rtmp}?token={forged}")
+    unknown = make_token("k9", "new-secret-2", "play", "__defaultVhost__", "live", "s", int(time.time()) + 60)
+    assert "Server error: signed_url: unknown key" in play_refused(f"{rtmp}?token={unknown}")
+    # the token may ride on the tcUrl (the app's query) instead of the stream name
+    in_tcurl = token_of(mint(srv, "play", rtmp))
+    ok = asyncio.run(rtmp_play_answer(srv.port, "127.0.0.1", f"live?token={in_tcurl}"))
+    assert ok.code == "NetStream.Play.Reset"
+    # secrets and signatures never reach the log
+    log = srv.log_text()
+    assert "signed_url: token expired" in log and "bad signature for play live/s" in log
+    for secret in ("old-secret-1", "new-secret-2", publish_token.rpartition(".")[2], in_tcurl.rpartition(".")[2]):
+        assert secret not in log
+    with urllib.request.urlopen(f"http://127.0.0.1:{srv.exporter_port}/metrics", timeout=10) as r:
+        assert 'srs_connections_rejected_total{reason="signed_url"}' in r.read().decode()
+
+
+def test_signed_url_key_rotation_accepts_both_keys_then_only_the_new_one(srs_server: Any, clients: Any) -> None:
+    srv: Server = srs_server(SIGNED, workers=1, http=True)
+    rtmp = f"{srv.url}/live/s"
+    clients.publish(mint(srv, "publish", rtmp, "--key", "k2"))
+    old = mint(srv, "play", rtmp, "--key", "k1")
+    assert "video" in codecs(ffprobe(old))  # both keys while rotating
+    srv.write_conf(SIGNED.replace("key k1 old-secret-1; ", ""))  # the rotation is done
+    srv.send_signal(signal.SIGHUP)
+    srv.wait_log("reload ok")
+    assert "Server error: signed_url: unknown key" in play_refused(old)
+    assert "video" in codecs(ffprobe(mint(srv, "play", rtmp)))  # the default key is the last one: k2
+
+
+# ---- per-IP limits -------------------------------------------------------------------------
+
+LIMITED = """
+per_ip { max_connections 2; connect_rate 0.01; connect_burst 4; ban_after 3; ban_window 60; ban_time 600; }
+vhost __defaultVhost__ {
+    http_remux { enabled on; }
+    security { enabled on; deny publish 127.0.0.5; }
+}
+"""
+
+
+def rtmp_from(source: str, port: int) -> tuple[socket.socket, bool]:
+    """A TCP connection from `source` that sends the RTMP C0+C1; whether the server answered
+    (True) or closed it at once (False). The socket stays open (it holds a connection)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    s.sendall(b"\x03" + bytes(1536))
+    try:
+        answered = bool(s.recv(1))
+    except ConnectionResetError:
+        answered = False
+    return s, answered
+
+
+def flv_status(source: str, port: int, path: str = "/live/s.flv") -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def metric(srv: Server, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{srv.exporter_port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def test_per_ip_concurrent_connections_are_capped_per_source_address(srs_server: Any) -> None:
+    srv: Server = srs_server(LIMITED.replace("connect_rate 0.01; ", ""), workers=1, http=True)
+    held = [rtmp_from("127.0.0.2", srv.port) for _ in range(2)]
+    assert all(ok for _, ok in held)
+    third, ok = rtmp_from("127.0.0.2", srv.port)
+    assert not ok  # a third from 127.0.0.2 is closed at once
+    other, ok = rtmp_from("127.0.0.3", srv.port)
+    assert ok  # another address is not affected
+    assert flv_status("127.0.0.2", srv.http_port) == 429  # HTTP-FLV counts the same connections
+    held[0][0].close()
+
+    def one_more() -> bool:
+        s, ok = rtmp_from("127.0.0.2", srv.port)
+        s.close()
+        return ok
+
+    wait_for(one_more, what="the slot a closed connection freed")
+    srv.wait_log("rejected: 127.0.0.2 already has 2 connections (per_ip max_connections)")
+    assert metric(srv, 'srs_connections_rejected_total{reason="ip_connections"}') >= 2
+    for s in (third, other, *(h for h, _ in held)):
+        s.close()
+
+
+def test_per_ip_new_connection_rate_allows_a_burst_then_refuses(srs_server: Any) -> None:
+    srv: Server = srs_server(LIMITED, workers=1, http=True)
+    answers = []
+    for _ in range(5):
+        s, ok = rtmp_from("127.0.0.4", srv.port)
+        answers.append(ok)
+        s.close()
+    assert answers == [True, True, True, True, False]  # burst 4, then 0.01/s
+    assert rtmp_from("127.0.0.6", srv.port)[1]
+    assert flv_status("127.0.0.4", srv.http_port) == 429
+    srv.wait_log("rejected: more than 0.01 new connections/s (burst 4) from 127.0.0.4")
+    assert metric(srv, 'srs_connections_rejected_total{reason="ip_rate"}') == 2
+
+
+def test_per_ip_ban_after_failed_auths(srs_server: Any) -> None:
+    srv: Server = srs_server(LIMITED, workers=1, http=True)
+
+    async def refused_publishes() -> list[str]:
+        codes = []
+        for _ in range(3):
+            c = RtmpTestClient(srv.port, source="127.0.0.5")
+            await c.open()
+            codes.append((await c.publish("s")).code)
+            await asyncio.wait_for(c.closed.wait(), 10)
+            await c.close()
+        return codes
+
+    assert asyncio.run(refused_publishes()) == ["NetStream.Publish.Unauthorized"] * 3
+    srv.wait_log("127.0.0.5 banned for 600s after 3 refused auths within 60s")
+    s, ok = rtmp_from("127.0.0.5", srv.port)
+    assert not ok  # banned: closed at the door, RTMP and HTTP alike
+    s.close()
+    assert flv_status("127.0.0.5", srv.http_port) == 403
+    assert rtmp_from("127.0.0.7", srv.port)[1]
+    assert metric(srv, "srs_ip_bans_total") == 1
+    assert metric(srv, 'srs_connections_rejected_total{reason="ip_banned"}') == 2
+    assert metric(srv, 'srs_connections_rejected_total{reason="security"}') == 3
