@@ -51,11 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     srvlog.setup("console", "trace")
-    # What the server cannot enforce yet (access control) stops a start or a reload; `-t`
-    # and the other signals only need the file to be valid.
-    enforce = not args.test and args.signal in (None, "reload")
     try:
-        config = load(args.conf, enforce=enforce)
+        config = load(args.conf)
     except ConfigErrors as e:
         for err in e.errors:
             print(f"srs: {err}", file=sys.stderr)

@@ -33,6 +33,7 @@ from srv.app.hub import StreamHub
 from srv.conf.listen import ListenSpec
 from srv.conf.model import ServerConfig
 from srv.http.server import HttpConnection
+from srv.net import hooks
 from srv.net.context import ClientQuery
 from srv.net.forward import Forwarder
 from srv.net.proxy_gate import ProxyGate
@@ -181,6 +182,7 @@ class Worker:
         beat = loop.create_task(self.heartbeat())
         await self.done
         beat.cancel()
+        await hooks.drain()  # on_unpublish/on_close of the clients the stop closed
         await self.ctx.hooks.aclose()
         return 0
 

@@ -253,7 +253,7 @@ def test_forward_sample_confs_use_distinct_ports_and_pid_files() -> None:
 
 def test_srs_full_conf_loads_with_warnings_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(SRS_TRUNK)  # its include ./conf/include.vhost.conf; is relative to trunk
-    config = load("conf/full.conf", {}, enforce=False)
+    config = load("conf/full.conf", {})
     assert any('"hls" is not supported yet' in w for w in config.warnings)
     assert "include.srs.com" in config.vhosts
     assert config.http_api.listen.port == 8080  # the first http_api block wins, as in SRS

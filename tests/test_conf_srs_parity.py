@@ -40,7 +40,7 @@ def test_every_srs_trunk_config_passes_t_from_a_trunk_layout(
 def test_the_two_nginx_configs_are_not_srs_configs(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(TRUNK)
     with pytest.raises(ConfigErrors, match='unknown directive "worker_processes"'):
-        load(f"conf/{name}", {}, enforce=False)
+        load(f"conf/{name}", {})
 
 
 def test_launcher_tests_srs_include_conf_run_from_trunk() -> None:

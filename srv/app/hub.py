@@ -17,6 +17,7 @@ pulls and forwarders.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -40,6 +41,19 @@ class Registry(Protocol):
 
 def stream_key(vhost: str, app: str, stream: str) -> str:
     return f"{vhost}/{app}/{stream}"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def stream_id(key: str) -> str:
+    """The stream's stable short id (the HTTP API's, the hooks' `stream_id`): `str-` + sha1."""
+    return "str-" + _digest(key)[:8]
+
+
+def vhost_id(name: str) -> str:
+    return "vid-" + _digest(name)[:7]
 
 
 class StreamHub:

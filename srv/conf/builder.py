@@ -13,12 +13,10 @@ at the first.  Rules (SRS-compatible where SRS has one):
 - older and newer SRS spellings SRS still reads (``gop_cache`` directly in a vhost,
   ``forward host:port;``, SRS 7's ``rtmp { listen; }``) are read the same way, with a
   warning naming the current spelling (``compat``);
-- ``http_hooks`` is access control, which srv does not enforce yet: enabled, it is an error
-  (the server would run wide open where the file asks for it closed), or with
-  ``enforce=False`` (``srs -t``) a warning saying so (``security`` is enforced:
-  ``srv.app.access``);
 - ``http_api { auth { enabled on; } }`` needs a username and a password; an API listening
   beyond loopback without it is a warning (anyone who reaches it can kick and reload).
+  SRS's access control (``security``, ``http_hooks``, ``http_api { auth }``) is enforced, so
+  those are ordinary blocks.
 """
 
 from __future__ import annotations
@@ -38,22 +36,10 @@ __all__ = ["build"]
 
 _INVALID = object()
 
-# Blocks that decide who may connect, publish or play; SRS's default for each is off.
-_ACCESS_CONTROL = {("vhost", "http_hooks")}
-
-
-def _switched_on(block: Directive) -> Directive | None:
-    """The ``enabled on;`` that turns ``block`` on (SRS reads the first ``enabled``, only "on" is on)."""
-    flags = [d for d in block.children or () if d.name == "enabled" and d.children is None]
-    return flags[0] if flags and flags[0].args[:1] == ("on",) else None
-
-
 class _Builder:
     def __init__(self) -> None:
         self.errors: list[ConfigError] = []
         self.warnings: list[str] = []
-        #: the ``enabled on;`` of each access-control block, and how to name the block
-        self.unenforced: list[tuple[Directive, str]] = []
 
     def error(self, d: Directive, message: str, arg: int | None = None) -> None:
         """Report at the directive, or at its argument number `arg` when the value is wrong."""
@@ -167,11 +153,7 @@ class _Builder:
         if spec is not None:
             return spec
         if srs_knows(context, d.name):
-            switch = _switched_on(d) if (context, d.name) in _ACCESS_CONTROL else None
-            if switch is not None:  # reported where it is switched on: a file line or env SRS_X
-                self.unenforced.append((switch, d.name if context == "vhost" else f"{context} {{ {d.name} }}"))
-            else:
-                self.warn(d, f'"{d.name}" is not supported yet (ignored)')
+            self.warn(d, f'"{d.name}" is not supported yet (ignored)')
             return None
         elsewhere = REGISTRY.contexts_of(d.name)
         if elsewhere:
@@ -217,22 +199,10 @@ class _Builder:
         return self.section(child, children, extra)
 
 
-def build(directives: list[Directive], path: str,
-          enforce: bool = True) -> tuple[ServerConfig | None, list[ConfigError], list[str]]:
-    """Validate ``directives`` (already env-overridden) into a config, errors and warnings.
-
-    ``enforce=False`` turns the refusal of access control srv cannot enforce yet into
-    warnings, for ``srs -t``: SRS's own configs test clean, and say they would not start.
-    """
+def build(directives: list[Directive], path: str) -> tuple[ServerConfig | None, list[ConfigError], list[str]]:
+    """Validate ``directives`` (already env-overridden) into a config, errors and warnings."""
     builder = _Builder()
     config = builder.section(MAIN, upgrade_main(tuple(directives), builder), {"path": path})
-    for d, name in builder.unenforced:
-        if enforce:
-            builder.error(d, f'"{name}" is enabled, but srv does not enforce access control yet: '
-                             f'refusing to run wide open (remove it or set "enabled off;")')
-        else:
-            builder.warn(d, f'"{name}" is enabled, but srv does not enforce access control yet: '
-                            f'the server refuses to start with this file')
     if builder.errors or config is _INVALID:
         return None, builder.errors, builder.warnings
     assert isinstance(config, ServerConfig)

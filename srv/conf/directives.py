@@ -18,6 +18,7 @@ from srv.conf.model import (
     ExporterConfig,
     ForwardConfig,
     HttpApiConfig,
+    HttpHooksConfig,
     HttpRemuxConfig,
     HttpsConfig,
     HttpServerConfig,
@@ -175,6 +176,8 @@ _VHOST = [
          doc="SRS's allow/deny rules on the client IP (see docs/access.md)."),
     Spec("signed_url", ("vhost",), None, nargs=(0, 0), block=True, env=False,
          doc="srv: require an HMAC ?token= to publish and/or play (see docs/access.md)."),
+    Spec("http_hooks", ("vhost",), None, nargs=(0, 0), block=True,
+         doc="SRS's HTTP callbacks on_connect, on_publish, on_play... (see docs/hooks.md)."),
 ]
 
 # --- vhost { security { } }: SecurityConfig (SRS) -----------------------------------------
@@ -206,7 +209,7 @@ _PER_IP = [
     Spec("connect_burst", ("per_ip",), v.integer(1, 1_000_000), default="10",
          doc="new connections from one IP allowed at once above connect_rate."),
     Spec("ban_after", ("per_ip",), v.integer(0, 1_000_000), default="0",
-         doc="refused auths (security, signed_url) from one IP within ban_window that ban it (0: never)."),
+         doc="refused auths (security, signed_url, http_hooks) from one IP within ban_window that ban it (0: never)."),
     Spec("ban_window", ("per_ip",), v.seconds(1.0), default="60",
          doc="seconds over which refused auths are counted."),
     Spec("ban_time", ("per_ip",), v.seconds(1.0), default="600",
@@ -286,6 +289,26 @@ _HTTP_REMUX = [
          doc="set the FLV header's flags from the tracks the stream sends before its first frame."),
 ]
 
+# --- vhost { http_hooks { } }: HttpHooksConfig --------------------------------------------
+_HOOK_DOCS = {
+    "on_connect": "a client connects (decides: every URL must accept, else NetConnection.Connect.Rejected).",
+    "on_close": "a client that connected leaves (notification).",
+    "on_publish": "a client starts publishing (decides: else NetStream.Publish.Unauthorized).",
+    "on_unpublish": "a publish ends (notification).",
+    "on_play": "a client starts playing, RTMP or HTTP-FLV (decides: else NetStream.Play.Failed or HTTP 403).",
+    "on_stop": "a play ends (notification).",
+    "on_dvr": "a DVR file is closed (kept for the DVR writer, not built yet: never called).",
+    "on_hls": "an HLS segment is written (kept for the HLS writer, not built yet: never called).",
+    "on_hls_notify": "GET after each HLS segment (kept for the HLS writer, not built yet: never called).",
+}
+_HTTP_HOOKS = [
+    Spec("enabled", ("vhost.http_hooks",), v.flag, default="off", example="on"),
+    *(Spec(name, ("vhost.http_hooks",), v.http_url, nargs=_SOME, default="<none>",
+           example=f"http://127.0.0.1:8085/api/v1/{name}", doc=doc) for name, doc in _HOOK_DOCS.items()),
+    Spec("timeout", ("vhost.http_hooks",), v.seconds(0.1, 3600.0), default="30",
+         doc="srv: seconds one hook call may take, the whole answer included (SRS: a fixed 30)."),
+]
+
 SECTIONS: dict[str, type[Any]] = {
     MAIN: ServerConfig,
     "http_api": HttpApiConfig,
@@ -304,10 +327,11 @@ SECTIONS: dict[str, type[Any]] = {
     "vhost.security": SecurityConfig,
     "vhost.signed_url": SignedUrlConfig,
     "per_ip": PerIpConfig,
+    "vhost.http_hooks": HttpHooksConfig,
 }
 
 REGISTRY = Registry(
     [*_SERVER, *_HTTP_API, *_HTTP_SERVER, *_RTMPS, *_EXPORTER, *_VHOST, *_PLAY, *_PUBLISH, *_FORWARD,
-     *_HTTP_REMUX, *_SECURITY, *_SIGNED_URL, *_PER_IP],
+     *_HTTP_REMUX, *_SECURITY, *_SIGNED_URL, *_PER_IP, *_HTTP_HOOKS],
     SECTIONS,
 )

@@ -19,7 +19,7 @@ from srv.conf.directives import REGISTRY
 from srv.conf.parser import Directive
 from srv.conf.registry import MAIN, Spec
 
-__all__ = ["ACCESS_CONTROL_ENV", "EnvOverride", "ENV_OVERRIDES", "apply_env", "env_name"]
+__all__ = ["EnvOverride", "ENV_OVERRIDES", "apply_env", "env_name"]
 
 
 @dataclass(frozen=True)
@@ -48,14 +48,6 @@ def _table() -> tuple[EnvOverride, ...]:
 ENV_OVERRIDES: tuple[EnvOverride, ...] = _table()
 """Every variable srv reads, canonical names before aliases (the first one set wins)."""
 
-ACCESS_CONTROL_ENV: tuple[tuple[str, str], ...] = (
-    ("SRS_VHOST_HTTP_HOOKS_ENABLED", "vhost.http_hooks"),
-)
-"""SRS switches access control on from the environment too; srv does not enforce these yet, so
-they are applied like the others and the builder refuses what they turn on. (``security`` is
-enforced: SRS_VHOST_SECURITY_ENABLED is an ordinary override.)"""
-
-
 def apply_env(directives: list[Directive], environ: Mapping[str, str]) -> list[Directive]:
     """``directives`` with every set ``SRS_*`` override replacing the file's value."""
     done: set[tuple[str, str]] = set()
@@ -69,11 +61,6 @@ def apply_env(directives: list[Directive], environ: Mapping[str, str]) -> list[D
         synthetic = Directive(override.spec.name, tuple(value.split()), None, f"env {override.variable}", 0, 0)
         path = [] if override.context == MAIN else override.context.split(".")
         tree = _put(tree, path, synthetic)
-    for variable, context in ACCESS_CONTROL_ENV:
-        value = environ.get(variable, "")
-        if value.strip():
-            synthetic = Directive("enabled", tuple(value.split()), None, f"env {variable}", 0, 0)
-            tree = _put(tree, context.split("."), synthetic)
     return tree
 
 

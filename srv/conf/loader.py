@@ -22,18 +22,14 @@ from srv.conf.parser import parse_file
 __all__ = ["ConfigDiff", "load", "reload_diff"]
 
 
-def load(path: str, environ: Mapping[str, str] | None = None, enforce: bool = True) -> ServerConfig:
-    """Load ``path``; ``environ`` defaults to ``os.environ`` (pass ``{}`` to ignore it).
-
-    ``enforce=False`` is ``srs -t``: access control srv cannot enforce yet is a warning there,
-    while running or reloading refuses it (see ``builder``).
-    """
+def load(path: str, environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """Load ``path``; ``environ`` defaults to ``os.environ`` (pass ``{}`` to ignore it)."""
     env = os.environ if environ is None else environ
     try:
         directives = parse_file(path)
     except ConfigError as e:
         raise ConfigErrors([e]) from None
-    config, errors, warnings = build(apply_env(directives, env), path, enforce)
+    config, errors, warnings = build(apply_env(directives, env), path)
     if errors or config is None:
         raise ConfigErrors(_unique(errors))
     return _with_warnings(config, warnings)

@@ -213,6 +213,34 @@ class HttpRemuxConfig:
 
 
 @dataclass(frozen=True)
+class HttpHooksConfig:
+    """SRS's ``http_hooks { }``: URLs POSTed a JSON body at each event, called in order.
+
+    ``on_connect``, ``on_publish`` and ``on_play`` decide (every URL must accept); the others
+    only notify. ``on_dvr``, ``on_hls`` and ``on_hls_notify`` are kept for the DVR and HLS
+    writers, which do not exist yet: nothing calls them. ``timeout`` is srv's (SRS's HTTP
+    client has a fixed 30 s): seconds one call may take, the whole answer included.
+    """
+
+    enabled: bool = False
+    on_connect: tuple[str, ...] = ()
+    on_close: tuple[str, ...] = ()
+    on_publish: tuple[str, ...] = ()
+    on_unpublish: tuple[str, ...] = ()
+    on_play: tuple[str, ...] = ()
+    on_stop: tuple[str, ...] = ()
+    on_dvr: tuple[str, ...] = ()
+    on_hls: tuple[str, ...] = ()
+    on_hls_notify: tuple[str, ...] = ()
+    timeout: float = 30.0
+
+    def urls(self, hook: str) -> tuple[str, ...]:
+        """The URLs of `hook` ("on_publish", ...) when hooks are enabled, else ()."""
+        urls: tuple[str, ...] = getattr(self, hook)
+        return urls if self.enabled else ()
+
+
+@dataclass(frozen=True)
 class VhostConfig:
     name: str
     enabled: bool = True
@@ -225,6 +253,7 @@ class VhostConfig:
     http_remux: HttpRemuxConfig = HttpRemuxConfig()
     security: SecurityConfig = SecurityConfig()
     signed_url: SignedUrlConfig = SignedUrlConfig()
+    http_hooks: HttpHooksConfig = HttpHooksConfig()
 
     def forwards_for(self, app: str, stream: str) -> tuple[ForwardConfig, ...]:
         """The enabled forward blocks that apply to ``app/stream``, in file order."""

@@ -18,8 +18,9 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 
 from srv import __version__
+from srv.app.hub import stream_id, vhost_id
 from srv.http.procstat import ProcessSampler
-from srv.http.stats import ServerView, StreamView, VhostFigures, kbps, stream_id, vhost_id
+from srv.http.stats import ServerView, StreamView, VhostFigures, kbps
 from srv.net.context import PUBLISH_TYPES, ClientQuery, ConnectionContext
 
 # SRS error codes (srs_kernel_error.hpp)

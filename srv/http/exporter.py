@@ -7,11 +7,13 @@ by the master's `retired` table (no counter goes backwards, nothing is counted t
 
 Series: SRS's (`srs_build_info`, `srs_cpu_percent`, `srs_memory`, `srs_send_bytes_total`,
 `srs_receive_bytes_total`, `srs_streams`, `srs_clients`, `srs_clients_total`,
-`srs_clients_errs_total`), and per stream, per forward destination, per worker, reloads and
-connection rejections (reasons include security, signed_url, ip_banned,
-ip_rate, ip_connections) and per-IP bans. Label cardinality is bounded: per-stream and per-forward series stop at
-`MAX_STREAMS` streams (the rest are summed in `srs_streams_unlisted`); reasons and results
-come from fixed code paths. `label` and `tag` from the config go on `srs_build_info`, as in SRS.
+`srs_clients_errs_total`), and per stream, per forward destination, per worker, reloads,
+connection rejections (reasons include security, signed_url, http_hook, ip_banned, ip_rate,
+ip_connections), per-IP bans and SRS http_hooks calls (`srs_http_hook_calls_total{hook,outcome}`,
+`srs_http_hook_failures_total{hook,reason}`, `srs_http_hook_duration_seconds{hook}`). Label
+cardinality is bounded: per-stream and per-forward series stop at `MAX_STREAMS` streams (the
+rest are summed in `srs_streams_unlisted`); reasons, hooks and results come from fixed code
+paths. `label` and `tag` from the config go on `srs_build_info`, as in SRS.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from srv import __version__
 from srv.conf.model import ExporterConfig
 from srv.http.procstat import ProcessSampler
 from srv.http.stats import ServerView
+from srv.net.hooks import LATENCY_BUCKETS
 
 MAX_STREAMS = 1000
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -79,6 +82,31 @@ class SnapshotCollector(Collector):
         yield GaugeMetricFamily("srs_ready", "1 when every worker accepts and the server is not stopping.",
                                 value=1 if m.get("ready") else 0)
         yield from self.stream_metrics()
+        yield from self.hook_metrics()
+
+    def hook_metrics(self) -> Iterator[Metric]:
+        """SRS http_hooks, per hook: calls by outcome (accepted, refused, failed), failures by
+        kind (timeout, too_large, network, closed), and the latency histogram. The workers count
+        them (srv.net.hooks.count_call); hooks and kinds come from fixed code paths."""
+        v = self.view
+        calls = CounterMetricFamily("srs_http_hook_calls", "HTTP hook calls, by hook and outcome.",
+                                    labels=["hook", "outcome"])
+        for key, n in sorted(v.counters_with_prefix("hook_calls:").items()):
+            calls.add_metric(key.split(":", 1), n)
+        failures = CounterMetricFamily("srs_http_hook_failures", "HTTP hook calls that got no usable answer, "
+                                       "by hook and reason.", labels=["hook", "reason"])
+        for key, n in sorted(v.counters_with_prefix("hook_failures:").items()):
+            failures.add_metric(key.split(":", 1), n)
+        latency = HistogramMetricFamily("srs_http_hook_duration_seconds", "HTTP hook call latency, by hook.",
+                                        labels=["hook"])
+        per_bucket = v.counters_with_prefix("hook_le:")
+        for hook, total_ms in sorted(v.counters_with_prefix("hook_ms:").items()):
+            buckets, seen = [], 0.0
+            for le in [f"{b:g}" for b in LATENCY_BUCKETS] + ["+Inf"]:
+                seen += per_bucket.get(f"{hook}:{le}", 0)
+                buckets.append((le, seen))
+            latency.add_metric([hook], buckets, sum_value=total_ms / 1000)
+        yield from (calls, failures, latency)
 
     def process_metrics(self) -> Iterator[Metric]:
         m = self.view.master

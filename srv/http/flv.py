@@ -30,11 +30,13 @@ from functools import lru_cache
 from typing import Any
 
 from srv import log as srvlog
+from srv.app.http_hooks import HookRequest
 from srv.app.hub import stream_key
 from srv.app.packet import FLV
 from srv.app.source import Consumer
 from srv.conf.model import DEFAULT_VHOST, VhostConfig
 from srv.media.flv import FLV_HEADER, TrackGuess
+from srv.net import hooks
 from srv.net.context import ConnectionContext
 from srv.net.flow import tune_player_transport
 from srv.net.wait import PublisherWait
@@ -74,7 +76,8 @@ class FlvPlayer:
     """One HTTP-FLV play: the Sink of its consumer and a Client of the worker."""
 
     def __init__(self, ctx: ConnectionContext, transport: asyncio.Transport, vhost: VhostConfig,
-                 app: str, stream: str, ip: str, host: str, chunked: bool, header_bytes: int) -> None:
+                 app: str, stream: str, ip: str, host: str, chunked: bool, header_bytes: int,
+                 cid: str = "", hooked: HookRequest | None = None) -> None:
         self.ctx = ctx
         self.transport = transport
         self.vhost = vhost
@@ -88,7 +91,8 @@ class FlvPlayer:
         self.started = time.time()
         self.sent = header_bytes
         self.recv_bytes = 0
-        self.cid = ctx.new_cid()
+        self.cid = cid or ctx.new_cid()
+        self.hooked = hooked  # what its on_play was asked with: on_stop is due when it ends
         self.consumer: Consumer | None = None
         self.close_reason = ""
         remux = vhost.http_remux
@@ -136,6 +140,8 @@ class FlvPlayer:
             self.ctx.hub.stop_play(self.consumer)
             self.consumer = None
         self.ctx.unregister(self)
+        if self.hooked is not None:
+            hooks.notify(self.ctx, "on_stop", self.hooked, log)
 
     # ---- flow control --------------------------------------------------------------------------
 

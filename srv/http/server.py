@@ -34,12 +34,14 @@ import h11
 from srv import SIGNATURE, __version__
 from srv import log as srvlog
 from srv.app.access import Refusal, check_access, plain_ip
+from srv.app.http_hooks import HookRequest
 from srv.http import auth, health, static
 from srv.http.api import Api
 from srv.http.exporter import CONTENT_TYPE as METRICS_TYPE
 from srv.http.exporter import render
 from srv.http.flv import FlvPlayer, match_mount
 from srv.http.routes import Route, route
+from srv.net import hooks
 from srv.net.context import ConnectionContext
 from srv.net.refuse import record_refusal
 
@@ -317,7 +319,7 @@ class HttpConnection(asyncio.Protocol):
                 status, obj = await Api(self.ctx).handle(method, path, query)
                 self.respond_json(status, obj)
         elif which is Route.MEDIA:
-            if not (path.endswith(".flv") and self.play_flv(req, path, query)):
+            if not (path.endswith(".flv") and await self.play_flv(req, path, query)):
                 await static.serve(self, self.ctx.config.http_server.dir, path, self.ctx.loop)
         elif which is Route.NOT_ALLOWED:
             self._error(405, "method not allowed")
@@ -369,8 +371,11 @@ class HttpConnection(asyncio.Protocol):
 
     # ---- HTTP-FLV ------------------------------------------------------------------------------
 
-    def play_flv(self, req: h11.Request, path: str, query: dict[str, str]) -> bool:
-        """Start an HTTP-FLV play if `path` is a mount; False if it is not one."""
+    async def play_flv(self, req: h11.Request, path: str, query: dict[str, str]) -> bool:
+        """Start an HTTP-FLV play if `path` is a mount; False if it is not one.
+
+        With SRS's on_play hook, the play starts only once every URL accepts; a refusal is a 403
+        (a HEAD asks too, and gets what a GET would)."""
         host = next((v.decode("latin-1") for k, v in req.headers if k == b"host"), "")
         name = query.get("vhost") or host.rsplit(":", 1)[0].strip("[]")
         vhost = self.ctx.config.vhost(name)
@@ -390,6 +395,17 @@ class HttpConnection(asyncio.Protocol):
         if refusal is not None:
             self.refuse(refusal, f"flv play {path}")
             return True
+        cid, hooked = ctx.new_cid(), None
+        if hooks.wants(ctx, vhost.name, "on_play"):
+            referer = next((v.decode("latin-1") for k, v in req.headers if k == b"referer"), "")
+            hooked = HookRequest(cid, self.ip, vhost.name, app, f"http://{host or '127.0.0.1'}/{app}", stream,
+                                 tuple(query.items()), referer)
+            why = await hooks.decide(ctx, "on_play", hooked, log)
+            if self.closed:
+                return True
+            if why is not None:
+                self.refuse(why, f"flv play {path}")
+                return True
         headers = [(b"Server", SERVER), (b"Content-Type", b"video/x-flv"), (b"Cache-Control", b"no-cache"),
                    (b"Connection", b"close")]
         # an HTTP/1.1 client gets each write as a chunk; an HTTP/1.0 one reads until we close
@@ -402,10 +418,12 @@ class HttpConnection(asyncio.Protocol):
         assert self.transport is not None
         if self.head_request:  # what a GET would get, without the stream
             self.transport.write(head + self._send(h11.EndOfMessage()))
+            if hooked is not None:
+                hooks.notify(ctx, "on_stop", hooked, log)
             return True
         self.transport.write(head)
         self.player = FlvPlayer(ctx, self.transport, vhost, app, stream, self.ip, host or "127.0.0.1",
-                                chunked, len(head))
+                                chunked, len(head), cid, hooked)
         self.transport.resume_reading()  # notice the client leaving; its bytes are ignored
         self.player.start()
         log.log(srvlog.TRACE, "[%s] %s flv-play %s start", self.player.cid, self.peer, self.player.key)

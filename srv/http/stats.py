@@ -25,25 +25,13 @@ counted, so a worker that just died leaves nothing stale; its cumulative counter
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from srv.app.hub import stream_id
 from srv.media.metadata import StreamDescription
 from srv.net.context import ClientQuery
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()
-
-
-def stream_id(key: str) -> str:
-    return "str-" + _digest(key)[:8]
-
-
-def vhost_id(name: str) -> str:
-    return "vid-" + _digest(name)[:7]
 
 
 @dataclass

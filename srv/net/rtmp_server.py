@@ -7,6 +7,12 @@ connection is closed with a log line naming the client and the reason, nothing e
 
 The same class serves the workers' internal unix socket, where another worker pulls a stream it
 has players for (`internal=True`: plays only what is published here, never pulls in turn).
+
+SRS's http_hooks: on_connect, on_publish and on_play are awaited (in a task; the loop runs on)
+before the connect, publish or play is answered, and a refusal gets a real RTMP answer before the
+close (`refuse`). Messages the client sends meanwhile are held by the session (connect) or in
+`pending_media` (publish). on_unpublish, on_stop and on_close are notifications, sent in that
+order per connection (`notify`), never awaited by the connection.
 """
 
 from __future__ import annotations
@@ -14,15 +20,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from srv import log as srvlog
 from srv.app.access import Refusal, check_access, plain_ip
 from srv.app.forward_target import loop_refusal
+from srv.app.http_hooks import HookRequest
 from srv.app.hub import stream_key
 from srv.app.packet import rtmp_encoding
 from srv.app.source import Consumer, LiveSource
 from srv.conf.model import VhostConfig
+from srv.net import hooks
 from srv.net.context import ConnectionContext
 from srv.net.flow import tune_player_transport
 from srv.net.forward import ask_backends
@@ -38,7 +47,7 @@ log = logging.getLogger("srv.rtmp")
 # allows 1 MiB, nginx-rtmp's max_message; a 4K keyframe can pass 3 MB). A bigger length header
 # is an attack or garbage: close before buffering it.
 MAX_MESSAGE_SIZE = 8 * 1024 * 1024
-# Media a publisher may send while its publish is being decided (forward backends), held and
+# Media a publisher may send while its publish is being decided (on_publish, forward backends), held and
 # then handed to the source.
 MAX_PENDING_MEDIA = 1000
 MAX_PENDING_MEDIA_BYTES = 8 * 1024 * 1024
@@ -61,6 +70,9 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.params: dict[str, str] = {}  # the publish's query (forwarders pass it on)
         self.connect_params: dict[str, str] = {}  # the tcUrl's and app's query
         self.admitted = False  # counted by the per-IP limiter (released when it ends)
+        self.page_url = ""
+        self.stream = ""  # the stream name, without its query
+        self.notified: asyncio.Task[None] | None = None  # the last hook notification sent
         self.stream_id = 1
         self.source: LiveSource | None = None
         self.consumer: Consumer | None = None
@@ -145,13 +157,17 @@ class RtmpServerProtocol(asyncio.Protocol):
             self.ctx.hub.stop_play(self.consumer)
             self.send_bytes += self.consumer.sent_bytes
             self.consumer = None
+            self.notify("on_stop")
         if self.role == "fmle-publish" and self.source is not None:
             self.ctx.hub.unpublish(self.key, self)
+            self.notify("on_unpublish")
         if not self.internal:
             self.ctx.unregister(self)
         if self.admitted:
             self.admitted = False
             self.ctx.limiter.release(self.ip)
+        if self.vhost is not None:
+            self.notify("on_close", send_bytes=self.sent(), recv_bytes=self.recv_bytes)
         if not was_closed or self.role:
             why = self.close_reason or srvlog.peer_left(exc)
             self.log.log(srvlog.TRACE, "closed (%s), %s, recv %d bytes, sent %d bytes, %.1fs",
@@ -275,6 +291,8 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.tc_url = e.tc_url
         self.app = e.app
         self.connect_params = dict(e.params)
+        page_url = e.command_object.get("pageUrl")
+        self.page_url = page_url if isinstance(page_url, str) else ""
         if vhost is None or not vhost.enabled:
             why = f"vhost {e.vhost} not found" if vhost is None else f"vhost {e.vhost} disabled"
             self.session.reject_connect(e, why)
@@ -287,7 +305,63 @@ class RtmpServerProtocol(asyncio.Protocol):
             self.session.set_wanted_chunk_size(vhost.chunk_size)
         self.log.log(srvlog.INFO, "connect vhost=%s app=%s tcUrl=%s", vhost.name, e.app,
                      srvlog.redact_url(e.tc_url))
+        if self._has_hook("on_connect"):
+            self._cancel_deadline()  # the hook has its own timeout; identify_timeout restarts after
+            self._ask_then("on_connect", e, lambda: self._accept_connect(e))
+            return
         self.dispatch(self.session.accept_connect(e))
+
+    def _accept_connect(self, e: ev.ConnectRequest) -> None:
+        self._arm_deadline("identify_timeout", self.ctx.config.identify_timeout)
+        self.dispatch(self.session.accept_connect(e))
+
+    def _ask_then(self, hook: str, e: ev.ConnectRequest | ev.PlayRequest, then: Callable[[], None]) -> None:
+        """Ask the deciding `hook` in a task; `then` if it accepts, else refuse `e`."""
+        async def ask() -> None:
+            refusal = await self.decide(hook)
+            if self.closed:
+                return
+            if refusal is not None:
+                self.refuse(e, refusal)
+                return
+            then()
+            self.flush()
+
+        self.ctx.loop.create_task(self._guarded(ask(), hook))
+
+    async def _guarded(self, work: Any, what: str) -> None:
+        """Run `work` (a coroutine acting on this connection) as data_received would: bad input
+        from the client closes it with its reason; a bug costs this connection only."""
+        try:
+            await work
+        except ProtocolError as e:
+            self.fail(f"protocol error: {e}")
+        except Exception:
+            self.log.exception("internal error in %s", what)
+            self.fail("internal error")
+
+    # ---- SRS http_hooks ------------------------------------------------------------------------
+
+    def _has_hook(self, hook: str) -> bool:
+        """Whether this client's vhost, as last reloaded, has `hook` (never for a worker pull)."""
+        return not self.internal and self.vhost is not None and hooks.wants(self.ctx, self.vhost.name, hook)
+
+    def _hook_request(self) -> HookRequest:
+        assert self.vhost is not None
+        params = {**self.connect_params, **self.params}
+        return HookRequest(self.cid, self.ip, self.vhost.name, self.app, self.tc_url, self.stream,
+                           tuple(params.items()), self.page_url)
+
+    async def decide(self, hook: str) -> Refusal | None:
+        """Ask a deciding hook (on_connect, on_publish, on_play): why it refuses, or None."""
+        if not self._has_hook(hook):
+            return None
+        return await hooks.decide(self.ctx, hook, self._hook_request(), self.log)
+
+    def notify(self, hook: str, **extra: Any) -> None:
+        """Send a notification hook (on_close, on_unpublish, on_stop) after the ones before it."""
+        if self._has_hook(hook):
+            self.notified = hooks.notify(self.ctx, hook, self._hook_request(), self.log, self.notified, **extra)
 
     def _stream(self, name: str) -> None:
         if self.vhost is None:
@@ -295,6 +369,7 @@ class RtmpServerProtocol(asyncio.Protocol):
         if not name:
             raise ProtocolError("empty stream name")
         self.key = stream_key(self.vhost.name, self.app, name)
+        self.stream = name
         self.url = f"/{self.app}/{name}"
         self.log.stream = self.key
 
@@ -320,17 +395,17 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.params = dict(e.params)
         self.pending_media = []
         self.pending_bytes = 0
-        self.ctx.loop.create_task(self._publish(e))
-
-    async def _publish(self, e: ev.PublishRequest) -> None:
-        try:
-            await self._start_publish(e)
-        except Exception:
-            self.log.exception("internal error while starting to publish")
-            self.fail("internal error")
+        self.ctx.loop.create_task(self._guarded(self._start_publish(e), "publish"))
 
     async def _start_publish(self, e: ev.PublishRequest) -> None:
         assert self.vhost is not None
+        refused = await self.decide("on_publish")
+        if refused is not None:
+            if not self.closed:
+                self.refuse(e, refused)
+            return
+        if self.closed:
+            return
         why, backend_urls = await self._forward_checks(e)
         if why is None and not self.closed:
             why = await self.ctx.hub.publish(self.key, self.vhost, self, backend_urls)
@@ -411,6 +486,14 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.role = "rtmp-play"
         self._cancel_deadline()
         self.stream_id = e.stream_id
+        self.params = dict(e.params)
+        if self._has_hook("on_play"):
+            self._ask_then("on_play", e, lambda: self._start_play(e))
+            return
+        self._start_play(e)
+
+    def _start_play(self, e: ev.PlayRequest) -> None:
+        assert self.vhost is not None
         self.session.start_play(e.stream_id, e.stream_name)
         self.flush()
         tune_player_transport(self.transport)
@@ -426,6 +509,7 @@ class RtmpServerProtocol(asyncio.Protocol):
         if self.role == "fmle-publish" and self.source is not None:
             self.log.log(srvlog.TRACE, "unpublish")
             self.ctx.hub.unpublish(self.key, self)
+            self.notify("on_unpublish")
             self.source = None
             self.role = ""
             self.unpublished = True
@@ -439,6 +523,7 @@ class RtmpServerProtocol(asyncio.Protocol):
             self.ctx.hub.stop_play(self.consumer)
             self.send_bytes += self.consumer.sent_bytes
             self.consumer = None
+            self.notify("on_stop")
             self.role = ""
             if self.wait is not None:
                 self.wait.fed()
