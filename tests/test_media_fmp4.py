@@ -287,3 +287,14 @@ def test_av1_and_opus_go_in_as_av01_and_opus_and_decode(media_dir: Path) -> None
         assert (streams[1]["sample_rate"], streams[1]["channels"]) == ("48000", 2)
         assert ffmpeg_decode_errors(path) == "", path
         assert ffprobe_packets(path, "v")[0][2]
+
+
+def test_a_dts_that_does_not_advance_is_dropped_not_a_negative_duration(h264_tags: list[FlvTag]) -> None:
+    header, *frames = [t for t in h264_tags if t.tag_type == TAG_AUDIO][:5]
+    muxer = Fmp4Muxer()
+    for tag in (header, frames[0], frames[1], frames[1], frames[2]):  # a repeated audio frame
+        muxer.push(tag.tag_type, tag.timestamp, tag.payload)
+    muxer.push(TAG_AUDIO, frames[1].timestamp - 5, frames[3].payload)  # back in time
+    _, samples = trun_samples(find(boxes(muxer.flush()), "moof/traf/trun")[0][1])
+    assert [s[1] for s in samples] == [len(f.payload) - 2 for f in frames[:3]]
+    assert all(1000 <= s[0] <= 1100 for s in samples)  # ~1024 samples at 44.1 kHz
