@@ -436,6 +436,24 @@ def player(clients: Clients, url: str) -> subprocess.Popen[bytes]:
 # ---- helpers for multi-server tests (forward) ----------------------------------------------
 
 
+def record_flv(clients: Clients, url: str, path: Path, extra: list[str] | None = None) -> None:
+    """A player that copies `url` into the FLV file `path` as it plays (`extra`: input options)."""
+    clients.spawn(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-rw_timeout", "15000000",
+                   *(extra or []), "-i", url, "-c", "copy", "-flush_packets", "1", "-f", "flv", str(path)],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def file_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def keeps_growing(path: Path, seconds: float = 2.0) -> bool:
+    """Whether the recording at `path` grows within `seconds` (its player still receives)."""
+    before = file_size(path)
+    time.sleep(seconds)
+    return file_size(path) > before
+
+
 def video_frames(url: str, count: int = 5, timeout: float = 15) -> list[dict[str, Any]]:
     """The first `count` decoded video frames of `url` (ffprobe -show_frames); raises on failure."""
     out = subprocess.run(["ffprobe", "-v", "error", "-rw_timeout", str(int(timeout * 1e6)),

@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
-from conftest import Clients, codecs, ffprobe, video_frames, wait_for
+from conftest import codecs, ffprobe, file_size, keeps_growing, record_flv, video_frames, wait_for
 
 STREAM = "live/livestream"
 
@@ -25,22 +24,6 @@ def master_conf(*destinations: str, extra: str = "") -> str:
             f"        {extra}\n"
             "    }\n"
             "}\n")
-
-
-def record(clients: Clients, url: str, path: Path) -> None:
-    clients.spawn(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-rw_timeout", "15000000",
-                   "-i", url, "-c", "copy", "-flush_packets", "1", "-f", "flv", str(path)],
-                  stdout=open(os.devnull, "wb"), stderr=open(os.devnull, "wb"))
-
-
-def size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
-
-
-def growing(path: Path, seconds: float = 2.0) -> bool:
-    before = size(path)
-    time.sleep(seconds)
-    return size(path) > before
 
 
 def plays(url: str) -> bool:
@@ -60,20 +43,20 @@ def test_master_forwards_to_two_slaves_and_survives_one_dying(srs_server, client
         c = codecs(ffprobe(f"{s.url}/{STREAM}"))
         assert c["video"]["codec_name"] == "h264" and c["audio"]["codec_name"] == "aac"
     rec_master, rec_s2 = tmp_path / "master.flv", tmp_path / "s2.flv"
-    record(clients, f"{master.url}/{STREAM}", rec_master)
-    record(clients, f"{s2.url}/{STREAM}", rec_s2)
-    wait_for(lambda: size(rec_master) > 50_000 and size(rec_s2) > 50_000, 15, what="recordings")
+    record_flv(clients, f"{master.url}/{STREAM}", rec_master)
+    record_flv(clients, f"{s2.url}/{STREAM}", rec_s2)
+    wait_for(lambda: file_size(rec_master) > 50_000 and file_size(rec_s2) > 50_000, 15, what="recordings")
 
     os.kill(s1.master_pid, signal.SIGKILL)  # slave 1 dies mid-stream
     master.wait_log(f"-> 127.0.0.1:{s1.port}: error:", timeout=10)
-    assert growing(rec_master) and growing(rec_s2), "master and slave 2 players must carry on"
+    assert keeps_growing(rec_master) and keeps_growing(rec_s2), "master and slave 2 players must carry on"
     assert pub.poll() is None, "the publisher must not notice"
 
     s1.start()  # same config, same port
     master.wait_log(f"live/livestream -> 127.0.0.1:{s1.port}: publish started", count=2, timeout=10)
     frames = video_frames(f"{s1.url}/{STREAM}")
     assert frames and frames[0]["key_frame"] == 1, f"the restarted slave must start on a keyframe: {frames}"
-    assert growing(rec_master) and growing(rec_s2) and pub.poll() is None
+    assert keeps_growing(rec_master) and keeps_growing(rec_s2) and pub.poll() is None
     log = master.log_text()
     assert f"-> 127.0.0.1:{s2.port}: error" not in log, "slave 2's forward never broke"
     assert log.count(f"-> 127.0.0.1:{s2.port}: publish started") == 1

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import Clients, codecs, ffprobe, free_port, wait_for
+from conftest import codecs, ffprobe, file_size, free_port, keeps_growing, record_flv, wait_for
 from tls_certs import Authority, peer_certificate
 
 STREAM = "live/livestream"
@@ -38,22 +38,6 @@ def tls_files(authority: Authority, server: str = "server", serial: int = 1) -> 
 
 def rtmps_block(port: int, cert: str, key: str) -> str:
     return f"rtmps {{ enabled on; listen 127.0.0.1:{port}; key {key}; cert {cert}; }}\n"
-
-
-def record(clients: Clients, url: str, path: Path, extra: list[str] | None = None) -> None:
-    clients.spawn(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-rw_timeout", "15000000",
-                   *(extra or []), "-i", url, "-c", "copy", "-flush_packets", "1", "-f", "flv", str(path)],
-                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
-
-
-def growing(path: Path, seconds: float = 2.0) -> bool:
-    before = size(path)
-    time.sleep(seconds)
-    return size(path) > before
 
 
 def both_tracks(url: str, extra: list[str] | None = None) -> bool:
@@ -179,8 +163,8 @@ def test_sighup_reloads_the_certificate_and_keeps_sessions(srs_server, clients, 
     assert peer_certificate(port, authority.ca)["serialNumber"] == "03E9"  # 1001
     clients.publish(f"rtmps://127.0.0.1:{port}/{STREAM}")
     out = tmp_path / "player.flv"
-    record(clients, f"rtmps://127.0.0.1:{port}/{STREAM}", out)
-    wait_for(lambda: size(out) > 50_000, 20, what="the rtmps player receiving")
+    record_flv(clients, f"rtmps://127.0.0.1:{port}/{STREAM}", out)
+    wait_for(lambda: file_size(out) > 50_000, 20, what="the rtmps player receiving")
 
     # renewal in place (same paths, new files), then SIGHUP
     shutil.copy(cert2, live_cert)
@@ -189,7 +173,7 @@ def test_sighup_reloads_the_certificate_and_keeps_sessions(srs_server, clients, 
     s.wait_log("applied the new config", count=2)
     # several handshakes: every worker serves the new certificate
     assert {peer_certificate(port, authority.ca)["serialNumber"] for _ in range(8)} == {"07D2"}  # 2002
-    assert growing(out), "the session started before the reload stopped"
+    assert keeps_growing(out), "the session started before the reload stopped"
 
 
 def test_a_reload_with_a_broken_certificate_fails_and_keeps_the_old_one(srs_server, authority, tmp_path):
@@ -226,8 +210,8 @@ def test_bad_tls_input_disturbs_no_one_and_is_bounded(srs_server, clients, autho
                    settings={"handshake_timeout": "1500"})
     clients.publish(f"rtmps://127.0.0.1:{port}/{STREAM}")
     out = tmp_path / "player.flv"
-    record(clients, f"rtmps://127.0.0.1:{port}/{STREAM}", out)
-    wait_for(lambda: size(out) > 50_000, 20, what="the rtmps player receiving")
+    record_flv(clients, f"rtmps://127.0.0.1:{port}/{STREAM}", out)
+    wait_for(lambda: file_size(out) > 50_000, 20, what="the rtmps player receiving")
 
     # garbage where a ClientHello should be
     garbage = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -255,5 +239,5 @@ def test_bad_tls_input_disturbs_no_one_and_is_bounded(srs_server, clients, autho
     assert f"{garbage_client} TLS handshake failed on rtmps://127.0.0.1:{port}: TLS error HTTP_REQUEST; closing" in log
     assert f"TLS handshake failed on rtmps://127.0.0.1:{port}: TLS error WRONG_VERSION_NUMBER; closing" in log  # RTMP
     assert log.count("TLS handshake failed") >= 3
-    assert growing(out), "the rtmps player stopped"
+    assert keeps_growing(out), "the rtmps player stopped"
     os.kill(s.master_pid, 0)

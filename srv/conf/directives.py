@@ -89,6 +89,21 @@ _SERVER = [
          doc="a virtual host; __defaultVhost__ serves names no other vhost matches."),
 ]
 
+# --- TLS files, shared by rtmps { } and the https { } blocks (docs/tls.md) --------------------
+def _tls_files(context: str) -> list[Spec]:
+    return [
+        Spec("key", (context,), v.string, default="./conf/server.key",
+             doc="PEM private key; re-read on every reload."),
+        Spec("cert", (context,), v.string, default="./conf/server.crt",
+             doc="PEM certificate (chain); re-read on every reload (new handshakes use it)."),
+    ]
+
+
+def _https(context: str, port: str) -> list[Spec]:
+    return [Spec("enabled", (context,), v.flag, default="off", example="on"),
+            Spec("listen", (context,), v.endpoint, default=port), *_tls_files(context)]
+
+
 # --- http_api { raw_api { } auth { } }: HttpApiConfig, RawApiConfig, ApiAuthConfig --------
 _HTTP_API = [
     Spec("enabled", ("http_api",), v.flag, default="off", example="on"),
@@ -110,12 +125,7 @@ _HTTP_API = [
     Spec("password", ("http_api.auth",), v.string, default='""', example="change-me",
          doc="compared in constant time; never logged."),
     Spec("https", ("http_api",), None, nargs=(0, 0), block=True, doc="the API over TLS on its own port."),
-    Spec("enabled", ("http_api.https",), v.flag, default="off", example="on"),
-    Spec("listen", ("http_api.https",), v.endpoint, default="1990"),
-    Spec("key", ("http_api.https",), v.string, default="./conf/server.key",
-         doc="PEM private key; re-read on every reload."),
-    Spec("cert", ("http_api.https",), v.string, default="./conf/server.crt",
-         doc="PEM certificate (chain); re-read on every reload."),
+    *_https("http_api.https", "1990"),
 ]
 
 # --- http_server { }: HttpServerConfig ----------------------------------------------------
@@ -128,12 +138,7 @@ _HTTP_SERVER = [
     Spec("crossdomain", ("http_server",), v.flag, default="on", example="on"),
     Spec("https", ("http_server",), None, nargs=(0, 0), block=True,
          doc="HTTP-FLV and files over TLS on their own port."),
-    Spec("enabled", ("http_server.https",), v.flag, default="off", example="on"),
-    Spec("listen", ("http_server.https",), v.endpoint, default="8088"),
-    Spec("key", ("http_server.https",), v.string, default="./conf/server.key",
-         doc="PEM private key; re-read on every reload."),
-    Spec("cert", ("http_server.https",), v.string, default="./conf/server.crt",
-         doc="PEM certificate (chain); re-read on every reload."),
+    *_https("http_server.https", "8088"),
 ]
 
 # --- rtmps { }: RtmpsConfig (SRS 7) ---------------------------------------------------------
@@ -141,10 +146,7 @@ _RTMPS = [
     Spec("enabled", ("rtmps",), v.flag, default="off", example="on"),
     Spec("listen", ("rtmps",), v.endpoint, nargs=_SOME, default="1443", example="1443",
          doc="RTMPS listen addresses, [ip:]port each."),
-    Spec("key", ("rtmps",), v.string, default="./conf/server.key",
-         doc="PEM private key; re-read on every reload."),
-    Spec("cert", ("rtmps",), v.string, default="./conf/server.crt",
-         doc="PEM certificate (chain); re-read on every reload (new handshakes use it)."),
+    *_tls_files("rtmps"),
 ]
 
 # --- exporter { }: ExporterConfig ---------------------------------------------------------
