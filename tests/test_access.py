@@ -322,3 +322,36 @@ def test_per_ip_ban_after_failed_auths(srs_server: Any) -> None:
     assert metric(srv, "srs_ip_bans_total") == 1
     assert metric(srv, 'srs_connections_rejected_total{reason="ip_banned"}') == 2
     assert metric(srv, 'srs_connections_rejected_total{reason="security"}') == 3
+
+
+# ---- a second publisher --------------------------------------------------------------------
+
+
+def test_a_second_publisher_is_rejected_by_default_or_takes_the_stream_over(srs_server: Any, clients: Any) -> None:
+    srv: Server = srs_server("vhost __defaultVhost__ { }\n"
+                             "vhost takeover { publish { second_publisher takeover; } }\n", workers=2)
+    first = clients.publish(f"{srv.url}/live/s")
+    assert "video" in codecs(ffprobe(f"{srv.url}/live/s"))
+
+    async def second_answer(app: str) -> ev.StatusEvent:
+        c = RtmpTestClient(srv.port, app=app)
+        await c.open()
+        try:
+            return await c.publish("s")
+        finally:
+            await c.close()
+
+    busy = asyncio.run(second_answer("live"))
+    assert (busy.code, busy.level) == ("NetStream.Publish.BadName", "error")  # reject, SRS's way
+    assert first.poll() is None
+    old = clients.publish(f"{srv.url}/live?vhost=takeover/s")
+    assert "video" in codecs(ffprobe(f"{srv.url}/live?vhost=takeover/s"))
+    new = clients.spawn(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-f", "lavfi", "-i",
+                         "testsrc=size=160x120:rate=25", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
+                         "-pix_fmt", "yuv420p", "-f", "flv", f"{srv.url}/live?vhost=takeover/s"],
+                        stdout=subprocess.DEVNULL)
+    assert old.wait(20) != 0  # the first publisher was kicked
+    srv.wait_log("(second_publisher takeover)")
+    video = codecs(ffprobe(f"{srv.url}/live?vhost=takeover/s"))["video"]
+    assert (video["width"], video["height"]) == (160, 120)  # and the new one publishes
+    assert new.poll() is None

@@ -246,6 +246,8 @@ _PUBLISH = [
          doc="ms to wait for a publisher's first packet."),
     Spec("normal_timeout", ("vhost.publish",), v.milliseconds(), default="5000",
          doc="ms of silence after which a publisher is dropped."),
+    Spec("second_publisher", ("vhost.publish",), v.choice("reject", "takeover"), default="reject",
+         doc="srv: a second publisher of a stream is refused (reject, SRS) or kicks the first (takeover)."),
 ]
 
 # --- vhost { forward [pattern] { } }: ForwardConfig ---------------------------------------

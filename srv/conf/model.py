@@ -136,6 +136,9 @@ class PlayConfig:
 class PublishConfig:
     firstpkt_timeout: int = 20000
     normal_timeout: int = 5000
+    # srv: what a second publisher of a stream gets: "reject" (SRS: NetStream.Publish.BadName)
+    # or "takeover" (the first one is kicked and the new one publishes)
+    second_publisher: str = "reject"
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,9 @@ MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 # then handed to the source.
 MAX_PENDING_MEDIA = 1000
 MAX_PENDING_MEDIA_BYTES = 8 * 1024 * 1024
+# How long a publisher taking a stream over (second_publisher takeover) waits for the kicked one
+# to let go of it, on whichever worker it was.
+TAKEOVER_WAIT = 5.0
 
 
 class RtmpServerProtocol(asyncio.Protocol):
@@ -409,6 +412,9 @@ class RtmpServerProtocol(asyncio.Protocol):
         why, backend_urls = await self._forward_checks(e)
         if why is None and not self.closed:
             why = await self.ctx.hub.publish(self.key, self.vhost, self, backend_urls)
+            if why is not None and "already being published" in why and \
+                    self.vhost.publish.second_publisher == "takeover" and await self._take_over(backend_urls):
+                why = None
         if self.closed:
             if why is None:
                 self.ctx.hub.unpublish(self.key, self)
@@ -430,6 +436,30 @@ class RtmpServerProtocol(asyncio.Protocol):
             self.source.on_message(*m)
         self.last_media = time.monotonic()
         self._arm_timeout()
+
+    async def _take_over(self, backend_urls: dict[str, tuple[str, ...]]) -> bool:
+        """``second_publisher takeover``: kick the stream's publisher, on whichever worker it is,
+        then claim the stream again (for up to TAKEOVER_WAIT seconds); True once this
+        connection publishes it."""
+        assert self.vhost is not None
+        src = self.ctx.hub.sources.get(self.key)
+        cid = str(getattr(src.publisher, "cid", "")) if src is not None and src.origin else ""
+        if not cid:  # on another worker: the master's snapshot names it
+            snap = await self.ctx.master.snapshot()
+            for w in (snap.get("workers") or {}).values():
+                pub = w.get("stream_clients", {}).get(self.key, {}).get("publisher") or {}
+                if pub.get("id") and pub["id"] != self.cid:  # this connection is listed too, on its worker
+                    cid = str(pub["id"])
+        if not cid:
+            return False
+        self.log.log(srvlog.TRACE, "taking the stream over from publisher %s (second_publisher takeover)", cid)
+        self.ctx.master.kick(cid)
+        deadline = time.monotonic() + TAKEOVER_WAIT
+        while not self.closed and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            if await self.ctx.hub.publish(self.key, self.vhost, self, backend_urls) is None:
+                return True
+        return False
 
     async def _forward_checks(self, e: ev.PublishRequest) -> tuple[str | None, dict[str, tuple[str, ...]]]:
         """Refuse a forward loop (srv_via holds this server); ask the forward backends (SRS on_forward)."""
