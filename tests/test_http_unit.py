@@ -138,46 +138,100 @@ def test_exporter_text_parses_with_help_type_and_total_suffixes() -> None:
         assert name.startswith("srs_")
 
 
-def test_the_hub_describes_a_stream_once_per_header_change_and_ships_only_that(monkeypatch: Any) -> None:
-    """onMetaData and the sequence headers are decoded when they change, not on every API
-    call; the snapshot carries the small StreamDescription, never the raw header bytes."""
+def test_the_hub_describes_a_stream_once_per_header_change_and_ships_only_that(
+        monkeypatch: Any, tmp_path: Path) -> None:
+    """onMetaData is decoded once, by the RTMP layer, and its values travel with the message: the
+    hub describes the stream when the headers change, never decoding the payload again nor on API
+    calls; the snapshot carries the small StreamDescription, never the raw header bytes. Driven
+    through a real RtmpServerProtocol, metadata both held while the publish is decided and live."""
     import asyncio
 
-    from srv.app import hub as hub_module
+    from test_rtmp_robustness import FakeTransport
+
     from srv.app.hub import StreamHub
+    from srv.conf.loader import load
     from srv.media.metadata import AudioDescription, StreamDescription, VideoDescription
+    from srv.net.rtmp_server import RtmpServerProtocol
+    from srv.rtmp.client import ClientSession
+    from srv.rtmp.messages import Message
+    from srv.worker_context import WorkerContext
 
-    decoded: list[bytes | None] = []
+    real_decode = amf0.decode
+    meta_decodes: list[bytes] = []
 
-    def counting_decode(payload: bytes | None) -> Any:
-        decoded.append(payload)
-        return decode_metadata(payload)
+    def counting_decode(payload: bytes) -> Any:
+        if b"onMetaData" in bytes(payload):
+            meta_decodes.append(bytes(payload))
+        return real_decode(payload)
 
-    monkeypatch.setattr(hub_module, "decode_metadata", counting_decode)
+    monkeypatch.setattr(amf0, "decode", counting_decode)
+
+    class Registry:
+        async def claim(self, key: str) -> int | None:
+            return None
+
+        def release(self, key: str) -> None:
+            pass
+
+    conf = tmp_path / "x.conf"
+    conf.write_text("listen 1935;\nvhost __defaultVhost__ { }\n")
+    config = load(str(conf), {})
     loop = asyncio.new_event_loop()
     try:
-        hub = StreamHub(None, 1, None, loop)  # type: ignore[arg-type]
-        src = hub.source("__defaultVhost__/live/s", VhostConfig("__defaultVhost__"))
-        meta = amf0.encode("onMetaData", {"width": 640.0, "height": 360.0, "videocodecid": 7.0,
-                                          "audiocodecid": 10.0, "audiosamplerate": 44100.0})
-        src.on_message(18, 0, meta)
+        hub = StreamHub(config, 1, Registry(), loop)  # type: ignore[arg-type]
+        conn = RtmpServerProtocol(WorkerContext(1, config, hub, loop, None))  # type: ignore[arg-type]
+        transport = FakeTransport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        client = ClientSession("live", "rtmp://127.0.0.1/live")
+        client.start()
+
+        def exchange() -> None:
+            conn.data_received(client.data_to_send())
+            client.receive_data(b"".join(transport.out))
+            transport.out.clear()
+
+        for step in range(6):
+            if step == 4:
+                client.create_stream()
+            if step == 5:
+                client.publish("s")
+            exchange()
+        meta = amf0.encode("@setDataFrame", "onMetaData", {
+            "width": 640.0, "height": 360.0, "videocodecid": 7.0, "audiocodecid": 10.0,
+            "audiosamplerate": 44100.0})
+        client.send_media(Message(18, 1, 0, meta))  # held: the publish is not decided yet
+        exchange()
+        loop.run_until_complete(asyncio.sleep(0.01))  # the hub grants the publish
+        assert not conn.closed
+        (src,) = hub.sources.values()
         assert src.description.video == VideoDescription("H264", "Other", "Other", 640, 360)
-        src.on_message(9, 0, bytes.fromhex("17000000000142001effe100086742001eed0283f201000468ce3880"))
-        src.on_message(8, 0, b"\xaf\x00\x12\x10")
+        client.send_media(Message(9, 1, 0, bytes.fromhex(
+            "17000000000142001effe100086742001eed0283f201000468ce3880")))
+        client.send_media(Message(8, 1, 0, b"\xaf\x00\x12\x10"))
         for ts in range(1, 50):
-            src.on_message(9, ts * 40, b"\x27\x01\x00\x00\x00" + b"\0" * 100)
-            src.on_message(8, ts * 40, b"\xaf\x01" + b"\0" * 50)
+            client.send_media(Message(9, 1, ts * 40, b"\x27\x01\x00\x00\x00" + b"\0" * 100))
+            client.send_media(Message(8, 1, ts * 40, b"\xaf\x01" + b"\0" * 50))
+        exchange()
         for _ in range(5):
             (stats,) = hub.stats()
             assert not {"meta", "video_sh", "audio_sh"} & set(stats)
-        assert len(decoded) == 3  # metadata, video header, audio header: once each
+        assert len(meta_decodes) == 1  # by the RTMP layer; not again per header change or API call
         desc = stats["description"]
         assert isinstance(desc, StreamDescription)
         assert desc.video is not None and desc.video.codec == "H264" and desc.video.profile == "Baseline"
         assert desc.audio == AudioDescription("AAC", 44100, 2, "LC")
+        client.send_media(Message(18, 1, 2000, amf0.encode("onMetaData", {"width": 1280.0})))
+        exchange()  # a live metadata change: decoded once more, and described from its values
+        assert len(meta_decodes) == 2
+        assert src.metadata is not None and src.metadata.width == 1280
         src.on_unpublish()
-        assert src.description == StreamDescription()
+        assert src.description == StreamDescription() and src.metadata is None
     finally:
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         loop.close()
 
 

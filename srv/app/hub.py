@@ -8,7 +8,9 @@
   pull stops when its last local player leaves, or when the registry says the stream moved.
 - Forwarders run only where the publisher is (`source.origin`).
 - Each time a source's metadata or sequence headers change, the hub describes the stream
-  (codecs, sizes, profile: `StreamDescription`) once; the API is sent that small value.
+  (codecs, sizes, profile: `StreamDescription`) once, from the onMetaData values the RTMP layer
+  decoded (they travel with the message: the hub never decodes the payload again); the API is
+  sent that small value.
 
 The hub knows nothing of sockets: the worker injects the registry and the factories that make
 pulls and forwarders.
@@ -28,7 +30,7 @@ from srv.app.packet import Encoding
 from srv.app.roles import Publisher, PullHandle
 from srv.app.source import Consumer, Forwarding, LiveSource, Sink
 from srv.conf.model import ForwardConfig, ServerConfig, VhostConfig
-from srv.media.metadata import decode_metadata, describe
+from srv.media.metadata import describe
 
 log = logging.getLogger("srv.hub")
 
@@ -84,7 +86,7 @@ class StreamHub:
         """Metadata or a sequence header changed: describe the stream once, for the API."""
         src.description = describe(src.video_sh.payload if src.video_sh else None,
                                    src.audio_sh.payload if src.audio_sh else None,
-                                   decode_metadata(src.meta.payload if src.meta else None))
+                                   src.metadata)
 
     def _drop_source(self, src: LiveSource) -> None:
         if self.sources.get(src.key) is src:

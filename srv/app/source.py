@@ -23,14 +23,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from srv import log as srvlog
 from srv.app.packet import AUDIO, DATA, FLV, VIDEO, Encoding, Packet
 from srv.app.roles import Publisher
 from srv.conf.model import ForwardConfig, VhostConfig
-from srv.media.metadata import StreamDescription
+from srv.media.metadata import StreamDescription, StreamMetadata
 
 log = logging.getLogger("srv.source")
 
@@ -122,6 +122,7 @@ class LiveSource:
         self.publisher: Publisher | None = None
         self.origin = False  # True when the publisher is a local client (not a pull)
         self.meta: Packet | None = None
+        self.metadata: StreamMetadata | None = None  # meta's onMetaData, as the RTMP layer decoded it
         self.video_sh: Packet | None = None
         self.audio_sh: Packet | None = None
         self.description = StreamDescription()  # set by the hub when the headers change
@@ -185,6 +186,7 @@ class LiveSource:
         self.publisher = None
         self.origin = False
         self.meta = self.video_sh = self.audio_sh = None
+        self.metadata = None
         self.description = StreamDescription()
         self.video_seen = False
         self.flush_all()
@@ -207,8 +209,12 @@ class LiveSource:
         if self.on_headers is not None:
             self.on_headers(self)
 
-    def on_message(self, type_id: int, timestamp: int, payload: bytes) -> Packet:
+    def on_message(self, type_id: int, timestamp: int, payload: bytes,
+                   metadata: Mapping[str, object] | None = None) -> Packet:
         """One audio, video or metadata message from the publisher (hot path).
+
+        `metadata`: an onMetaData message's values, decoded once by the RTMP layer (the payload
+        is never decoded again here or in the hub).
 
         Players stay across a republish, so the new publisher's timestamps are shifted to go on
         from the old ones, per track: the tracks of an encoder do not end together (audio often
@@ -246,6 +252,7 @@ class LiveSource:
                 self._new_gop()  # audio-only: cache from the first frame, bounded below
         elif type_id == DATA:
             self.meta = pkt
+            self.metadata = StreamMetadata.from_amf(metadata) if metadata is not None else None
             self._headers_changed()
         self.ring.append(pkt)
         if self.gop_start is not None:

@@ -55,7 +55,8 @@ class Pull:
         if type(e) is ev.MediaMessage or type(e) is ev.MetadataMessage:
             if src.publisher is self:
                 m = e.message
-                src.on_message(m.type_id, m.timestamp, m.payload)
+                src.on_message(m.type_id, m.timestamp, m.payload,
+                               e.metadata if type(e) is ev.MetadataMessage else None)
         elif isinstance(e, ev.Connected):
             self.session.create_stream()
         elif isinstance(e, ev.StreamCreated):

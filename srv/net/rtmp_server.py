@@ -84,7 +84,7 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.started = time.time()
         self.last_media = time.monotonic()
         self.media_seen = False
-        self.pending_media: list[tuple[int, int, bytes]] | None = None
+        self.pending_media: list[tuple[int, int, bytes, dict[str, Any] | None]] | None = None
         self.pending_bytes = 0  # payload bytes in pending_media
         self.timer: asyncio.TimerHandle | None = None
         # handshake_timeout, then identify_timeout until it publishes or plays (none: internal)
@@ -141,8 +141,10 @@ class RtmpServerProtocol(asyncio.Protocol):
 
     def dispatch(self, events: list[ev.Event]) -> None:
         for e in events:
-            if type(e) is ev.MediaMessage or type(e) is ev.MetadataMessage:
+            if type(e) is ev.MediaMessage:
                 self.on_media(e.message)
+            elif type(e) is ev.MetadataMessage:
+                self.on_media(e.message, e.metadata)  # decoded once, here: the hub reuses it
             else:
                 self.on_event(e)
             if self.closed:
@@ -488,19 +490,19 @@ class RtmpServerProtocol(asyncio.Protocol):
             return
         self._arm_timeout()
 
-    def on_media(self, m: Any) -> None:
-        """Audio/video/metadata from a publisher (hot path)."""
+    def on_media(self, m: Any, metadata: dict[str, Any] | None = None) -> None:
+        """Audio/video/metadata from a publisher (hot path); `metadata`: onMetaData's values."""
         src = self.source
         if src is not None:
             self.last_media = time.monotonic()
             self.media_seen = True
-            src.on_message(m.type_id, m.timestamp, m.payload)
+            src.on_message(m.type_id, m.timestamp, m.payload, metadata)
         elif self.pending_media is not None:
             self.pending_bytes += len(m.payload)
             if len(self.pending_media) >= MAX_PENDING_MEDIA or self.pending_bytes > MAX_PENDING_MEDIA_BYTES:
                 raise ProtocolError(f"more than {MAX_PENDING_MEDIA} messages or "
                                     f"{MAX_PENDING_MEDIA_BYTES} bytes of media before publish was granted")
-            self.pending_media.append((m.type_id, m.timestamp, m.payload))
+            self.pending_media.append((m.type_id, m.timestamp, m.payload, metadata))
         else:
             raise ProtocolError(f"media message (type {m.type_id}) while not publishing")
 
