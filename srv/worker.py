@@ -5,12 +5,14 @@ its parent), serves RTMP and HTTP on its slot's SO_REUSEPORT sockets, and an int
 socket on which other workers pull the streams published here. It heart-beats the master from
 inside its loop, so a stuck loop is noticed and the worker replaced.
 
-Signals (sent by the master): QUIT graceful stop — keep accepting for `grace_start_wait`, then
-close the listeners and let sessions finish for up to `grace_final_wait`; TERM/INT fast stop;
-USR1 reopen log files; ABRT (the master's answer to a missed heartbeat) makes faulthandler write
-every thread's stack to the log before the worker dies. The master's reload arrives as a
-`Config` message and is applied in place. Messages from the master go to `handle_<name>`
-(`srv/process/messages.py`); a bad frame is logged and dropped, never fatal.
+Signals (sent by the master; the SIGNALS table, dispatched to `handle_<sig>` like the master's):
+QUIT graceful stop — keep accepting for `grace_start_wait`, then close the listeners and let
+sessions finish for up to `grace_final_wait`; TERM/INT fast stop; USR1 reopen log files;
+HUP/TTIN/TTOU are the master's business and ignored. ABRT (the master's answer to a missed
+heartbeat) makes faulthandler write every thread's stack to the log before the worker dies.
+The master's reload arrives as a `Config` message and is applied in place. Messages from the
+master go to `handle_<name>` (`srv/process/messages.py`); a bad frame is logged and dropped,
+never fatal.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from srv.net.proxy_gate import ProxyGate
 from srv.net.pull import Pull
 from srv.net.rtmp_server import RtmpServerProtocol
 from srv.net.tls import TlsError, TlsListener, server_context
-from srv.process import WORKER_BOOT_ERROR
+from srv.process import WORKER_BOOT_ERROR, Stop, signal_handler_name
 from srv.process import messages as m
 from srv.process.channel import Channel, FrameTooLarge
 from srv.worker_context import WorkerContext
@@ -48,6 +50,17 @@ from srv.worker_context import WorkerContext
 log = logging.getLogger("srv.worker")
 
 HEARTBEAT_INTERVAL = 1.0
+
+# signal -> what a worker does (each to its `handle_<sig>`); a test checks every one has its handler
+SIGNALS = {
+    signal.SIGQUIT: "graceful stop",
+    signal.SIGTERM: "fast stop",
+    signal.SIGINT: "fast stop",
+    signal.SIGUSR1: "reopen log files",
+    signal.SIGHUP: "ignored: the master reloads",
+    signal.SIGTTIN: "ignored: the master's worker count",
+    signal.SIGTTOU: "ignored: the master's worker count",
+}
 
 
 def pull_address(master_pid: int, slot: int) -> str:
@@ -153,7 +166,7 @@ class Worker:
         self.servers: dict[ListenSpec, asyncio.base_events.Server | TlsListener] = {}
         self.internal: asyncio.base_events.Server | None = None
         self.incoming_fds: list[int] = []
-        self.stopping = ""
+        self.stopping: Stop | None = None
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
@@ -164,11 +177,7 @@ class Worker:
         self.ctx = WorkerContext(self.slot, self.config, self.hub, loop, self.channel,
                                  master_pid=self.master_pid)
         self._wire_hub()
-        for sig, graceful in ((signal.SIGQUIT, True), (signal.SIGTERM, False), (signal.SIGINT, False)):
-            loop.add_signal_handler(sig, self.stop, graceful)
-        loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
-        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
-            loop.add_signal_handler(sig, lambda: None)  # the master's business
+        self.install_signals(loop)
         try:
             for spec, sock in self.listen_socks.items():
                 await self.start_listener(spec, sock)
@@ -295,17 +304,41 @@ class Worker:
             await self.start_listener(spec, sock)
             log.log(srvlog.TRACE, "worker %d now listens on %s", self.slot, spec)
 
-    def reopen_logs(self) -> None:
+    # ---- signals: handle_<sig> -----------------------------------------------------------------
+
+    def install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in SIGNALS:
+            loop.add_signal_handler(sig, getattr(self, signal_handler_name(sig)))
+
+    def handle_quit(self) -> None:
+        self.stop(graceful=True)
+
+    def handle_term(self) -> None:
+        self.stop(graceful=False)
+
+    def handle_int(self) -> None:
+        self.stop(graceful=False)
+
+    def handle_usr1(self) -> None:
         srvlog.reopen()
         dump_stacks_on_abort()
         log.log(srvlog.TRACE, "SIGUSR1: log files reopened")
 
+    def handle_hup(self) -> None:
+        """The master reloads and sends the new config over the channel: nothing to do here."""
+
+    def handle_ttin(self) -> None:
+        """The master's worker count."""
+
+    def handle_ttou(self) -> None:
+        """The master's worker count."""
+
     # ---- stop ------------------------------------------------------------------------------------
 
     def stop(self, graceful: bool) -> None:
-        if self.stopping == "fast" or (self.stopping and graceful):
+        if self.stopping is Stop.FAST or (self.stopping and graceful):
             return
-        self.stopping = "graceful" if graceful else "fast"
+        self.stopping = Stop.GRACEFUL if graceful else Stop.FAST
         self.ctx.stopping = True
         if graceful:
             self.loop.create_task(self._graceful())
@@ -331,7 +364,7 @@ class Worker:
         await asyncio.sleep(cfg.grace_start_wait / 1000)
         self._close_listeners()
         deadline = time.monotonic() + cfg.grace_final_wait / 1000
-        while self.ctx.clients and time.monotonic() < deadline and self.stopping == "graceful":
+        while self.ctx.clients and time.monotonic() < deadline and self.stopping is Stop.GRACEFUL:
             await asyncio.sleep(0.1)
         left = len(self.ctx.clients)
         if left:

@@ -384,3 +384,37 @@ def test_the_broker_answers_with_every_worker_and_never_waits_for_a_dead_or_sile
     assert answered[-1] == (2, 8, {1: {"slot": 1}})
     broker.on_stats(2, asked[-1][1], {"slot": 2})  # too late: dropped
     assert len(answered) == 2 and not broker.pending
+
+
+def test_every_signal_of_both_tables_goes_to_its_handle_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's signals, like the master's, are a SIGNALS table dispatched to handle_<sig>:
+    every signal of each table has its handler, the worker installs exactly its table, and QUIT
+    stops gracefully, TERM/INT fast, HUP/TTIN/TTOU (the master's business) do nothing."""
+    from srv.master import arbiter
+    from srv.process import signal_handler_name
+    from srv.worker import SIGNALS, Worker
+
+    for sig in arbiter.SIGNALS:
+        assert callable(getattr(Arbiter, signal_handler_name(sig)))
+    assert set(SIGNALS) == {signal.SIGQUIT, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1,
+                            signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU}
+
+    class Loop:
+        def __init__(self) -> None:
+            self.handlers: dict[int, Any] = {}
+
+        def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:
+            assert not args
+            self.handlers[sig] = callback
+
+    worker = Worker(1, None, {}, None, 0)  # type: ignore[arg-type]
+    stops: list[bool] = []
+    monkeypatch.setattr(worker, "stop", lambda graceful: stops.append(graceful))
+    loop = Loop()
+    worker.install_signals(loop)  # type: ignore[arg-type]
+    assert set(loop.handlers) == set(SIGNALS)
+    for sig, callback in loop.handlers.items():
+        assert callback == getattr(worker, signal_handler_name(sig))
+    for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT):
+        loop.handlers[sig]()
+    assert stops == [True, False, False]

@@ -45,7 +45,7 @@ from srv.master.pidfile import PidFile
 from srv.master.registry import StreamRegistry
 from srv.master.snapshots import SnapshotBroker
 from srv.net.context import ClientQuery
-from srv.process import WORKER_BOOT_ERROR
+from srv.process import WORKER_BOOT_ERROR, Stop, signal_handler_name
 from srv.process import messages as m
 from srv.process.channel import Channel, FrameTooLarge
 from srv.worker import run_worker
@@ -115,7 +115,7 @@ class Arbiter:
         self.worker_restarts = 0
         self.retired: dict[str, float] = {}  # counters of workers that are gone
         self.announced_ready = False
-        self.stopping: str = ""  # "", "graceful" or "fast"
+        self.stopping: Stop | None = None
         self.stop_deadline = 0.0
         self.exit_code = 0
         # the loop wakes at least this often; fast enough for the watchdog when there is one
@@ -138,7 +138,7 @@ class Arbiter:
 
     def start(self) -> None:
         for sig in SIGNALS:  # every signal of the table has its handler
-            getattr(self, f"handle_{signal.Signals(sig).name[3:].lower()}")
+            getattr(self, signal_handler_name(sig))
         setproctitle(f"srs: master process {self.title}")
         self.prepare()
         self.pidfile.write_pid()  # after a daemon fork the master's pid is a new one
@@ -210,7 +210,7 @@ class Arbiter:
             if self.stopping and sig not in (signal.SIGTERM, signal.SIGINT):
                 log.log(srvlog.TRACE, "%s ignored: stopping", sig.name)
                 continue
-            getattr(self, f"handle_{sig.name[3:].lower()}")()
+            getattr(self, signal_handler_name(sig))()
 
     def handle_hup(self) -> None:
         log.log(srvlog.TRACE, "SIGHUP: reload %s", self.config.path)
@@ -435,9 +435,9 @@ class Arbiter:
         return True
 
     def stop(self, graceful: bool, why: str) -> None:
-        if self.stopping == "fast" or (self.stopping and graceful):
+        if self.stopping is Stop.FAST or (self.stopping and graceful):
             return
-        self.stopping = "graceful" if graceful else "fast"
+        self.stopping = Stop.GRACEFUL if graceful else Stop.FAST
         self.notifier.stopping()
         if graceful:
             wait = (self.config.grace_start_wait + self.config.grace_final_wait) / 1000 + 2
@@ -452,7 +452,7 @@ class Arbiter:
         self.stop_deadline = time.monotonic() + wait
 
     def halt(self) -> None:
-        self.stopping = self.stopping or "fast"
+        self.stopping = self.stopping or Stop.FAST
         for pid in list(self.workers):
             log.warning("worker pid %d still running at exit; killing it", pid)
             self._kill(pid, signal.SIGKILL)
@@ -591,6 +591,6 @@ class Arbiter:
             "reloads_failed": self.reloads_failed,
             "retired": dict(self.retired),
             "streams": self.streams.table(),
-            "stopping": self.stopping,
+            "stopping": self.stopping.value if self.stopping else "",
             "ready": self.announced_ready and not self.stopping,
         }
