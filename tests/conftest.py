@@ -293,6 +293,20 @@ class Server:
         self.notify.wait(lambda m: m.get("READY") == "1", after=self._ready_after, timeout=timeout,
                          what="srs READY=1", alive=exited)
 
+    def wait_worker_ready(self, slot: int, not_pid: int | None = None, timeout: float = 20) -> int:
+        """Until the master's sd_notify says worker `slot` accepts (`X_SRS_WORKERS=slot:pid ...`,
+        with a pid other than `not_pid`: the respawned one); returns its pid."""
+        def ready_pid(msg: dict[str, str]) -> int | None:
+            pids = dict(item.split(":") for item in msg.get("X_SRS_WORKERS", "").split())
+            pid = pids.get(str(slot))
+            return int(pid) if pid is not None and int(pid) != not_pid else None
+
+        i = self.notify.wait(lambda msg: ready_pid(msg) is not None, after=self._ready_after,
+                             timeout=timeout, what=f"worker {slot} ready (sd_notify X_SRS_WORKERS)")
+        pid = ready_pid(self.notify.messages[i])
+        assert pid is not None
+        return pid
+
     def log_text(self) -> str:
         try:
             return self.log.read_text(errors="replace")

@@ -337,8 +337,7 @@ def test_a_hung_worker_gets_sigabrt_logs_its_stack_and_is_replaced(srs_server: A
     dump = text[text.index("Fatal Python error: Aborted"):]
     assert "most recent call first" in dump and 'File "' in dump  # faulthandler's stack
     assert "killed by SIGKILL" not in text
-    srv.wait_log("worker 2 ready", count=2)
-    assert worker_procs(srv.master_pid)[2].pid != hung.pid
+    assert srv.wait_worker_ready(2, not_pid=hung.pid) == worker_procs(srv.master_pid)[2].pid
     assert not psutil.pid_exists(hung.pid) or hung.status() == psutil.STATUS_ZOMBIE
 
 

@@ -8,7 +8,7 @@ import signal
 import socket
 import time
 
-from conftest import wait_for
+from conftest import wait_for, worker_procs
 
 
 def test_ready_reloading_and_stopping_are_notified(srs_server) -> None:  # type: ignore[no-untyped-def]
@@ -19,6 +19,9 @@ def test_ready_reloading_and_stopping_are_notified(srs_server) -> None:  # type:
     socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
     assert "2 workers" in notify.messages[i]["STATUS"]
     assert f"127.0.0.1:{srv.port}" in notify.messages[i]["STATUS"]
+    # and names the workers that accept, slot:pid: what a respawn wait polls (conftest)
+    workers = {slot: p.pid for slot, p in worker_procs(srv.master_pid).items()}
+    assert notify.messages[i]["X_SRS_WORKERS"] == f"1:{workers[1]} 2:{workers[2]}"
 
     before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     srv.send_signal(signal.SIGHUP)

@@ -55,7 +55,7 @@ def test_hup_with_a_new_workers_count_changes_the_workers_in_place(srs_server, c
     srv.send_signal(signal.SIGHUP)
     after = wait_for(lambda: len(w := worker_procs(srv.master_pid)) == 3 and w, what="3 workers")
     assert {s: p.pid for s, p in after.items() if s in before} == {s: p.pid for s, p in before.items()}
-    srv.wait_log("worker 3 ready")
+    assert srv.wait_worker_ready(3) == after[3].pid
     assert pub.poll() is None
     assert "video" in codecs(ffprobe(f"{srv.url}/live/w"))
 

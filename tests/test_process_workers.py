@@ -46,7 +46,7 @@ def test_killed_worker_is_respawned_in_its_slot_and_the_server_still_serves(srs_
     assert after[2].pid == before[2].pid  # the other slot is untouched
     srv.wait_log(f"worker 1 (pid {victim}) killed by SIGKILL; respawning")
     # the respawned worker reports ready; every RTMP connection is served (both slots)
-    srv.wait_log("worker 1 ready", count=2)
+    assert srv.wait_worker_ready(1, not_pid=victim) == after[1].pid
     for i in range(3):
         _publish_and_probe(srv, clients, f"after-kill-{i}")
 
@@ -67,7 +67,7 @@ def test_worker_that_stops_heartbeating_is_killed_and_replaced(srs_server, clien
     assert not psutil.pid_exists(hung.pid) or hung.status() == psutil.STATUS_ZOMBIE
     assert replaced.cmdline()[0] == "srs: worker process 2"
     assert "killed by SIGKILL (no heartbeat for" in srv.log_text()
-    srv.wait_log("worker 2 ready", count=2)
+    assert srv.wait_worker_ready(2, not_pid=hung.pid) == replaced.pid
     _publish_and_probe(srv, clients, "after-hang")
 
 
@@ -76,7 +76,7 @@ def test_ttin_adds_a_worker_and_ttou_retires_the_last_one(srs_server, clients) -
     srv.send_signal(signal.SIGTTIN)
     workers = wait_for(lambda: len(w := worker_procs(srv.master_pid)) == 3 and w, what="3 workers")
     assert sorted(workers) == [1, 2, 3]
-    srv.wait_log("worker 3 ready")
+    assert srv.wait_worker_ready(3) == workers[3].pid
     # signals of one kind sent back to back may merge into one (POSIX): one at a time
     srv.send_signal(signal.SIGTTOU)
     srv.wait_log("SIGTTOU: workers 2")
@@ -118,8 +118,9 @@ def test_worker_that_fails_to_boot_is_not_respawned_and_the_rest_serve(srs_serve
     assert sorted(worker_procs(srv.master_pid)) == [1], "the slot that failed to boot was respawned"
     # a reload gives the failed slot another chance
     srv.send_signal(signal.SIGHUP)
-    srv.wait_log("worker 2 ready", count=2)
+    pid = srv.wait_worker_ready(2, not_pid=before[2].pid)
     assert sorted(worker_procs(srv.master_pid)) == [1, 2]
+    assert worker_procs(srv.master_pid)[2].pid == pid
     _publish_and_probe(srv, clients, "two-again")
 
 

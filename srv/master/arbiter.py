@@ -367,8 +367,12 @@ class Arbiter:
                 self.listeners.drop_slot(w.slot)
         if not self.announced_ready and self.workers and all(w.ready for w in self.workers.values()):
             self.announced_ready = True
-            self.notifier.ready(self._status())
+            self.notifier.ready(self._status(), self._ready_workers())
             log.log(srvlog.TRACE, "ready: %s", self._status())
+
+    def _ready_workers(self) -> dict[int, int]:
+        """slot -> pid of the workers that accept (what sd_notify's X_SRS_WORKERS says)."""
+        return {w.slot: w.pid for w in self.workers.values() if w.ready and not w.stopping}
 
     def _status(self) -> str:
         ready = sum(1 for w in self.workers.values() if w.ready)
@@ -431,7 +435,7 @@ class Arbiter:
         for warning in diff.warnings:
             log.warning("reload: %s", warning)
         log.log(srvlog.TRACE, "reload ok: %s", diff.describe())
-        self.notifier.ready(self._status())
+        self.notifier.ready(self._status(), self._ready_workers())
         return True
 
     def stop(self, graceful: bool, why: str) -> None:
@@ -530,6 +534,8 @@ class Arbiter:
     def handle_ready(self, w: WorkerProc, msg: m.Ready) -> None:
         w.ready = True
         self.slots.setdefault(w.slot, SlotState()).failures = 0
+        if self.announced_ready:  # a respawn, TTIN or a reload's new slot: readiness, not a log line
+            self.notifier.status(self._status(), self._ready_workers())
 
     def handle_claim(self, w: WorkerProc, msg: m.Claim) -> None:
         was = self.streams.owners.get(msg.key)
