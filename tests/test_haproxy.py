@@ -3,7 +3,8 @@
 - `send-proxy` and `send-proxy-v2`: a client connecting from 127.0.0.7 is 127.0.0.7 in
   /api/v1/clients and in the log, over RTMP and HTTP-FLV; HAProxy's own health checks (a LOCAL
   header with send-proxy-v2, its own address with send-proxy) keep the server up; HAProxy from
-  an address srv does not trust is refused.
+  an address srv does not trust is refused; `security` deny rules for 127.0.0.7 refuse that client
+  (RTMP publish, HTTP-FLV play) and not its neighbour.
 - A graceful stop (SIGQUIT) of one of two backends: `/ready` turns 503, HAProxy's
   `option httpchk` takes the backend out, and new clients land on the other one while the
   stopping one still accepts (grace_start_wait); its connected player is not cut before
@@ -36,11 +37,11 @@ class Backend:
     HTTP server (for HAProxy), the API on its own plain port (health checks)."""
 
     def __init__(self, start: Callable[..., Server], name: str, trusted: str = "127.0.0.1",
-                 settings: dict[str, str] | None = None) -> None:
+                 settings: dict[str, str] | None = None, vhost: str = "") -> None:
         self.direct, self.rtmp, self.http, self.api = free_port(), free_port(), free_port(), free_port()
         body = (f"http_api {{ enabled on; listen 127.0.0.1:{self.api}; }}\n"
                 f"http_server {{ enabled on; listen 127.0.0.1:{self.http} proxy_protocol; }}\n"
-                "vhost __defaultVhost__ { http_remux { enabled on; } }\n")
+                f"vhost __defaultVhost__ {{ http_remux {{ enabled on; }} {vhost} }}\n")
         self.srv = start(body, workers=1, name=name, settings={
             "listen": f"127.0.0.1:{self.direct} 127.0.0.1:{self.rtmp} proxy_protocol",
             "proxy_protocol_trusted": trusted, **(settings or {})})
@@ -161,6 +162,48 @@ def test_clients_through_haproxy_keep_their_address(srs_server: Any, haproxy: An
     assert all("not in proxy_protocol_trusted" in ln for ln in log if "127.0.0.3:" in ln)
     # every refusal in the log is the untrusted one
     assert all("127.0.0.3:" in ln for ln in log if "refused" in ln)
+
+
+def test_security_rules_apply_to_the_client_behind_haproxy(srs_server: Any, haproxy: Any) -> None:
+    """`deny publish/play 127.0.0.7` refuses the client HAProxy relays from 127.0.0.7 (its socket
+    peer is HAProxy, 127.0.0.1) and admits the one from 127.0.0.8."""
+    b = Backend(srs_server, "media01", vhost="security { enabled on; deny publish 127.0.0.7; "
+                                             "deny play 127.0.0.7; allow publish all; allow play all; }")
+    f_rtmp, f_http = free_port(), free_port()
+    haproxy(f"frontend ft_rtmp\n    bind 127.0.0.1:{f_rtmp}\n    default_backend bk_rtmp\n"
+            f"frontend ft_http\n    bind 127.0.0.1:{f_http}\n    default_backend bk_http\n"
+            f"backend bk_rtmp\n    server media01 127.0.0.1:{b.rtmp} send-proxy-v2\n"
+            f"backend bk_http\n    server media01 127.0.0.1:{b.http} send-proxy\n")
+
+    async def publish_from(source: str) -> str:
+        c = RtmpTestClient(f_rtmp, source=source)
+        await c.open()
+        try:
+            return str((await c.publish("s")).code)
+        finally:
+            await c.close()
+
+    def flv_status(source: str) -> bytes:
+        sock = flv_get(f_http, "/live/s.flv", source)
+        try:
+            return sock.recv(64).split(b"\r\n", 1)[0]
+        finally:
+            sock.close()
+
+    async def scenario() -> None:
+        assert await publish_from("127.0.0.7") == "NetStream.Publish.Unauthorized"
+        keep = RtmpTestClient(f_rtmp, source="127.0.0.8")
+        await keep.open()
+        assert (await keep.publish("s")).code == "NetStream.Publish.Start"
+        try:
+            assert b" 403 " in await asyncio.to_thread(flv_status, "127.0.0.7")
+            assert b" 200 " in await asyncio.to_thread(flv_status, "127.0.0.8")
+        finally:
+            await keep.close()
+
+    asyncio.run(scenario())
+    refusals = [ln for ln in b.srv.log_text().splitlines() if "127.0.0.7:" in ln and "denied" in ln.lower()]
+    assert refusals, "no refusal naming 127.0.0.7 in the log"
 
 
 def test_graceful_stop_moves_new_clients_to_the_other_backend(srs_server: Any, haproxy: Any,
