@@ -4,7 +4,7 @@
   /api/v1/clients and in the log, over RTMP and HTTP-FLV; HAProxy's own health checks (a LOCAL
   header with send-proxy-v2, its own address with send-proxy) keep the server up; HAProxy from
   an address srv does not trust is refused; `security` deny rules for 127.0.0.7 refuse that client
-  (RTMP publish, HTTP-FLV play) and not its neighbour.
+  (RTMP publish, HTTP-FLV play) and not its neighbour; http_hooks bodies carry 127.0.0.7.
 - A graceful stop (SIGQUIT) of one of two backends: `/ready` turns 503, HAProxy's
   `option httpchk` takes the backend out, and new clients land on the other one while the
   stopping one still accepts (grace_start_wait); its connected player is not cut before
@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Clients, Server, free_port, spawn_in_group, stop_group, wait_for
+from tests.hookserver import HookServer
 from tests.rtmp_tools import RtmpTestClient
 
 
@@ -205,6 +206,39 @@ def test_security_rules_apply_to_the_client_behind_haproxy(srs_server: Any, hapr
     asyncio.run(scenario())
     refusals = [ln for ln in b.srv.log_text().splitlines() if "127.0.0.7:" in ln and "denied" in ln.lower()]
     assert refusals, "no refusal naming 127.0.0.7 in the log"
+
+
+def test_hooks_are_told_the_client_behind_haproxy(srs_server: Any, haproxy: Any) -> None:
+    """on_connect, on_publish and on_play (HTTP-FLV) bodies carry 127.0.0.7, not HAProxy's address."""
+    hooks = HookServer()
+    try:
+        b = Backend(srs_server, "media01", vhost=f"http_hooks {{ enabled on; on_connect {hooks.url('c')}; "
+                                                 f"on_publish {hooks.url('p')}; on_play {hooks.url('y')}; }}")
+        f_rtmp, f_http = free_port(), free_port()
+        haproxy(f"frontend ft_rtmp\n    bind 127.0.0.1:{f_rtmp}\n    default_backend bk_rtmp\n"
+                f"frontend ft_http\n    bind 127.0.0.1:{f_http}\n    default_backend bk_http\n"
+                f"backend bk_rtmp\n    server media01 127.0.0.1:{b.rtmp} send-proxy-v2\n"
+                f"backend bk_http\n    server media01 127.0.0.1:{b.http} send-proxy-v2\n")
+
+        async def scenario() -> None:
+            c = RtmpTestClient(f_rtmp, source="127.0.0.7")
+            await c.open()
+            assert (await c.publish("s")).code == "NetStream.Publish.Start"
+            try:
+                sock = await asyncio.to_thread(flv_get, f_http, "/live/s.flv", "127.0.0.7")
+                try:
+                    await asyncio.to_thread(wait_for, lambda: hooks.bodies("on_play"), 10, 0.05, "on_play")
+                finally:
+                    sock.close()
+            finally:
+                await c.close()
+
+        asyncio.run(scenario())
+        seen = {(body["action"], body["ip"]) for body in hooks.bodies()}
+        assert {("on_connect", "127.0.0.7"), ("on_publish", "127.0.0.7"), ("on_play", "127.0.0.7")} <= seen
+        assert all(ip == "127.0.0.7" for _, ip in seen), seen
+    finally:
+        hooks.close()
 
 
 def test_graceful_stop_moves_new_clients_to_the_other_backend(srs_server: Any, haproxy: Any,
