@@ -19,7 +19,7 @@ import pytest
 from srv.app.ssrf import ALLOW_ALL, allowed_networks, refusal
 from srv.conf import ConfigErrors, load
 from srv.conf.model import ForwardConfig
-from srv.net.forward import Forwarder
+from srv.net.forward import Forwarder, ForwardState
 from tests.conftest import Clients, codecs, ffprobe
 from tests.test_forward_faults import Backend
 from tests.test_forward_units import Recorder, context, publishing_source, until
@@ -85,10 +85,10 @@ def test_a_backend_destination_on_loopback_is_refused_without_connecting(host: s
         port = await rec.start()
         src = publishing_source(loop)
         f = Forwarder(context(loop), src, f"rtmp://{host}:{port}/live/s?key=SECRET", ForwardConfig(enabled=True))
-        await until(lambda: f.state == "error")
+        await until(lambda: f.state is ForwardState.ERROR)
         assert "a loopback address" in f.last_error and "allow_private" in f.last_error
         await asyncio.sleep(0.3)
-        assert rec.connections == [] and f.state == "error" and f.reconnects == 0
+        assert rec.connections == [] and f.state is ForwardState.ERROR and f.reconnects == 0
         f.stop()
 
     asyncio.run(run())
@@ -103,7 +103,7 @@ def test_allow_private_lets_a_backend_destination_connect(allow: tuple[str, ...]
         src = publishing_source(loop)
         f = Forwarder(context(loop), src, f"rtmp://127.0.0.1:{port}/live/s",
                       ForwardConfig(enabled=True, allow_private=allow))
-        await until(lambda: f.state == "connected")
+        await until(lambda: f.state is ForwardState.CONNECTED)
         assert len(rec.publishes) == 1
         f.stop()
 
@@ -118,10 +118,10 @@ def test_a_network_not_listed_is_still_refused_and_config_destinations_are_trust
         src = publishing_source(loop)
         url = f"rtmp://127.0.0.1:{port}/live/s"
         refused = Forwarder(context(loop), src, url, ForwardConfig(enabled=True, allow_private=("10.0.0.0/8",)))
-        await until(lambda: refused.state == "error")
+        await until(lambda: refused.state is ForwardState.ERROR)
         assert rec.connections == []
         trusted = Forwarder(context(loop), src, url, ForwardConfig(enabled=True, destinations=(url,)))
-        await until(lambda: trusted.state == "connected")
+        await until(lambda: trusted.state is ForwardState.CONNECTED)
         refused.stop()
         trusted.stop()
 

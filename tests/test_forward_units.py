@@ -15,7 +15,7 @@ from srv.app.packet import AUDIO, DATA, VIDEO, Packet
 from srv.app.source import LiveSource
 from srv.conf.model import ForwardConfig, VhostConfig
 from srv.net import forward
-from srv.net.forward import Forwarder
+from srv.net.forward import Forwarder, ForwardState
 from srv.rtmp import events as ev
 from srv.rtmp.session import ServerSession
 
@@ -169,7 +169,7 @@ def test_forwarder_is_a_consumer_of_the_source_sharing_the_players_bytes():
         src.add_consumer(player, 4096)  # type: ignore[arg-type]
         f = Forwarder(context(loop), src, f"127.0.0.1:{port}", ForwardConfig(backoff_initial=100))
         src.forwarders.append(f)  # as the hub does
-        await until(lambda: f.state == "connected")
+        await until(lambda: f.state is ForwardState.CONNECTED)
         assert f.consumer is not None and f.consumer.internal and f.consumer in src.consumers()
         assert list(src.groups) == [4096], "the forwarder shares the players' encoding and batches"
         await until(lambda: len(rec.connections[0].media) >= 8)
@@ -183,7 +183,7 @@ def test_forwarder_is_a_consumer_of_the_source_sharing_the_players_bytes():
         assert rec.publishes[0].params == {"key": "k1", "srv_via": "me-1"}
         assert f.stats()["messages_sent"] == 11 and f.stats()["queue"] == 0
         src.on_unpublish()
-        assert f.state == "stopped" and f.consumer is None and f.stats()["messages_sent"] == 11
+        assert f.state is ForwardState.STOPPED and f.consumer is None and f.stats()["messages_sent"] == 11
         assert [c.sink for c in src.consumers()] == [player], "only the player is left"
 
     asyncio.run(run())
@@ -196,7 +196,7 @@ def test_slow_destination_skips_whole_gops_keeps_headers_and_resumes_on_a_keyfra
         port = await rec.start()
         src = publishing_source(loop)
         f = Forwarder(context(loop), src, f"127.0.0.1:{port}", ForwardConfig(queue_length=1.0))
-        await until(lambda: f.state == "connected")
+        await until(lambda: f.state is ForwardState.CONNECTED)
         n = 0
         while f.consumer is not None and not f.consumer.paused:  # until the socket pushes back
             assert n < 20000, "the destination never pushed back"
@@ -208,7 +208,7 @@ def test_slow_destination_skips_whole_gops_keeps_headers_and_resumes_on_a_keyfra
             src.on_message(VIDEO, n * 40, frame(n, 20_000)[1])
             n += 1
             await asyncio.sleep(0)
-        assert f.messages_dropped > 0 and f.state == "connected"
+        assert f.messages_dropped > 0 and f.state is ForwardState.CONNECTED
         assert src.base > 0, "the ring is trimmed behind the paused forwarder (bounded memory)"
         slave = rec.connections[0]
         slave.transport.resume_reading()
@@ -240,18 +240,18 @@ def test_stalled_destination_is_reconnected_after_a_backoff_and_starts_with_head
         src = publishing_source(loop)
         f = Forwarder(context(loop), src, f"127.0.0.1:{port}",
                       ForwardConfig(backoff_initial=100, backoff_max=200, queue_length=30))
-        await until(lambda: f.state == "connected")
+        await until(lambda: f.state is ForwardState.CONNECTED)
         n = 0
         deadline = time.monotonic() + 20
-        while f.state == "connected":  # the destination stops reading; its consumer stalls
+        while f.state is ForwardState.CONNECTED:  # the destination stops reading; its consumer stalls
             assert time.monotonic() < deadline, "a stalled destination must be dropped"
             src.on_message(VIDEO, n * 40, frame(n, 20_000)[1])
             n += 1
             await asyncio.sleep(0.005 if n % 10 == 0 else 0)
-        assert f.state == "backoff" and "stalled for" in f.last_error
+        assert f.state is ForwardState.BACKOFF and "stalled for" in f.last_error
         assert f.consumer is None and not src.consumers(), "a disconnected forwarder leaves the source"
         rec.stop_reading_after_publish = False
-        await until(lambda: f.state == "connected" and len(rec.connections) == 2, 5)
+        await until(lambda: f.state is ForwardState.CONNECTED and len(rec.connections) == 2, 5)
         src.on_message(VIDEO, n * 40, frame(n)[1])
         await until(lambda: len(rec.connections[1].media) >= 4)
         assert "".join(kinds(rec.connections[1].media)).startswith("mvaK"), "headers, then the GOP cache"
@@ -277,3 +277,12 @@ def test_backoff_grows_with_jitter_within_bounds():
             f.stop()
 
     asyncio.run(run())
+
+
+def test_forward_connection_and_stop_states_are_enums_whose_values_the_api_shows() -> None:
+    from srv.net.rtmp_server import Role
+    from srv.process import Stop
+
+    assert [s.value for s in ForwardState] == ["connecting", "connected", "backoff", "error", "stopped"]
+    assert [r.value for r in Role] == ["rtmp-connect", "fmle-publish", "rtmp-play"]
+    assert [s.value for s in Stop] == ["graceful", "fast"]

@@ -31,6 +31,7 @@ the worker's hook client (srv.net.hooks).
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import random
 import socket
@@ -66,7 +67,17 @@ CONNECT_TIMEOUT = 10.0  # seconds from TCP connect to Publish.Start
 STALL_TIMEOUT = 30.0  # seconds a destination may refuse to read before we reconnect (SRS: 30 s)
 TICK = 1.0
 
-CONNECTING, CONNECTED, BACKOFF, ERROR, STOPPED = "connecting", "connected", "backoff", "error", "stopped"
+class ForwardState(enum.Enum):
+    """Where a forwarder is; the value is what the API and the log show."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    BACKOFF = "backoff"
+    ERROR = "error"
+    STOPPED = "stopped"
+
+
+CONNECTING, CONNECTED, BACKOFF, ERROR, STOPPED = ForwardState
 
 
 # ---- the backend hook (SRS on_forward) ---------------------------------------------------------
@@ -148,7 +159,7 @@ class Forwarder:
 
     def stop(self) -> None:
         """Unpublish: what the consumer had is out; FCUnpublish + deleteStream, then close."""
-        if self.state == STOPPED:
+        if self.state is STOPPED:
             return
         self._detach()
         self._set_state(STOPPED)
@@ -198,12 +209,12 @@ class Forwarder:
         return {
             "destination": self.shown_destination,
             "url": self.shown_url,
-            "state": self.state,
+            "state": self.state.value,
             "messages_sent": self.messages_sent,
             "messages_dropped": self.messages_dropped,
             "bytes_sent": self.bytes_sent,
             "reconnects": self.reconnects,
-            "connected_since": self.connected_since if self.state == CONNECTED else 0.0,
+            "connected_since": self.connected_since if self.state is CONNECTED else 0.0,
             "last_error": self.last_error,
             "queue": self.queued(),
         }
@@ -233,7 +244,7 @@ class Forwarder:
 
     # ---- connection ----------------------------------------------------------------------------
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: ForwardState) -> None:
         self.state = state
         self.state_since = time.monotonic()
 
@@ -251,7 +262,7 @@ class Forwarder:
             proto = RtmpClientProtocol(self.session, lambda e: self._on_event(gen, e),
                                        lambda why: self._on_lost(gen, why),
                                        lambda: self._on_drain(gen), lambda: self._on_pause(gen))
-            if gen == self.gen and self.state != STOPPED:
+            if gen == self.gen and self.state is not STOPPED:
                 self.proto = proto
             return proto
 
@@ -274,7 +285,7 @@ class Forwarder:
             except OSError as e:
                 self._fail(gen, f"cannot connect to {t.host}:{t.port}: {e.strerror or e}")
                 return
-            if gen != self.gen or self.state == STOPPED:
+            if gen != self.gen or self.state is STOPPED:
                 proto.close("stopped")
 
         self.task = self.loop.create_task(open_connection())
@@ -352,7 +363,7 @@ class Forwarder:
             self.source.remove_consumer(c)
 
     def _on_lost(self, gen: int, why: str) -> None:
-        if gen == self.gen and self.state != STOPPED:
+        if gen == self.gen and self.state is not STOPPED:
             self._fail(gen, why)
 
     def _on_pause(self, gen: int) -> None:
@@ -384,7 +395,7 @@ class Forwarder:
 
     def _reconnect(self) -> None:
         self.retry = None
-        if self.state == BACKOFF:
+        if self.state is BACKOFF:
             self.reconnects += 1
             self._connect()
 
@@ -401,11 +412,11 @@ class Forwarder:
 
     def _tick(self) -> None:
         """Every second: connect timeout and the pithy status line."""
-        if self.state == STOPPED:
+        if self.state is STOPPED:
             return
         self.ticker = self.loop.call_later(TICK, self._tick)
         now = time.monotonic()
-        if self.state == CONNECTING and now - self.state_since > CONNECT_TIMEOUT:
+        if self.state is CONNECTING and now - self.state_since > CONNECT_TIMEOUT:
             self._fail(self.gen, f"timeout: not publishing after {CONNECT_TIMEOUT:g}s "
                        f"(handshake/connect/publish unanswered)")
         pithy = self.ctx.config.pithy_print_ms / 1000
@@ -415,7 +426,7 @@ class Forwarder:
             self.last_print, self.printed_bytes = now, sent
             age = now - self.state_since
             log.log(srvlog.TRACE, "forward %s: %s %.0fs, sent %d msgs %d bytes (%.0f kbps), "
-                    "dropped %d, queue %d, reconnects %d%s", self.name, self.state, age,
+                    "dropped %d, queue %d, reconnects %d%s", self.name, self.state.value, age,
                     self.messages_sent, sent, kbps, self.messages_dropped,
                     self.queued(), self.reconnects,
                     f", last error: {self.last_error}" if self.last_error else "")

@@ -18,6 +18,7 @@ order per connection (`notify`), never awaited by the connection.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Callable
@@ -56,6 +57,14 @@ MAX_PENDING_MEDIA_BYTES = 8 * 1024 * 1024
 TAKEOVER_WAIT = 5.0
 
 
+class Role(enum.Enum):
+    """What an RTMP connection does; the value is its client type in the API (SRS's names)."""
+
+    NONE = "rtmp-connect"
+    PUBLISH = "fmle-publish"
+    PLAY = "rtmp-play"
+
+
 class RtmpServerProtocol(asyncio.Protocol):
     def __init__(self, ctx: ConnectionContext, internal: bool = False,
                  client: tuple[str, int] | None = None) -> None:
@@ -64,7 +73,7 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.client = client  # the client's (ip, port) from a PROXY header; else the peer's
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.role = ""  # "fmle-publish" | "rtmp-play"
+        self.role = Role.NONE
         self.vhost: VhostConfig | None = None
         self.app = ""
         self.tc_url = ""
@@ -163,7 +172,7 @@ class RtmpServerProtocol(asyncio.Protocol):
             self.send_bytes += self.consumer.sent_bytes
             self.consumer = None
             self.notify("on_stop")
-        if self.role == "fmle-publish" and self.source is not None:
+        if self.role is Role.PUBLISH and self.source is not None:
             self.ctx.hub.unpublish(self.key, self)
             self.notify("on_unpublish")
         if not self.internal:
@@ -173,15 +182,15 @@ class RtmpServerProtocol(asyncio.Protocol):
             self.ctx.limiter.release(self.ip)
         if self.vhost is not None:
             self.notify("on_close", send_bytes=self.sent(), recv_bytes=self.recv_bytes)
-        if not was_closed or self.role:
+        if not was_closed or self.role is not Role.NONE:
             why = self.close_reason or srvlog.peer_left(exc)
             self.log.log(srvlog.TRACE, "closed (%s), %s, recv %d bytes, sent %d bytes, %.1fs",
                          self._what_it_did(), why, self.recv_bytes, self.sent(), time.time() - self.started)
 
     def _what_it_did(self) -> str:
-        if self.role == "fmle-publish":
+        if self.role is Role.PUBLISH:
             return "publisher"
-        if self.role == "rtmp-play":
+        if self.role is Role.PLAY:
             return "player"
         if self.unpublished:
             return "publisher, after unpublishing"
@@ -244,7 +253,7 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.flush()
         record_refusal(self.ctx, self.ip, self.log, stage, refusal)
         self.close_reason = f"{stage} refused"
-        self.role = ""
+        self.role = Role.NONE
         self.closed = True
         if self.transport is not None:
             transport = self.transport
@@ -387,14 +396,14 @@ class RtmpServerProtocol(asyncio.Protocol):
         return check_access(self.vhost, action, self.ip, self.app, e.stream_name, params, time.time())
 
     def handle_publish(self, e: ev.PublishRequest) -> None:
-        if self.role:
-            raise ProtocolError(f"publish while already {self.role}")
+        if self.role is not Role.NONE:
+            raise ProtocolError(f"publish while already {self.role.value}")
         self._stream(e.stream_name)
         refusal = self._access("publish", e)
         if refusal is not None:
             self.refuse(e, refusal)
             return
-        self.role = "fmle-publish"
+        self.role = Role.PUBLISH
         self._cancel_deadline()
         self.stream_id = e.stream_id
         self.params = dict(e.params)
@@ -422,7 +431,7 @@ class RtmpServerProtocol(asyncio.Protocol):
                 self.ctx.hub.unpublish(self.key, self)
             return
         if why is not None:
-            self.role = ""
+            self.role = Role.NONE
             self.unpublished = False
             self.session.reject_publish(e.stream_id, "NetStream.Publish.BadName", why)
             self.flush()
@@ -507,15 +516,15 @@ class RtmpServerProtocol(asyncio.Protocol):
             raise ProtocolError(f"media message (type {m.type_id}) while not publishing")
 
     def handle_play(self, e: ev.PlayRequest) -> None:
-        if self.role:
-            raise ProtocolError(f"play while already {self.role}")
+        if self.role is not Role.NONE:
+            raise ProtocolError(f"play while already {self.role.value}")
         self._stream(e.stream_name)
         assert self.vhost is not None
         refusal = self._access("play", e)
         if refusal is not None:
             self.refuse(e, refusal)
             return
-        self.role = "rtmp-play"
+        self.role = Role.PLAY
         self._cancel_deadline()
         self.stream_id = e.stream_id
         self.params = dict(e.params)
@@ -538,25 +547,25 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.log.log(srvlog.TRACE, "play start%s", " (worker pull)" if self.internal else "")
 
     def handle_stop(self, e: ev.Event) -> None:
-        if self.role == "fmle-publish" and self.source is not None:
+        if self.role is Role.PUBLISH and self.source is not None:
             self.log.log(srvlog.TRACE, "unpublish")
             self.ctx.hub.unpublish(self.key, self)
             self.notify("on_unpublish")
             self.source = None
-            self.role = ""
+            self.role = Role.NONE
             self.unpublished = True
             if self.timer is not None:
                 self.timer.cancel()
             if isinstance(e, ev.FCUnpublish):
                 self.session.send_unpublish_success(self.stream_id)
             self._idle_again()
-        elif self.role == "rtmp-play" and self.consumer is not None and \
+        elif self.role is Role.PLAY and self.consumer is not None and \
                 isinstance(e, (ev.DeleteStream, ev.CloseStream)):
             self.ctx.hub.stop_play(self.consumer)
             self.send_bytes += self.consumer.sent_bytes
             self.consumer = None
             self.notify("on_stop")
-            self.role = ""
+            self.role = Role.NONE
             if self.wait is not None:
                 self.wait.fed()
             self._idle_again()
@@ -632,7 +641,7 @@ class RtmpServerProtocol(asyncio.Protocol):
             "stream": self.key,
             "url": self.url,
             "tcUrl": srvlog.redact_url(self.tc_url),
-            "type": self.role or "rtmp-connect",
+            "type": self.role.value,
             "alive": time.time() - self.started,
             "recv_bytes": self.recv_bytes,
             "send_bytes": self.sent(),
