@@ -93,6 +93,15 @@ def test_https_serves_http_flv_files_and_the_api(srs_server, clients, authority,
     with urllib.request.urlopen(f"https://127.0.0.1:{api_port}/api/v1/streams/", context=ctx, timeout=10) as r:
         streams = json.loads(r.read())["streams"]
     assert [st["name"] for st in streams] == ["livestream"]
+    # a player that came in over https is listed (and told to hooks) with an https:// tcUrl
+    with urllib.request.urlopen(flv, context=ctx, timeout=10) as player:
+        assert player.read(13)[:3] == b"FLV"
+
+        def listed() -> list[str]:
+            with urllib.request.urlopen(f"https://127.0.0.1:{api_port}/api/v1/clients/", context=ctx,
+                                        timeout=10) as r:
+                return [c["tcUrl"] for c in json.loads(r.read())["clients"] if c["type"] == "flv-play"]
+        wait_for(lambda: listed() == [f"https://127.0.0.1:{flv_port}/live"], 10, what="the https player's tcUrl")
     # the plain ports go on as before
     with urllib.request.urlopen(f"http://127.0.0.1:{plain_api}/api/v1/versions", timeout=10) as r:
         assert json.loads(r.read())["code"] == 0

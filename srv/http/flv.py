@@ -76,7 +76,7 @@ class FlvPlayer:
     """One HTTP-FLV play: the Sink of its consumer and a Client of the worker."""
 
     def __init__(self, ctx: ConnectionContext, transport: asyncio.Transport, vhost: VhostConfig,
-                 app: str, stream: str, ip: str, host: str, chunked: bool, header_bytes: int,
+                 app: str, stream: str, ip: str, tc_url: str, chunked: bool, header_bytes: int,
                  cid: str = "", hooked: HookRequest | None = None) -> None:
         self.ctx = ctx
         self.transport = transport
@@ -85,7 +85,7 @@ class FlvPlayer:
         self.stream = stream
         self.key = stream_key(vhost.name, app, stream)
         self.ip = ip
-        self.host = host
+        self.tc_url = tc_url  # scheme://host/app, as the player asked
         self.chunked = chunked
         self.closed = False
         self.started = time.time()
@@ -203,7 +203,7 @@ class FlvPlayer:
         sent = self.byte_counts()[0]
         return {
             "id": self.cid, "ip": self.ip, "vhost": self.vhost.name, "stream": self.key,
-            "url": f"/{self.app}/{self.stream}.flv", "tcUrl": f"http://{self.host}/{self.app}",
+            "url": f"/{self.app}/{self.stream}.flv", "tcUrl": self.tc_url,
             "type": "flv-play", "alive": time.time() - self.started,
             "recv_bytes": self.recv_bytes, "send_bytes": sent,
         }

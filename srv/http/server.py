@@ -70,6 +70,7 @@ class HttpConnection(asyncio.Protocol):
         self.services = services
         self.client = client  # the client's (ip, port) from a PROXY header; else the peer's
         self.transport: asyncio.Transport | None = None
+        self.scheme = "http"  # "https" once connection_made sees a TLS transport
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER)
         self.timer: asyncio.TimerHandle | None = None
         self.busy = False
@@ -91,6 +92,8 @@ class HttpConnection(asyncio.Protocol):
         peer = self.client or transport.get_extra_info("peername")
         self.ip = plain_ip(peer[0]) if isinstance(peer, tuple) else "unix"
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
+        # https on a TLS listener: what a player's tcUrl (API, hooks) says it came in by
+        self.scheme = "https" if transport.get_extra_info("ssl_object") is not None else "http"
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -396,9 +399,10 @@ class HttpConnection(asyncio.Protocol):
             self.refuse(refusal, f"flv play {path}")
             return True
         cid, hooked = ctx.new_cid(), None
+        tc_url = f"{self.scheme}://{host or '127.0.0.1'}/{app}"
         if hooks.wants(ctx, vhost.name, "on_play"):
             referer = next((v.decode("latin-1") for k, v in req.headers if k == b"referer"), "")
-            hooked = HookRequest(cid, self.ip, vhost.name, app, f"http://{host or '127.0.0.1'}/{app}", stream,
+            hooked = HookRequest(cid, self.ip, vhost.name, app, tc_url, stream,
                                  tuple(query.items()), referer)
             why = await hooks.decide(ctx, "on_play", hooked, log)
             if self.closed:
@@ -422,7 +426,7 @@ class HttpConnection(asyncio.Protocol):
                 hooks.notify(ctx, "on_stop", hooked, log)
             return True
         self.transport.write(head)
-        self.player = FlvPlayer(ctx, self.transport, vhost, app, stream, self.ip, host or "127.0.0.1",
+        self.player = FlvPlayer(ctx, self.transport, vhost, app, stream, self.ip, tc_url,
                                 chunked, len(head), cid, hooked)
         self.transport.resume_reading()  # notice the client leaving; its bytes are ignored
         self.player.start()
