@@ -144,6 +144,9 @@ class MasterChannel:
         reply: m.ReloadResult = await asyncio.wait_for(self.request(m.Reload), 10)
         return reply.ok
 
+    def ban(self, ip: str, seconds: float) -> None:
+        self.send(m.Ban(ip, seconds))
+
     def kick(self, client_id: str) -> bool:
         try:
             slot = int(client_id.split("-", 1)[0])
@@ -263,6 +266,9 @@ class Worker:
             self.channel.send(m.Stats(msg.sid, self.ctx.snapshot(msg.query)))
         except FrameTooLarge as e:  # not expected with trimmed, paged snapshots; say so
             log.error("snapshot not sent: %s", e)
+
+    def handle_banned(self, msg: m.Banned) -> None:
+        self.ctx.limiter.ban(self.ctx.config.per_ip, msg.ip, time.monotonic(), msg.seconds)
 
     def handle_kick(self, msg: m.Kick) -> None:
         self.kick(msg.client_id)

@@ -324,6 +324,40 @@ def test_per_ip_ban_after_failed_auths(srs_server: Any) -> None:
     assert metric(srv, 'srs_connections_rejected_total{reason="security"}') == 3
 
 
+def test_per_ip_ban_decided_by_one_worker_is_enforced_by_every_worker(srs_server: Any) -> None:
+    """With `workers 2` the kernel spreads 127.0.0.8's connections over both workers: the worker
+    whose refusals reach ban_after bans the address, and the other one refuses it as well."""
+    srv: Server = srs_server(LIMITED.replace("127.0.0.5", "127.0.0.8").replace("connect_rate 0.01; ", ""),
+                             workers=2, http=True)
+
+    async def refused_publish() -> str:
+        c = RtmpTestClient(srv.port, source="127.0.0.8")
+        await c.open()
+        code = (await c.publish("s")).code
+        await asyncio.wait_for(c.closed.wait(), 10)
+        await c.close()
+        return code
+
+    banned = "127.0.0.8 banned for 600s after 3 refused auths within 60s"
+    for _ in range(5):  # 3 refusals reach one of the 2 workers within 5
+        assert asyncio.run(refused_publish()) == "NetStream.Publish.Unauthorized"
+        if banned in srv.log_text():
+            break
+    srv.wait_log(banned)
+    banner = next(line for line in srv.log_text().splitlines() if banned in line).split("][")[2]  # "wN"
+
+    def refused_by_the_other_worker() -> bool:
+        s, ok = rtmp_from("127.0.0.8", srv.port)
+        s.close()
+        assert not ok  # whichever worker took it, the address is refused at the door
+        return any("rejected: 127.0.0.8 is banned" in line and line.split("][")[2] != banner
+                   for line in srv.log_text().splitlines())
+
+    wait_for(refused_by_the_other_worker, what=f"the worker other than {banner} refusing the address")
+    assert rtmp_from("127.0.0.9", srv.port)[1]
+    assert metric(srv, "srs_ip_bans_total") == 1  # one ban, decided once
+
+
 # ---- a second publisher --------------------------------------------------------------------
 
 

@@ -109,6 +109,14 @@ def test_limiter_bans_after_n_failed_auths_within_the_window_for_ban_time() -> N
     assert lim.admit(cfg, "a", 74) is None  # the ban is over
 
 
+def test_limiter_takes_a_ban_another_worker_decided() -> None:
+    cfg, lim = PerIpConfig(ban_after=3, ban_window=10, ban_time=60), IpLimiter()
+    lim.ban(cfg, "a", 100, 30)
+    refused = lim.admit(cfg, "a", 129)
+    assert refused is not None and refused.counter == "ip_banned"
+    assert lim.admit(cfg, "a", 131) is None  # the ban is over
+
+
 def test_limiter_forgets_idle_addresses() -> None:
     cfg, lim = PerIpConfig(connect_rate=1.0, connect_burst=2), IpLimiter()
     for i in range(100):

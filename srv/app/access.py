@@ -173,7 +173,8 @@ class IpLimiter:
     """One worker's per-IP figures; `cfg` is passed at each call, so a reload applies at once.
 
     `admit` at accept (then `release` when that connection ends), `failed_auth` at each
-    refusal that counts toward a ban.
+    refusal that counts toward a ban, `ban` when the master says another worker banned an IP
+    (a ban is the server's: the worker that decides it tells the master, which tells them all).
     """
 
     def __init__(self) -> None:
@@ -225,6 +226,11 @@ class IpLimiter:
             st.failures.clear()
             return True
         return False
+
+    def ban(self, cfg: PerIpConfig, ip: str, now: float, seconds: float) -> None:
+        """Refuse `ip` for `seconds` from `now` (a ban any worker decided, told by the master)."""
+        st = self._state(cfg, ip, now)
+        st.banned_until = max(st.banned_until, now + seconds)
 
     def prune(self, cfg: PerIpConfig, now: float) -> None:
         """Forget addresses that hold nothing: no connection, a full bucket, no recent failure, no ban."""

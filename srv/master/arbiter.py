@@ -569,6 +569,11 @@ class Arbiter:
         ok = self.reload()
         self.send(w, m.ReloadResult(msg.req, ok))
 
+    def handle_ban(self, w: WorkerProc, msg: m.Ban) -> None:
+        # a ban is the server's: every worker refuses the address (the one that banned it too)
+        if msg.seconds > 0:
+            self.broadcast(m.Banned(msg.ip, msg.seconds))
+
     def _worker_in(self, slot: int) -> WorkerProc | None:
         return next((x for x in self.workers.values() if x.slot == slot and not x.stopping), None) or \
             next((x for x in self.workers.values() if x.slot == slot), None)

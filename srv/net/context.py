@@ -108,6 +108,7 @@ class MasterLink(Protocol):
     async def snapshot(self, query: ClientQuery | None = None) -> dict[str, Any]: ...
     async def reload(self) -> bool: ...
     def kick(self, client_id: str) -> bool: ...
+    def ban(self, ip: str, seconds: float) -> None: ...
 
 
 class ConnectionContext(Protocol):
@@ -121,7 +122,7 @@ class ConnectionContext(Protocol):
     hooks: HookClient
     clients: dict[str, Client]
     counters: Counter[str]
-    limiter: IpLimiter  # per_ip limits of this worker's connections
+    limiter: IpLimiter  # per_ip limits of this worker's connections (bans: the server's)
     refusals: RefusalLog  # refusals at the door, logged without flooding
     stopping: bool  # a stop began: not ready (health), but still serving new clients
     draining: bool  # the listeners are closed: whatever still arrives is refused

@@ -34,3 +34,4 @@ def record_refusal(ctx: ConnectionContext, ip: str, conn_log: logging.Logger | l
             ctx.counters["ip_bans"] += 1
             log.warning("%s banned for %gs after %d refused auths within %gs", ip, cfg.ban_time,
                         cfg.ban_after, cfg.ban_window)
+            ctx.master.ban(ip, cfg.ban_time)  # the master has every worker refuse it

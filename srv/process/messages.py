@@ -96,6 +96,14 @@ class Reload(Message):
     req: int
 
 
+@dataclass(frozen=True, slots=True)
+class Ban(Message):
+    """A worker banned `ip` for `seconds` (per_ip ban_after); the master tells every worker (Banned)."""
+
+    ip: str
+    seconds: float
+
+
 # ---- master -> worker ----------------------------------------------------------------------
 
 
@@ -157,9 +165,18 @@ class ReloadResult(Message):
     ok: bool
 
 
-TO_MASTER: tuple[type[Message], ...] = (Heartbeat, Ready, Claim, Release, Snapshot, Stats, KickRequest, Reload)
+@dataclass(frozen=True, slots=True)
+class Banned(Message):
+    """Refuse `ip` for `seconds` from now: a ban one worker decided, for the whole server."""
+
+    ip: str
+    seconds: float
+
+
+TO_MASTER: tuple[type[Message], ...] = (Heartbeat, Ready, Claim, Release, Snapshot, Stats, KickRequest, Reload,
+                                        Ban)
 TO_WORKER: tuple[type[Message], ...] = (Streams, Published, Unpublished, ClaimResult, StatsRequest,
-                                        SnapshotReply, Kick, Config, ReloadResult)
+                                        SnapshotReply, Kick, Config, ReloadResult, Banned)
 
 # ---- dispatch ------------------------------------------------------------------------------
 
