@@ -144,6 +144,13 @@ class MasterChannel:
         reply: m.ReloadResult = await asyncio.wait_for(self.request(m.Reload), 10)
         return reply.ok
 
+    def admit(self, ip: str) -> asyncio.Future[Any]:
+        """Ask the master whether a new connection from `ip` may stay; resolves to AdmitResult."""
+        return self.request(lambda req: m.Admit(req, ip))
+
+    def leave(self, ip: str) -> None:
+        self.send(m.Leave(ip))
+
     def ban(self, ip: str, seconds: float) -> None:
         self.send(m.Ban(ip, seconds))
 
@@ -266,6 +273,9 @@ class Worker:
             self.channel.send(m.Stats(msg.sid, self.ctx.snapshot(msg.query)))
         except FrameTooLarge as e:  # not expected with trimmed, paged snapshots; say so
             log.error("snapshot not sent: %s", e)
+
+    def handle_admit_result(self, msg: m.AdmitResult) -> None:
+        self.channel.resolve(msg.req, msg)
 
     def handle_banned(self, msg: m.Banned) -> None:
         self.ctx.limiter.ban(self.ctx.config.per_ip, msg.ip, time.monotonic(), msg.seconds)

@@ -9,11 +9,13 @@ worker's life; `snapshot(query)` is what the worker tells the master (see `srv.n
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from srv.app.access import IpLimiter
@@ -21,6 +23,9 @@ from srv.app.hub import StreamHub
 from srv.conf.model import ServerConfig
 from srv.net.context import Client, ClientQuery, MasterLink, RefusalLog, bounded, client_figures
 from srv.net.hooks import HookClient
+
+# How long a connection waits for the master's per_ip verdict before the worker decides alone.
+ADMIT_TIMEOUT = 1.0
 
 
 class WorkerContext:
@@ -42,6 +47,8 @@ class WorkerContext:
         self.draining = False  # the listeners are closed: whatever still arrives is refused
         self.refusals = RefusalLog(loop)
         self.limiter = IpLimiter()
+        self.local_limits = IpLimiter()  # admit_shared's own decisions when the master is silent
+        self._fallback_logged = False
         # bytes of clients that have left; `refresh_bytes` adds the live ones, so the
         # "send_bytes"/"recv_bytes" counters only grow (the master keeps them when a worker dies)
         self._closed_send = 0
@@ -92,7 +99,10 @@ class WorkerContext:
         when it leaves.
         """
         if not self.draining and not self.over_limit():
-            refusal = None if ip is None else self.limiter.admit(self.config.per_ip, ip, time.monotonic())
+            cfg = self.config.per_ip
+            if self.shared_limits():  # the master decides connections and rate: `admit_shared`
+                cfg = dataclasses.replace(cfg, max_connections=0, connect_rate=0)
+            refusal = None if ip is None else self.limiter.admit(cfg, ip, time.monotonic())
             if refusal is None:
                 return None
             self.reject(refusal.counter)
@@ -102,6 +112,46 @@ class WorkerContext:
         self.reject(reason)
         self.refusals.refused(reason, logger, "%srejected: %s (%d clients)", what, reason, len(self.clients))
         return reason
+
+    def shared_limits(self) -> bool:
+        """Whether per_ip max_connections/connect_rate are the server's, decided by the master
+        (`admit_shared`): with several workers, when either is set."""
+        cfg = self.config.per_ip
+        return self.config.workers > 1 and bool(cfg.max_connections or cfg.connect_rate)
+
+    async def admit_shared(self, logger: logging.Logger | logging.LoggerAdapter[Any], what: str,
+                           ip: str) -> tuple[str | None, Callable[[], None] | None]:
+        """The server's per_ip max_connections and connect_rate for a connection `refuse_at_door`
+        let in: the master's verdict (this worker's own, when the master does not answer within
+        ADMIT_TIMEOUT). (refusal counter or None, what to call when an admitted one ends)."""
+        def give_back(f: asyncio.Future[Any]) -> None:  # a late yes still counts at the master
+            if not f.cancelled() and not f.result().counter:
+                self.master.leave(ip)
+
+        fut = self.master.admit(ip)
+        try:
+            done, _ = await asyncio.wait([fut], timeout=ADMIT_TIMEOUT)
+        except asyncio.CancelledError:
+            fut.add_done_callback(give_back)
+            raise
+        if done:
+            reply = fut.result()
+            if not reply.counter:
+                return None, lambda: self.master.leave(ip)
+            counter, reason = reply.counter, reply.reason
+        else:
+            fut.add_done_callback(give_back)
+            if not self._fallback_logged:
+                self._fallback_logged = True
+                logging.getLogger("srv.access").warning(
+                    "the master did not answer a per_ip check within %gs: this worker decides alone", ADMIT_TIMEOUT)
+            refusal = self.local_limits.admit(self.config.per_ip, ip, time.monotonic())
+            if refusal is None:
+                return None, lambda: self.local_limits.release(ip)
+            counter, reason = refusal.counter, refusal.reason
+        self.reject(counter)
+        self.refusals.refused(counter, logger, "%srejected: %s", what, reason)
+        return counter, None
 
     def snapshot(self, query: ClientQuery | None = None) -> dict[str, Any]:
         """This worker's figures, gathered by the master for the API and the exporter:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
+import os
 import signal
 import socket
 import subprocess
@@ -356,6 +358,66 @@ def test_per_ip_ban_decided_by_one_worker_is_enforced_by_every_worker(srs_server
     wait_for(refused_by_the_other_worker, what=f"the worker other than {banner} refusing the address")
     assert rtmp_from("127.0.0.9", srv.port)[1]
     assert metric(srv, "srs_ip_bans_total") == 1  # one ban, decided once
+
+
+def workers_seen(srv: Server, ip: str) -> set[str]:
+    """The workers ("wN") whose log shows a connection from `ip` arriving."""
+    return {line.split("][")[2] for line in srv.log_text().splitlines() if f" {ip}:" in line and " accepted" in line}
+
+
+def test_per_ip_connections_are_the_servers_with_two_workers(srs_server: Any) -> None:
+    """With `workers 2` one address's connections land on both workers (SO_REUSEPORT), yet the
+    server admits `max_connections` of them in all (and `connect_burst` new ones at once, below)."""
+    srv: Server = srs_server(LIMITED.replace("connect_rate 0.01; ", "").replace("max_connections 2", "max_connections 3"),
+                             workers=2, http=True)
+    held: list[tuple[socket.socket, bool]] = []
+
+    def both_workers_hit() -> bool:
+        held.append(rtmp_from("127.0.0.2", srv.port))
+        return len(held) >= 8 and len(workers_seen(srv, "127.0.0.2")) == 2
+
+    wait_for(both_workers_hit, what="connections from 127.0.0.2 on both workers")
+    assert sum(ok for _, ok in held) == 3  # not 3 per worker
+    with urllib.request.urlopen(f"http://127.0.0.1:{srv.api_port}/api/v1/clients?count=100", timeout=10) as r:
+        ids = [c["id"] for c in json.loads(r.read())["clients"] if c["ip"] == "127.0.0.2"]
+    assert len(ids) == 3
+    assert flv_status("127.0.0.2", srv.http_port) == 429
+    assert rtmp_from("127.0.0.3", srv.port)[1]
+    srv.wait_log("rejected: 127.0.0.2 already has 3 connections (per_ip max_connections)")
+    next(s for s, ok in held if ok).close()
+
+    def one_more() -> bool:
+        s, ok = rtmp_from("127.0.0.2", srv.port)
+        s.close()
+        return ok
+
+    wait_for(one_more, what="the slot a closed connection freed")
+    for s, _ in held:
+        s.close()
+
+
+def test_per_ip_rate_is_the_servers_with_two_workers(srs_server: Any) -> None:
+    rated: Server = srs_server(LIMITED, workers=2, http=True)
+    answers = []
+    while len(answers) < 10 or len(workers_seen(rated, "127.0.0.4")) < 2:
+        s, ok = rtmp_from("127.0.0.4", rated.port)
+        answers.append(ok)
+        s.close()
+        assert len(answers) < 60
+    assert answers[:4] == [True] * 4 and not any(answers[4:])  # burst 4 for the server, then 0.01/s
+    rated.wait_log("rejected: more than 0.01 new connections/s (burst 4) from 127.0.0.4")
+
+
+def test_per_ip_falls_back_to_the_workers_decision_when_the_master_is_silent(srs_server: Any) -> None:
+    srv: Server = srs_server(LIMITED.replace("connect_rate 0.01; ", ""), workers=2, http=True)
+    os.kill(srv.master_pid, signal.SIGSTOP)
+    try:
+        s, ok = rtmp_from("127.0.0.2", srv.port)  # waits ADMIT_TIMEOUT, then its worker decides
+        s.close()
+    finally:
+        os.kill(srv.master_pid, signal.SIGCONT)
+    assert ok
+    srv.wait_log("the master did not answer a per_ip check within 1s: this worker decides alone")
 
 
 # ---- a second publisher --------------------------------------------------------------------

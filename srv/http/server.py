@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -79,6 +80,7 @@ class HttpConnection(asyncio.Protocol):
         self.body_size = 0
         self.player: FlvPlayer | None = None
         self.admitted = False  # counted by the per-IP limiter (an HTTP-FLV play), released at the end
+        self.shared_release: Callable[[], None] | None = None  # gives back the master's per_ip count
         self.task: asyncio.Task[None] | None = None
         self.writable = asyncio.Event()  # cleared while the transport pushes back (static files)
         self.writable.set()
@@ -125,6 +127,9 @@ class HttpConnection(asyncio.Protocol):
         if self.admitted:
             self.admitted = False
             self.ctx.limiter.release(self.ip)
+        release, self.shared_release = self.shared_release, None
+        if release is not None:
+            release()
         if self.player is not None:
             p, self.player = self.player, None
             p.stop()
@@ -393,6 +398,16 @@ class HttpConnection(asyncio.Protocol):
             self._error(DOOR_STATUS.get(reason, 503), reason, close=True)
             return True
         self.admitted = True
+        if ctx.shared_limits():
+            reason, release = await ctx.admit_shared(log, f"{self.peer}: flv play {path} ", self.ip)
+            if self.closed:  # it left while the master was asked
+                if release is not None:
+                    release()
+                return True
+            if reason is not None:
+                self._error(DOOR_STATUS.get(reason, 503), reason, close=True)
+                return True
+            self.shared_release = release
         app, stream = found
         refusal = check_access(vhost, "play", self.ip, app, stream, query, time.time())
         if refusal is not None:

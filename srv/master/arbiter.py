@@ -27,7 +27,7 @@ import selectors
 import signal
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ from setproctitle import setproctitle
 
 from srv import __version__
 from srv import log as srvlog
+from srv.app.access import IpLimiter
 from srv.conf.errors import ConfigErrors
 from srv.conf.listen import ListenError, listen_specs
 from srv.conf.loader import load, reload_diff
@@ -83,6 +84,7 @@ class WorkerProc:
     aborted_at: float = 0.0  # when it was sent SIGABRT for a missed heartbeat
     bad_frames: deque[float] = field(default_factory=deque)
     counters: dict[str, float] = field(default_factory=dict)
+    ips: Counter[str] = field(default_factory=Counter)  # its connections the master admitted (Admit)
 
 
 @dataclass
@@ -96,6 +98,7 @@ class SlotState:
 class Arbiter:
     def __init__(self, config: ServerConfig, argv_title: str, environ: dict[str, str]) -> None:
         self.config = config
+        self.ip_limits = IpLimiter()  # per_ip connections and rate of the whole server (Admit)
         self.title = argv_title
         self.environ = environ
         self.pidfile = PidFile(config.pid)
@@ -291,6 +294,9 @@ class Arbiter:
             w = self.workers.pop(pid, None)
             if w is None:
                 continue
+            for ip, n in w.ips.items():  # its connections died with it
+                for _ in range(n):
+                    self.ip_limits.release(ip)
             self._forget(w)
             st = self.slots.setdefault(w.slot, SlotState())
             if os.WIFSIGNALED(status):
@@ -568,6 +574,19 @@ class Arbiter:
     def handle_reload(self, w: WorkerProc, msg: m.Reload) -> None:
         ok = self.reload()
         self.send(w, m.ReloadResult(msg.req, ok))
+
+    def handle_admit(self, w: WorkerProc, msg: m.Admit) -> None:
+        # per_ip max_connections and connect_rate over every worker (bans: each worker's limiter)
+        cfg = dataclasses.replace(self.config.per_ip, ban_after=0)
+        refusal = self.ip_limits.admit(cfg, msg.ip, time.monotonic())
+        if refusal is None:
+            w.ips[msg.ip] += 1
+        self.send(w, m.AdmitResult(msg.req, refusal.counter if refusal else "", refusal.reason if refusal else ""))
+
+    def handle_leave(self, w: WorkerProc, msg: m.Leave) -> None:
+        if w.ips[msg.ip] > 0:
+            w.ips[msg.ip] -= 1
+            self.ip_limits.release(msg.ip)
 
     def handle_ban(self, w: WorkerProc, msg: m.Ban) -> None:
         # a ban is the server's: every worker refuses the address (the one that banned it too)

@@ -51,6 +51,8 @@ MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 # Media a publisher may send while its publish is being decided (on_publish, forward backends), held and
 # then handed to the source.
 MAX_PENDING_MEDIA = 1000
+# What a connection may send while the master decides its per_ip admission (C0+C1 is 1537 bytes).
+HELD_MAX = 64 * 1024
 MAX_PENDING_MEDIA_BYTES = 8 * 1024 * 1024
 # How long a publisher taking a stream over (second_publisher takeover) waits for the kicked one
 # to let go of it, on whichever worker it was.
@@ -82,6 +84,8 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.params: dict[str, str] = {}  # the publish's query (forwarders pass it on)
         self.connect_params: dict[str, str] = {}  # the tcUrl's and app's query
         self.admitted = False  # counted by the per-IP limiter (released when it ends)
+        self.shared_release: Callable[[], None] | None = None  # gives back the master's per_ip count
+        self.held_data: bytearray | None = None  # what arrives while the master decides (per_ip)
         self.page_url = ""
         self.stream = ""  # the stream name, without its query
         self.notified: asyncio.Task[None] | None = None  # the last hook notification sent
@@ -127,9 +131,34 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.log.log(srvlog.INFO, "accepted")
         if not self.internal:
             self._arm_deadline("handshake_timeout", ctx.config.handshake_timeout)
+            if ctx.shared_limits():  # handle nothing until the master's per_ip verdict
+                self.held_data = bytearray()
+                ctx.loop.create_task(self._admit_shared(transport))
+
+    async def _admit_shared(self, transport: Any) -> None:
+        reason, release = await self.ctx.admit_shared(self.log, "", self.ip)
+        if self.closed:  # it left while the master was asked
+            if release is not None:
+                release()
+            return
+        if reason is not None:
+            self.closed = True
+            transport.abort()
+            return
+        self.shared_release = release
+        data, self.held_data = self.held_data, None
+        if data:
+            self.data_received(bytes(data))
+        if not self.closed:
+            transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
+            return
+        if self.held_data is not None:  # the master is deciding (per_ip): keep it, bounded
+            self.held_data += data
+            if len(self.held_data) > HELD_MAX:
+                self.transport.pause_reading()  # type: ignore[union-attr]
             return
         self.recv_bytes += len(data)
         try:
@@ -180,6 +209,9 @@ class RtmpServerProtocol(asyncio.Protocol):
         if self.admitted:
             self.admitted = False
             self.ctx.limiter.release(self.ip)
+        release, self.shared_release = self.shared_release, None
+        if release is not None:
+            release()
         if self.vhost is not None:
             self.notify("on_close", send_bytes=self.sent(), recv_bytes=self.recv_bytes)
         if not was_closed or self.role is not Role.NONE:

@@ -97,6 +97,22 @@ class Reload(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Admit(Message):
+    """May a new connection from `ip` stay, by the server's per_ip max_connections and
+    connect_rate? Answered by AdmitResult; an admitted one is given back by Leave."""
+
+    req: int
+    ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class Leave(Message):
+    """A connection from `ip` the master admitted (Admit) has ended."""
+
+    ip: str
+
+
+@dataclass(frozen=True, slots=True)
 class Ban(Message):
     """A worker banned `ip` for `seconds` (per_ip ban_after); the master tells every worker (Banned)."""
 
@@ -166,6 +182,15 @@ class ReloadResult(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class AdmitResult(Message):
+    """`counter` is "" when admitted, else the refusal's (ip_connections, ip_rate) with `reason`."""
+
+    req: int
+    counter: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Banned(Message):
     """Refuse `ip` for `seconds` from now: a ban one worker decided, for the whole server."""
 
@@ -174,9 +199,10 @@ class Banned(Message):
 
 
 TO_MASTER: tuple[type[Message], ...] = (Heartbeat, Ready, Claim, Release, Snapshot, Stats, KickRequest, Reload,
-                                        Ban)
+                                        Admit, Leave, Ban)
 TO_WORKER: tuple[type[Message], ...] = (Streams, Published, Unpublished, ClaimResult, StatsRequest,
-                                        SnapshotReply, Kick, Config, ReloadResult, Banned)
+                                        SnapshotReply, Kick, Config, ReloadResult, AdmitResult,
+                                        Banned)
 
 # ---- dispatch ------------------------------------------------------------------------------
 
