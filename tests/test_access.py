@@ -368,8 +368,8 @@ def workers_seen(srv: Server, ip: str) -> set[str]:
 def test_per_ip_connections_are_the_servers_with_two_workers(srs_server: Any) -> None:
     """With `workers 2` one address's connections land on both workers (SO_REUSEPORT), yet the
     server admits `max_connections` of them in all (and `connect_burst` new ones at once, below)."""
-    srv: Server = srs_server(LIMITED.replace("connect_rate 0.01; ", "").replace("max_connections 2", "max_connections 3"),
-                             workers=2, http=True)
+    body = LIMITED.replace("connect_rate 0.01; ", "").replace("max_connections 2", "max_connections 3")
+    srv: Server = srs_server(body, workers=2, http=True)
     held: list[tuple[socket.socket, bool]] = []
 
     def both_workers_hit() -> bool:
