@@ -25,7 +25,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -43,7 +42,7 @@ from srv.http.exporter import render
 from srv.http.flv import FlvPlayer, match_mount
 from srv.http.routes import Route, route
 from srv.net import hooks
-from srv.net.context import ConnectionContext
+from srv.net.context import ConnectionContext, IpSlot
 from srv.net.refuse import record_refusal
 
 log = logging.getLogger("srv.http")
@@ -79,8 +78,7 @@ class HttpConnection(asyncio.Protocol):
         self.request: h11.Request | None = None
         self.body_size = 0
         self.player: FlvPlayer | None = None
-        self.admitted = False  # counted by the per-IP limiter (an HTTP-FLV play), released at the end
-        self.shared_release: Callable[[], None] | None = None  # gives back the master's per_ip count
+        self.ip_slot = IpSlot()  # an HTTP-FLV play's per_ip counts, given back at the end
         self.task: asyncio.Task[None] | None = None
         self.writable = asyncio.Event()  # cleared while the transport pushes back (static files)
         self.writable.set()
@@ -124,12 +122,7 @@ class HttpConnection(asyncio.Protocol):
         self._cancel_timer()
         if self.task is not None and not self.task.done():
             self.task.cancel()
-        if self.admitted:
-            self.admitted = False
-            self.ctx.limiter.release(self.ip)
-        release, self.shared_release = self.shared_release, None
-        if release is not None:
-            release()
+        self.ip_slot.release()
         if self.player is not None:
             p, self.player = self.player, None
             p.stop()
@@ -397,7 +390,7 @@ class HttpConnection(asyncio.Protocol):
         if reason is not None:
             self._error(DOOR_STATUS.get(reason, 503), reason, close=True)
             return True
-        self.admitted = True
+        self.ip_slot.hold(lambda: ctx.limiter.release(self.ip))
         if ctx.shared_limits():
             reason, release = await ctx.admit_shared(log, f"{self.peer}: flv play {path} ", self.ip)
             if self.closed:  # it left while the master was asked
@@ -407,7 +400,8 @@ class HttpConnection(asyncio.Protocol):
             if reason is not None:
                 self._error(DOOR_STATUS.get(reason, 503), reason, close=True)
                 return True
-            self.shared_release = release
+            if release is not None:
+                self.ip_slot.hold(release)
         app, stream = found
         refusal = check_access(vhost, "play", self.ip, app, stream, query, time.time())
         if refusal is not None:

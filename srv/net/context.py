@@ -103,6 +103,22 @@ class RefusalLog:
         self.handle = self.loop.call_later(self.interval, self._summary)
 
 
+class IpSlot:
+    """What a client admitted by the per_ip limits holds (this worker's count, the master's when
+    the limits are shared): everything it holds is given back once, when the client ends."""
+
+    def __init__(self) -> None:
+        self._releases: list[Callable[[], None]] = []
+
+    def hold(self, release: Callable[[], None]) -> None:
+        self._releases.append(release)
+
+    def release(self) -> None:
+        releases, self._releases = self._releases, []
+        for release in releases:
+            release()
+
+
 class MasterLink(Protocol):
     """The worker's channel to the master, as connections use it."""
 

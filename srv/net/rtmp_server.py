@@ -33,7 +33,7 @@ from srv.app.packet import rtmp_encoding
 from srv.app.source import Consumer, LiveSource
 from srv.conf.model import VhostConfig
 from srv.net import hooks
-from srv.net.context import ConnectionContext
+from srv.net.context import ConnectionContext, IpSlot
 from srv.net.flow import tune_player_transport
 from srv.net.forward import ask_backends
 from srv.net.refuse import REFUSE_LINGER, record_refusal
@@ -83,8 +83,7 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.url = ""
         self.params: dict[str, str] = {}  # the publish's query (forwarders pass it on)
         self.connect_params: dict[str, str] = {}  # the tcUrl's and app's query
-        self.admitted = False  # counted by the per-IP limiter (released when it ends)
-        self.shared_release: Callable[[], None] | None = None  # gives back the master's per_ip count
+        self.ip_slot = IpSlot()  # its per_ip counts, given back when it ends
         self.held_data: bytearray | None = None  # what arrives while the master decides (per_ip)
         self.page_url = ""
         self.stream = ""  # the stream name, without its query
@@ -124,7 +123,7 @@ class RtmpServerProtocol(asyncio.Protocol):
                 self.closed = True
                 transport.abort()
                 return
-            self.admitted = True
+            self.ip_slot.hold(lambda: ctx.limiter.release(self.ip))
             ctx.register(self)
         self.session = ServerSession(out_chunk_size=ctx.config.chunk_size,
                                      max_message_size=MAX_MESSAGE_SIZE)
@@ -145,7 +144,8 @@ class RtmpServerProtocol(asyncio.Protocol):
             self.closed = True
             transport.abort()
             return
-        self.shared_release = release
+        if release is not None:
+            self.ip_slot.hold(release)
         data, self.held_data = self.held_data, None
         if data:
             self.data_received(bytes(data))
@@ -206,12 +206,7 @@ class RtmpServerProtocol(asyncio.Protocol):
             self.notify("on_unpublish")
         if not self.internal:
             self.ctx.unregister(self)
-        if self.admitted:
-            self.admitted = False
-            self.ctx.limiter.release(self.ip)
-        release, self.shared_release = self.shared_release, None
-        if release is not None:
-            release()
+        self.ip_slot.release()
         if self.vhost is not None:
             self.notify("on_close", send_bytes=self.sent(), recv_bytes=self.recv_bytes)
         if not was_closed or self.role is not Role.NONE:
