@@ -157,12 +157,25 @@ def test_all_errors_in_a_file_are_reported_at_once(tmp_path: Path) -> None:
 
 
 def test_directives_srs_knows_but_srv_does_not_are_one_warning_each(tmp_path: Path) -> None:
-    config = _load(tmp_path, "server_id x;\nvhost v {\n    hls {\n        enabled on;\n        bogus 1;\n    }\n}\n")
+    config = _load(tmp_path, "server_id x;\nvhost v {\n    hds {\n        enabled on;\n        bogus 1;\n    }\n}\n")
     path = tmp_path / "x.conf"
     assert config.warnings == (
         f'{path}:1:1: "server_id" is not supported yet (ignored)',
-        f'{path}:3:5: "hls" is not supported yet (ignored)',
+        f'{path}:3:5: "hds" is not supported yet (ignored)',
     )
+
+
+def test_hls_block_takes_srs_names_and_warns_on_the_ones_srv_lacks(tmp_path: Path) -> None:
+    config = _load(tmp_path, "vhost v {\n    hls {\n        enabled on;\n        hls_fragment 2;\n"
+                             "        hls_window 12.5;\n        hls_on_error disconnect;\n"
+                             "        hls_use_fmp4 on;\n        hls_keys on;\n    }\n}\n")
+    hls = config.vhosts["v"].hls
+    assert (hls.enabled, hls.fragment, hls.window, hls.on_error, hls.use_fmp4) == (True, 2.0, 12.5, "disconnect", True)
+    assert (hls.m3u8_file, hls.ts_file, hls.dispose, hls.ctx) == ("[app]/[stream].m3u8", "[app]/[stream]-[seq].ts",
+                                                                 120.0, True)
+    assert config.warnings == (f'{tmp_path / "x.conf"}:8:9: "hls_keys" is not supported yet (ignored)',)
+    with pytest.raises(ConfigErrors, match=r"x.conf:2:24: invalid value \"stop\""):
+        _load(tmp_path, "vhost v {\n    hls { hls_on_error stop; }\n}\n")
 
 
 def test_repeated_single_directive_keeps_the_first_like_srs(tmp_path: Path) -> None:
@@ -254,7 +267,8 @@ def test_forward_sample_confs_use_distinct_ports_and_pid_files() -> None:
 def test_srs_full_conf_loads_with_warnings_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(SRS_TRUNK)  # its include ./conf/include.vhost.conf; is relative to trunk
     config = load("conf/full.conf", {})
-    assert any('"hls" is not supported yet' in w for w in config.warnings)
+    assert any('"hds" is not supported yet' in w for w in config.warnings)
+    assert any('"hls_keys" is not supported yet' in w for w in config.warnings)
     assert "include.srs.com" in config.vhosts
     assert config.http_api.listen.port == 8080  # the first http_api block wins, as in SRS
     forward = config.vhosts["same.vhost.forward.srs.com"].forwards[0]

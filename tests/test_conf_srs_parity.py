@@ -55,7 +55,7 @@ def test_srs_include_conf_loads_the_included_vhost(monkeypatch: pytest.MonkeyPat
     config = load("conf/include.conf", {})  # include ./conf/include.vhost.conf; from trunk
     vhost = config.vhosts["include.srs.com"]
     assert vhost.http_remux.enabled
-    assert any(w.startswith("conf/include.vhost.conf:") and '"hls"' in w for w in config.warnings)
+    assert vhost.hls.enabled
 
 
 def test_srs1_compatible_conf_reads_old_spellings_as_srs_does(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -123,11 +123,11 @@ def test_rtmp_block_values_are_validated_where_they_are_written(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("text, name", [
-    ("vhost v {\n    hls {\n        hls_use_fmp4 on;\n        hls_init_file x;\n        hls_fmp4_file y;\n    }\n}\n",
-     "hls"),
+    ("vhost v {\n    hls {\n        hls_recover on;\n        hls_master_m3u8_path_relative on;\n    }\n}\n",
+     "hls_recover"),
     ("heartbeat {\n    enabled off;\n    ports on;\n}\n", "heartbeat"),
     ("rtsp_server {\n    enabled on;\n    listen 554;\n}\n", "rtsp_server"),
-], ids=["hls-fmp4", "heartbeat-ports", "rtsp_server"])
+], ids=["hls-srs7", "heartbeat-ports", "rtsp_server"])
 def test_srs7_names_are_known_and_warn_as_not_supported(tmp_path: Path, text: str, name: str) -> None:
     _config, warnings = _load(tmp_path, text + "vhost __defaultVhost__ { }\n")
     assert warnings and all("not supported yet (ignored)" in w for w in warnings), warnings

@@ -17,6 +17,7 @@ from srv.conf.model import (
     ApiHttpsConfig,
     ExporterConfig,
     ForwardConfig,
+    HlsConfig,
     HttpApiConfig,
     HttpHooksConfig,
     HttpRemuxConfig,
@@ -174,6 +175,8 @@ _VHOST = [
          field="forwards", arg_field="pattern", env=False, example="live/game_*",
          doc="push matching streams to other servers (srv: may repeat, optional app/stream pattern)."),
     Spec("http_remux", ("vhost",), None, nargs=(0, 0), block=True),
+    Spec("hls", ("vhost",), None, nargs=(0, 0), block=True,
+         doc="SRS's HLS writer: segments and playlists under hls_path (see docs/hls.md)."),
     Spec("security", ("vhost",), None, nargs=(0, 0), block=True,
          doc="SRS's allow/deny rules on the client IP (see docs/access.md)."),
     Spec("signed_url", ("vhost",), None, nargs=(0, 0), block=True, env=False,
@@ -293,6 +296,56 @@ _HTTP_REMUX = [
          doc="set the FLV header's flags from the tracks the stream sends before its first frame."),
 ]
 
+# --- vhost { hls { } }: HlsConfig (SRS; fields drop the hls_ prefix) ------------------------
+_HLS_CTX = ("vhost.hls",)
+_HLS = [
+    Spec("enabled", _HLS_CTX, v.flag, default="off", example="on"),
+    Spec("hls_fragment", _HLS_CTX, v.seconds(0.1, 3600.0), field="fragment", default="10",
+         doc="seconds of media per segment; cut on the next keyframe after fragment * hls_td_ratio."),
+    Spec("hls_td_ratio", _HLS_CTX, v.seconds(0.1, 100.0), field="td_ratio", default="1",
+         doc="EXT-X-TARGETDURATION = hls_td_ratio * hls_fragment, fixed for the playlist's life (srv)."),
+    Spec("hls_aof_ratio", _HLS_CTX, v.seconds(0.1, 100.0), field="aof_ratio", default="2.1",
+         doc="an audio-only stream is cut at hls_aof_ratio * hls_fragment."),
+    Spec("hls_window", _HLS_CTX, v.seconds(0.1, 86400.0), field="window", default="60",
+         doc="seconds of segments listed in the playlist."),
+    Spec("hls_on_error", _HLS_CTX, v.choice("ignore", "disconnect", "continue"), field="on_error",
+         default="continue",
+         doc="on a write error: ignore (stop HLS for the stream), disconnect (the publisher) or "
+             "continue (retry at the next segment)."),
+    Spec("hls_path", _HLS_CTX, v.string, field="path", default="./objs/nginx/html",
+         doc="folder the files are written under."),
+    Spec("hls_m3u8_file", _HLS_CTX, v.string, field="m3u8_file", default="[app]/[stream].m3u8",
+         doc="playlist path under hls_path; SRS's path variables expand."),
+    Spec("hls_ts_file", _HLS_CTX, v.string, field="ts_file", default="[app]/[stream]-[seq].ts",
+         doc="segment path under hls_path; [seq] [timestamp] [duration] and the date variables expand."),
+    Spec("hls_entry_prefix", _HLS_CTX, v.string, field="entry_prefix", default='""',
+         example="http://cdn.example.com", doc="prefix of segment URIs in the playlist."),
+    Spec("hls_acodec", _HLS_CTX, v.choice("aac", "mp3", "an"), field="acodec", default="aac",
+         doc="audio codec assumed before the stream says (an: no audio)."),
+    Spec("hls_vcodec", _HLS_CTX, v.choice("h264", "vn"), field="vcodec", default="h264",
+         doc="video codec assumed before the stream says (vn: no video)."),
+    Spec("hls_cleanup", _HLS_CTX, v.flag, field="cleanup", default="on",
+         doc="delete segments that have left the playlist (after RFC 8216's grace time)."),
+    Spec("hls_dispose", _HLS_CTX, v.seconds(0.0, 86400.0 * 365), field="dispose", default="120",
+         doc="seconds after the publisher leaves before the playlist and segments are removed (0: never)."),
+    Spec("hls_wait_keyframe", _HLS_CTX, v.flag, field="wait_keyframe", default="on",
+         doc="cut segments only on keyframes."),
+    Spec("hls_ts_floor", _HLS_CTX, v.flag, field="ts_floor", default="off",
+         doc="SRS's floor mode: [timestamp] is the fragment-aligned time."),
+    Spec("hls_nb_notify", _HLS_CTX, v.integer(0, 1_000_000), field="nb_notify", default="64",
+         doc="bytes read from each on_hls_notify answer."),
+    Spec("hls_ctx", _HLS_CTX, v.flag, field="ctx", default="on",
+         doc="track HLS players: a playlist request gets a session (?hls_ctx=), runs security and on_play."),
+    Spec("hls_ts_ctx", _HLS_CTX, v.flag, field="ts_ctx", default="on",
+         doc="carry the session on segment URIs too."),
+    Spec("hls_use_fmp4", _HLS_CTX, v.flag, field="use_fmp4", default="off",
+         doc="fMP4 (CMAF) segments instead of MPEG-TS."),
+    Spec("hls_init_file", _HLS_CTX, v.string, field="init_file", default="[app]/[stream]-init.mp4",
+         doc="fMP4 init segment path under hls_path."),
+    Spec("hls_fmp4_file", _HLS_CTX, v.string, field="fmp4_file", default="[app]/[stream]-[seq].m4s",
+         doc="fMP4 media segment path under hls_path."),
+]
+
 # --- vhost { http_hooks { } }: HttpHooksConfig --------------------------------------------
 _HOOK_DOCS = {
     "on_connect": "a client connects (decides: every URL must accept, else NetConnection.Connect.Rejected).",
@@ -328,6 +381,7 @@ SECTIONS: dict[str, type[Any]] = {
     "vhost.publish": PublishConfig,
     "vhost.forward": ForwardConfig,
     "vhost.http_remux": HttpRemuxConfig,
+    "vhost.hls": HlsConfig,
     "vhost.security": SecurityConfig,
     "vhost.signed_url": SignedUrlConfig,
     "per_ip": PerIpConfig,
@@ -336,6 +390,6 @@ SECTIONS: dict[str, type[Any]] = {
 
 REGISTRY = Registry(
     [*_SERVER, *_HTTP_API, *_HTTP_SERVER, *_RTMPS, *_EXPORTER, *_VHOST, *_PLAY, *_PUBLISH, *_FORWARD,
-     *_HTTP_REMUX, *_SECURITY, *_SIGNED_URL, *_PER_IP, *_HTTP_HOOKS],
+     *_HTTP_REMUX, *_HLS, *_SECURITY, *_SIGNED_URL, *_PER_IP, *_HTTP_HOOKS],
     SECTIONS,
 )

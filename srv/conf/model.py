@@ -216,6 +216,39 @@ class HttpRemuxConfig:
 
 
 @dataclass(frozen=True)
+class HlsConfig:
+    """SRS's ``hls { }``: HLS segments and playlists written by the worker owning the publisher.
+
+    Field names drop SRS's ``hls_`` prefix (``hls_fragment`` fills ``fragment``).  Durations are
+    seconds.  ``m3u8_file``, ``ts_file``, ``init_file`` and ``fmp4_file`` are relative to ``path``
+    and take SRS's path variables (``srv.media.pathvars``).
+    """
+
+    enabled: bool = False
+    fragment: float = 10.0
+    td_ratio: float = 1.0
+    aof_ratio: float = 2.1
+    window: float = 60.0
+    on_error: str = "continue"  # "ignore", "disconnect" or "continue" (SRS)
+    path: str = "./objs/nginx/html"
+    m3u8_file: str = "[app]/[stream].m3u8"
+    ts_file: str = "[app]/[stream]-[seq].ts"
+    entry_prefix: str = ""
+    acodec: str = "aac"  # "aac", "mp3" or "an" (no audio)
+    vcodec: str = "h264"  # "h264" or "vn" (no video); the stream's own codec wins when it has one
+    cleanup: bool = True
+    dispose: float = 120.0  # seconds after unpublish before every file is removed (0: never)
+    wait_keyframe: bool = True
+    ts_floor: bool = False
+    nb_notify: int = 64  # bytes read from each on_hls_notify answer
+    ctx: bool = True
+    ts_ctx: bool = True
+    use_fmp4: bool = False
+    init_file: str = "[app]/[stream]-init.mp4"
+    fmp4_file: str = "[app]/[stream]-[seq].m4s"
+
+
+@dataclass(frozen=True)
 class HttpHooksConfig:
     """SRS's ``http_hooks { }``: URLs POSTed a JSON body at each event, called in order.
 
@@ -254,6 +287,7 @@ class VhostConfig:
     publish: PublishConfig = PublishConfig()
     forwards: tuple[ForwardConfig, ...] = ()
     http_remux: HttpRemuxConfig = HttpRemuxConfig()
+    hls: HlsConfig = HlsConfig()
     security: SecurityConfig = SecurityConfig()
     signed_url: SignedUrlConfig = SignedUrlConfig()
     http_hooks: HttpHooksConfig = HttpHooksConfig()
