@@ -202,6 +202,8 @@ class Worker:
         await self.done
         beat.cancel()
         await hooks.drain()  # on_unpublish/on_close of the clients the stop closed
+        await self.ctx.disk.drain()  # the files the stopped recordings were finishing
+        self.ctx.disk.close()
         await self.ctx.hooks.aclose()
         return 0
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from srv.app.access import IpLimiter
+from srv.app.diskio import DiskPool
 from srv.app.hub import StreamHub
 from srv.conf.model import ServerConfig
 from srv.net.context import Client, ClientQuery, MasterLink, RefusalLog, bounded, client_figures
@@ -39,6 +40,8 @@ class WorkerContext:
         self.master = master  # the worker's channel to the master (snapshot, reload, kick)
         # the worker's one HTTP hook client (forward backends); the worker closes it when it stops
         self.hooks = hooks if hooks is not None else HookClient()
+        # the worker's file threads: recordings (HLS, DVR) write through their lanes, off the loop
+        self.disk = DiskPool()
         self.clients: dict[str, Client] = {}
         self.started = time.time()
         self._n = 0

@@ -20,6 +20,7 @@ import asyncio
 import collections
 import concurrent.futures
 import os
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -37,9 +38,17 @@ class DiskPool:
 
     def __init__(self, threads: int = 2) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="srv-disk")
+        self._lanes: weakref.WeakSet[DiskLane] = weakref.WeakSet()
 
     def lane(self, name: str, max_pending: int = 64) -> DiskLane:
-        return DiskLane(self, name, max_pending)
+        lane = DiskLane(self, name, max_pending)
+        self._lanes.add(lane)
+        return lane
+
+    async def drain(self) -> None:
+        """Wait for every lane's jobs (a stopping worker lets its recordings finish their files)."""
+        for lane in list(self._lanes):
+            await lane.drain()
 
     def run(self, job: Callable[[], T]) -> asyncio.Future[T]:
         """`job` in a disk thread, outside any lane (no order kept)."""

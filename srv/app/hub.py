@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from srv import log as srvlog
 from srv.app.packet import Encoding
 from srv.app.roles import Publisher, PullHandle
-from srv.app.source import Consumer, Forwarding, LiveSource, Sink
+from srv.app.source import Consumer, Forwarding, LiveSource, Recording, Sink
 from srv.conf.model import ForwardConfig, ServerConfig, VhostConfig
 from srv.media.metadata import describe
 
@@ -70,6 +70,9 @@ class StreamHub:
         self.pulls: dict[str, PullHandle] = {}
         self.make_pull: Callable[[LiveSource, int], PullHandle] | None = None
         self.make_forwarder: Callable[[LiveSource, str, ForwardConfig], Forwarding] | None = None
+        # kind ("hls", "dvr") -> a factory that starts that recording of a local publish, or
+        # answers None when the stream's vhost does not want it
+        self.recorders: dict[str, Callable[[LiveSource], Recording | None]] = {}
 
     # ---- sources ---------------------------------------------------------------------------------
 
@@ -118,6 +121,7 @@ class StreamHub:
         src.on_publish(publisher, origin=True)
         src.backend_urls = dict(backend_urls or {})
         self._start_forwarders(src)
+        self._start_recordings(src)
         return None
 
     def unpublish(self, key: str, publisher: Publisher) -> None:
@@ -132,6 +136,14 @@ class StreamHub:
             return
         for dest, fw in self._wanted_forwards(src).items():
             src.forwarders.append(self.make_forwarder(src, dest, fw))
+
+    def _start_recordings(self, src: LiveSource) -> None:
+        have = {r.kind for r in src.recordings}
+        for kind, make in self.recorders.items():
+            if kind not in have:
+                recording = make(src)
+                if recording is not None:
+                    src.recordings.append(recording)
 
     @staticmethod
     def _wanted_forwards(src: LiveSource) -> dict[str, ForwardConfig]:
@@ -222,6 +234,8 @@ class StreamHub:
             src.configure(vhost)
             if src.origin and src.publisher is not None and old.forwards != vhost.forwards:
                 self._reconcile_forwarders(src)
+            if src.origin and src.publisher is not None:
+                self._reconcile_recordings(src, vhost)
 
     def _reconcile_forwarders(self, src: LiveSource) -> None:
         """Start only the new destinations, stop only the removed ones; keep the rest connected."""
@@ -240,6 +254,17 @@ class StreamHub:
         for dest, fw in wanted.items():
             keep.append(self.make_forwarder(src, dest, fw))
         src.forwarders[:] = keep
+
+    def _reconcile_recordings(self, src: LiveSource, vhost: VhostConfig) -> None:
+        """Recordings take the new vhost in place; one it no longer wants stops; new ones start."""
+        keep = []
+        for r in src.recordings:
+            if r.reconfigure(vhost):
+                keep.append(r)
+            else:
+                r.stop()
+        src.recordings[:] = keep
+        self._start_recordings(src)
 
     def sample_rates(self) -> None:
         now = time.monotonic()

@@ -39,7 +39,7 @@ RATE_WINDOW = 30.0  # seconds: SRS reports stream rates as recv_30s / send_30s
 
 class Sink(Protocol):
     """What a consumer writes to: a player connection (RTMP, HTTP-FLV, a pulling worker), a
-    forwarder; the HLS and DVR writers to come."""
+    forwarder, a recording (HLS, DVR)."""
 
     def write(self, data: bytes) -> None: ...
     def writelines(self, data: list[bytes]) -> None: ...
@@ -56,6 +56,23 @@ class Forwarding(Protocol):
 
     def stop(self) -> None: ...
     def reconfigure(self, config: ForwardConfig) -> None: ...
+    def stats(self) -> dict[str, Any]: ...
+
+
+class Recording(Protocol):
+    """An output the publisher's worker writes to disk (HLS, DVR), as the source and hub see it.
+
+    The hub starts one per `kind` when a local publish starts and the vhost wants it (see
+    `StreamHub.recorders`); it reads the stream as an internal consumer. `stop` is called when
+    the publish ends (finish and close the files; the file work may go on off the loop);
+    `reconfigure` after a reload, answering False when the new vhost no longer wants it (the hub
+    then stops and drops it); `stats` is the recording's part of the stream's API figures.
+    """
+
+    kind: str
+
+    def stop(self) -> None: ...
+    def reconfigure(self, vhost: VhostConfig) -> bool: ...
     def stats(self) -> dict[str, Any]: ...
 
 
@@ -150,6 +167,7 @@ class LiveSource:
         self.bytes_out = 0
         self.dropped = 0
         self.forwarders: list[Forwarding] = []  # outputs with a life of their own (reconnects)
+        self.recordings: list[Recording] = []  # HLS, DVR: written where the publisher is
         self.backend_urls: dict[str, tuple[str, ...]] = {}  # forward backend -> its destinations
         # (monotonic time, bytes_in, bytes_out), one a second for the last RATE_WINDOW seconds
         self.rate_samples: deque[tuple[float, int, int]] = deque()
@@ -193,6 +211,9 @@ class LiveSource:
         for f in self.forwarders:  # before the cursors jump to the end: their figures stay true
             f.stop()
         self.forwarders.clear()
+        for r in self.recordings:
+            r.stop()
+        self.recordings.clear()
         end = self.end
         self.ring.clear()
         self.base = end
@@ -445,7 +466,8 @@ class LiveSource:
             "kbps_30s": self.kbps(),
             "description": self.description,
             "forwards": [f.stats() for f in self.forwarders],
+            "recordings": {r.kind: r.stats() for r in self.recordings},
         }
 
 
-__all__ = ["LiveSource", "Consumer", "Sink", "Forwarding", "FLV", "Packet"]
+__all__ = ["LiveSource", "Consumer", "Sink", "Forwarding", "Recording", "FLV", "Packet"]
