@@ -457,6 +457,14 @@ async def _main(args: argparse.Namespace) -> None:
     proto = "rtmp" if args.url.startswith("rtmp") else "flv"
     ok = await lc.add(args.players, proto)
     print(f"{ok}/{args.players} players started", file=sys.stderr)
+    if args.report_every:  # a line a period, for a test that watches players across events
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < args.seconds:
+            print(json.dumps({"t": time.monotonic() - t0, "alive": len(lc.alive()),
+                              "bytes": [p.bytes for p in lc.players]}), flush=True)
+            await asyncio.sleep(args.report_every)
+        lc.close()
+        return
     w = await lc.window(args.seconds)
     per = w.pop("per_player_bytes")
     w["min_bytes"] = min(per) if per else 0
@@ -471,6 +479,9 @@ def main() -> None:
     ap.add_argument("url", help="rtmp://host:port/app/stream or http://host:port/app/stream.flv")
     ap.add_argument("-n", "--players", type=int, default=10)
     ap.add_argument("-t", "--seconds", type=float, default=10.0)
+    ap.add_argument("--report-every", type=float, default=0.0,
+                    help="print {t, alive, bytes per player} as a JSON line this often (seconds) "
+                         "until --seconds are over, instead of one window's summary")
     args = ap.parse_args()
     install_uvloop()
     asyncio.run(_main(args))

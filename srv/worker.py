@@ -37,6 +37,7 @@ from srv.conf.model import ServerConfig
 from srv.http.server import HttpConnection
 from srv.net import hooks
 from srv.net.context import ClientQuery
+from srv.net.edge import EdgePull, EdgePush
 from srv.net.forward import Forwarder
 from srv.net.proxy_gate import ProxyGate
 from srv.net.pull import Pull
@@ -213,6 +214,8 @@ class Worker:
 
         self.hub.make_pull = make_pull
         self.hub.make_forwarder = lambda src, dest, fw: Forwarder(self.ctx, src, dest, fw)
+        self.hub.make_edge_pull = lambda src: EdgePull(self.ctx, src)
+        self.hub.make_edge_push = lambda src: EdgePush(self.ctx, src)
 
     async def start_listener(self, spec: ListenSpec, sock: socket.socket) -> None:
         def protocol(client: tuple[str, int] | None = None) -> asyncio.Protocol:

@@ -12,6 +12,7 @@ from conftest import SRS
 
 from srv import cli
 from srv.conf import ConfigErrors, Endpoint, ForwardConfig, load
+from srv.conf.model import ClusterConfig, ServerConfig, origin_address
 
 TRUNK = Path(__file__).resolve().parent / "data" / "srs-trunk-conf"
 NGINX_CONFIGS = {"hls.edge.conf", "nginx.proxy.conf"}  # nginx's own configs, shipped beside SRS's
@@ -80,7 +81,9 @@ def test_srs1_compatible_conf_reads_old_spellings_as_srs_does(monkeypatch: pytes
             '{ enabled on; destination 127.0.0.1:1936 127.0.0.1:1937; }') in warnings
     assert '"http_stream" is SRS 1 syntax; read as http_server { ... }' in warnings
     assert '"mr { }" in a vhost is SRS 2 syntax; read as publish { mr off; mr_latency 350; }' in warnings
-    assert '"cluster" is not supported yet (ignored)' in warnings
+    assert vhost.cluster == ClusterConfig(mode="remote", origins=("127.0.0.1:1935", "localhost:1935"),
+                                          vhost="same.edge.srs.com")
+    assert '"debug_srs_upnode" is not supported yet (ignored)' in warnings  # the rest is read, as SRS does
 
 
 def _load(tmp_path: Path, text: str) -> tuple[object, list[str]]:
@@ -165,3 +168,37 @@ def test_a_misspelled_srs7_block_is_still_an_error_with_a_suggestion(tmp_path: P
     with pytest.raises(ConfigErrors) as info:
         load(str(path), {})
     assert [str(e) for e in info.value.errors] == [f'{path}:1:1: unknown directive "rtmpss" (did you mean "rtmps"?)']
+
+
+def test_cluster_block_reads_srs_edge_settings_and_warns_once_for_the_rest(tmp_path: Path) -> None:
+    config, warnings = _load(tmp_path, (
+        "vhost edge.srs.com {\n"
+        "    cluster {\n"
+        "        mode remote;\n"
+        "        origin 127.0.0.1:19350 127.0.0.2 [::1]:1936;\n"
+        "        token_traverse on;\n"
+        "        vhost same.edge.srs.com;\n"
+        "        debug_srs_upnode on;\n"
+        "    }\n"
+        "}\n"
+        "vhost origin.srs.com { cluster { origin_cluster off; } }\n"))
+    assert isinstance(config, ServerConfig)
+    edge = config.vhosts["edge.srs.com"].cluster
+    assert edge == ClusterConfig(mode="remote", origins=("127.0.0.1:19350", "127.0.0.2", "[::1]:1936"),
+                                 token_traverse=True, vhost="same.edge.srs.com")
+    assert edge.edge
+    assert [origin_address(o) for o in edge.origins] == [("127.0.0.1", 19350), ("127.0.0.2", 1935), ("::1", 1936)]
+    origin = config.vhosts["origin.srs.com"].cluster
+    assert origin.mode == "local" and not origin.edge  # SRS's default: an origin
+    assert warnings == ['x.conf:7:9: "debug_srs_upnode" is not supported yet (ignored)',
+                        'x.conf:10:34: "origin_cluster" is not supported yet (ignored)']
+
+
+def test_cluster_block_mistakes_are_errors_with_their_place(tmp_path: Path) -> None:
+    path = tmp_path / "x.conf"
+    path.write_text("vhost v {\n    cluster {\n        mode edge;\n        origin rtmp://o/live;\n    }\n}\n")
+    with pytest.raises(ConfigErrors) as info:
+        load(str(path), {})
+    errors = [str(e).replace(str(path), "x.conf") for e in info.value.errors]
+    assert errors[0].startswith('x.conf:3:14: invalid value "edge"'), errors
+    assert errors[1] == 'x.conf:4:16: invalid origin "rtmp://o/live" (expected host[:port], not a URL)', errors

@@ -7,6 +7,14 @@
   the pull feeds the local source like a publisher and every local player fans out from it. The
   pull stops when its last local player leaves, or when the registry says the stream moved.
 - Forwarders run only where the publisher is (`source.origin`).
+- Edge (`cluster { mode remote; }`, srv/net/edge.py): a player whose stream nobody publishes on
+  this host makes the hub claim the stream in the master's registry, exactly like a publish;
+  the worker that wins starts the host's ONE pull from an origin (an `EdgeHandle` feeding the
+  source), the others pull from that worker as from a publisher. The edge pull stops
+  EDGE_LINGER seconds after the last consumer of its source (local players and other workers'
+  pulls alike) has gone, and the claim is released. A publish on an edge is pushed to an
+  origin (`make_edge_push`, one more forwarder); a publish of a stream this worker is pulling
+  from an origin is refused, as SRS's edge does.
 - Each time a source's metadata or sequence headers change, the hub describes the stream
   (codecs, sizes, profile: `StreamDescription`) once, from the onMetaData values the RTMP layer
   decoded (they travel with the message: the hub never decodes the payload again); the API is
@@ -27,12 +35,14 @@ from typing import Any, Protocol
 
 from srv import log as srvlog
 from srv.app.packet import Encoding
-from srv.app.roles import Publisher, PullHandle
+from srv.app.roles import EdgeHandle, Publisher, PullHandle
 from srv.app.source import Consumer, Forwarding, LiveSource, Recording, Sink
 from srv.conf.model import ForwardConfig, ServerConfig, VhostConfig
 from srv.media.metadata import describe
 
 log = logging.getLogger("srv.hub")
+
+EDGE_LINGER = 2.0  # seconds an edge pull outlives its last consumer (a player zapping back)
 
 
 class Registry(Protocol):
@@ -73,6 +83,11 @@ class StreamHub:
         # kind ("hls", "dvr") -> a factory that starts that recording of a local publish, or
         # answers None when the stream's vhost does not want it
         self.recorders: dict[str, Callable[[LiveSource], Recording | None]] = {}
+        self.edges: dict[str, EdgeHandle] = {}  # streams this worker pulls from an origin
+        self.claiming: set[str] = set()  # edge streams asked of the master, no answer yet
+        self.lingering: dict[str, asyncio.TimerHandle] = {}
+        self.make_edge_pull: Callable[[LiveSource], EdgeHandle] | None = None
+        self.make_edge_push: Callable[[LiveSource], Forwarding] | None = None
 
     # ---- sources ---------------------------------------------------------------------------------
 
@@ -95,6 +110,7 @@ class StreamHub:
         if self.sources.get(src.key) is src:
             del self.sources[src.key]
         self._stop_pull(src.key)
+        self._stop_edge(src.key)
 
     # ---- publish ---------------------------------------------------------------------------------
 
@@ -107,6 +123,8 @@ class StreamHub:
         src = self.sources.get(key)
         if src is not None and src.publisher is not None and src.origin:
             return f"stream {key} is already being published on this worker"
+        if key in self.edges:
+            return f"stream {key} is being played from an origin on this edge"
         owner = await self.registry.claim(key)
         if owner is not None:
             return f"stream {key} is already being published on worker {owner}"
@@ -132,6 +150,8 @@ class StreamHub:
         self.registry.release(key)
 
     def _start_forwarders(self, src: LiveSource) -> None:
+        if src.vhost.cluster.edge and self.make_edge_push is not None:
+            src.forwarders.append(self.make_edge_push(src))
         if self.make_forwarder is None:
             return
         for dest, fw in self._wanted_forwards(src).items():
@@ -163,8 +183,11 @@ class StreamHub:
         """Attach a player. `internal` players are other workers pulling: never pull for them."""
         src = self.source(key, vhost)
         consumer = src.add_consumer(sink, encoding, internal=internal)
+        linger = self.lingering.pop(key, None)
+        if linger is not None:
+            linger.cancel()
         if not internal:
-            self._ensure_pull(key)
+            self._ensure_upstream(key)
         return consumer
 
     def stop_play(self, consumer: Consumer) -> None:
@@ -172,13 +195,15 @@ class StreamHub:
         src.remove_consumer(consumer)
         if not any(not c.internal for c in src.consumers()):
             self._stop_pull(src.key)
+        if src.key in self.edges and not src.consumers() and src.key not in self.lingering:
+            self.lingering[src.key] = self.loop.call_later(EDGE_LINGER, self._linger_over, src.key)
 
     # ---- other workers ---------------------------------------------------------------------------
 
     def on_streams(self, table: dict[str, int]) -> None:
         self.owners = dict(table)
         for key in list(self.sources):
-            self._ensure_pull(key)
+            self._ensure_upstream(key)
 
     def on_published(self, key: str, slot: int) -> None:
         self.owners[key] = slot
@@ -190,6 +215,58 @@ class StreamHub:
         pull = self.pulls.get(key)
         if pull is not None and pull.slot == slot:
             self._stop_pull(key)
+        self._ensure_upstream(key)  # an edge stream whose puller stopped: someone pulls again
+
+    def _ensure_upstream(self, key: str) -> None:
+        """Feed the source of `key` if players wait for it: from the worker that has it, else,
+        on an edge, from an origin once the master grants this worker the stream."""
+        self._ensure_pull(key)
+        src = self.sources.get(key)
+        if src is None or not src.vhost.cluster.edge or self.make_edge_pull is None:
+            return
+        if key in self.owners or key in self.edges or key in self.claiming or src.publisher is not None:
+            return
+        if not any(not c.internal for c in src.consumers()):
+            return
+        self.claiming.add(key)
+        self.loop.create_task(self._claim_edge(key))
+
+    async def _claim_edge(self, key: str) -> None:
+        try:
+            owner = await self.registry.claim(key)
+        finally:
+            self.claiming.discard(key)
+        if owner is not None:  # another worker has it (publishing, or pulling from an origin)
+            self.owners[key] = owner
+            self._ensure_pull(key)
+            return
+        src = self.sources.get(key)
+        if (src is None or key in self.edges or src.publisher is not None or self.make_edge_pull is None
+                or not src.vhost.cluster.edge or not any(not c.internal for c in src.consumers())):
+            if key not in self.edges and not (src is not None and src.origin):
+                self.registry.release(key)  # nobody to pull for any more
+            return
+        log.log(srvlog.INFO, "edge %s: this worker pulls it from an origin for the host", key)
+        self.edges[key] = self.make_edge_pull(src)
+
+    def _linger_over(self, key: str) -> None:
+        self.lingering.pop(key, None)
+        src = self.sources.get(key)
+        if src is None or not src.consumers():
+            self._stop_edge(key)
+
+    def _stop_edge(self, key: str) -> None:
+        linger = self.lingering.pop(key, None)
+        if linger is not None:
+            linger.cancel()
+        edge = self.edges.pop(key, None)
+        if edge is None:
+            return
+        edge.stop()
+        src = self.sources.get(key)
+        if src is not None and src.publisher is edge:
+            src.on_unpublish()
+        self.registry.release(key)
 
     def _ensure_pull(self, key: str) -> None:
         owner = self.owners.get(key)
@@ -218,7 +295,7 @@ class StreamHub:
             del self.pulls[src.key]
             if src.publisher is pull:
                 src.on_unpublish()
-            self.loop.call_later(0.2, self._ensure_pull, src.key)
+            self.loop.call_later(0.2, self._ensure_upstream, src.key)
 
     # ---- reload ----------------------------------------------------------------------------------
 
@@ -236,6 +313,23 @@ class StreamHub:
                 self._reconcile_forwarders(src)
             if src.origin and src.publisher is not None:
                 self._reconcile_recordings(src, vhost)
+            if old.cluster != vhost.cluster:
+                self._reconfigure_edge(src)
+
+    def _reconfigure_edge(self, src: LiveSource) -> None:
+        """The vhost's cluster block changed: pulls and pushes follow the new origin list
+        without dropping a player; a vhost that stopped being an edge stops pulling."""
+        key = src.key
+        edge = self.edges.get(key)
+        if edge is not None:
+            if src.vhost.cluster.edge:
+                edge.reconfigure()
+            else:
+                self._stop_edge(key)
+        for f in src.forwarders:
+            if getattr(f, "edge", False):
+                f.reconfigure_origins()  # type: ignore[attr-defined]
+        self._ensure_upstream(key)
 
     def _reconcile_forwarders(self, src: LiveSource) -> None:
         """Start only the new destinations, stop only the removed ones; keep the rest connected."""
@@ -244,6 +338,9 @@ class StreamHub:
         wanted = self._wanted_forwards(src)
         keep = []
         for f in src.forwarders:
+            if getattr(f, "edge", False):  # the edge's push to an origin: the cluster block's
+                keep.append(f)
+                continue
             fw = wanted.pop(f.destination, None)
             if fw is None:
                 f.stop()

@@ -1,11 +1,12 @@
 """The roles objects built outside the hub play for it: who publishes into a source, a pull
-from another worker (a forwarder is `srv.app.source.Forwarding`). Protocols, so `srv/app` names
-what it needs of them (and mypy checks it) without importing `srv/net`, which builds them.
+from another worker, an edge's pull from an origin (a forwarder is
+`srv.app.source.Forwarding`). Protocols, so `srv/app` names what it needs of them (and mypy
+checks it) without importing `srv/net`, which builds them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from srv.app.source import LiveSource
@@ -27,3 +28,13 @@ class PullHandle(Publisher, Protocol):
     source: LiveSource
 
     def stop(self) -> None: ...
+
+
+class EdgeHandle(Publisher, Protocol):
+    """An edge's pull of one stream from an origin (srv.net.edge.EdgePull)."""
+
+    source: LiveSource
+
+    def stop(self) -> None: ...
+    def reconfigure(self) -> None: ...
+    def stats(self) -> dict[str, Any]: ...

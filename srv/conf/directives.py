@@ -15,6 +15,7 @@ from srv.conf import values as v
 from srv.conf.model import (
     ApiAuthConfig,
     ApiHttpsConfig,
+    ClusterConfig,
     ExporterConfig,
     ForwardConfig,
     HlsConfig,
@@ -183,6 +184,23 @@ _VHOST = [
          doc="srv: require an HMAC ?token= to publish and/or play (see docs/access.md)."),
     Spec("http_hooks", ("vhost",), None, nargs=(0, 0), block=True,
          doc="SRS's HTTP callbacks on_connect, on_publish, on_play... (see docs/hooks.md)."),
+    Spec("cluster", ("vhost",), None, nargs=(0, 0), block=True,
+         doc="SRS's origin/edge settings (see docs/cluster.md)."),
+]
+
+# --- vhost { cluster { } }: ClusterConfig (SRS) -------------------------------------------
+_CLUSTER = [
+    Spec("mode", ("vhost.cluster",), v.choice("local", "remote"), default="local", example="remote",
+         doc="local: an origin, serving its own streams; remote: an edge of the origins below."),
+    Spec("origin", ("vhost.cluster",), v.origin, nargs=_SOME, field="origins", default="<none>",
+         example="127.0.0.1:19350 127.0.0.2:1935",
+         doc="the edge's origins, host[:port] each; one at a time, the next on each reconnect; "
+             "reloads without dropping players."),
+    Spec("token_traverse", ("vhost.cluster",), v.flag, default="off", example="off",
+         doc="edge: before admitting a client, connect to an origin with the client's tcUrl; "
+             "the origin's refusal refuses the client."),
+    Spec("vhost", ("vhost.cluster",), v.vhost_name, default="<this vhost>", example="same.edge.srs.com",
+         doc="edge: the origin's vhost to pull from and push to."),
 ]
 
 # --- vhost { security { } }: SecurityConfig (SRS) -----------------------------------------
@@ -386,10 +404,12 @@ SECTIONS: dict[str, type[Any]] = {
     "vhost.signed_url": SignedUrlConfig,
     "per_ip": PerIpConfig,
     "vhost.http_hooks": HttpHooksConfig,
+    "vhost.cluster": ClusterConfig,
 }
 
 REGISTRY = Registry(
     [*_SERVER, *_HTTP_API, *_HTTP_SERVER, *_RTMPS, *_EXPORTER, *_VHOST, *_PLAY, *_PUBLISH, *_FORWARD,
-     *_HTTP_REMUX, *_HLS, *_SECURITY, *_SIGNED_URL, *_PER_IP, *_HTTP_HOOKS],
+     *_HTTP_REMUX, *_HLS, *_SECURITY, *_SIGNED_URL, *_PER_IP, *_HTTP_HOOKS,
+     *_CLUSTER],
     SECTIONS,
 )

@@ -206,6 +206,34 @@ class ForwardConfig:
         return fnmatch.fnmatchcase(f"{app}/{stream}", self.pattern)
 
 
+ORIGIN_PORT = 1935  # an origin written without a port
+
+
+def origin_address(text: str) -> tuple[str, int]:
+    """``host[:port]`` or ``[v6]:port`` of an origin -> (host, port); RTMP's 1935 by default."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else ORIGIN_PORT
+    host, sep, port = text.rpartition(":")
+    return (host, int(port)) if sep else (text, ORIGIN_PORT)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """``vhost { cluster { } }`` (SRS): ``mode local`` serves its own streams (an origin);
+    ``mode remote`` makes the vhost an edge of ``origins``: players pull from one of them,
+    publishes are pushed to one of them (docs/cluster.md)."""
+
+    mode: str = "local"  # "local" | "remote"
+    origins: tuple[str, ...] = ()  # host[:port] each, tried round-robin
+    token_traverse: bool = False  # ask the origin (connect with the client's tcUrl) first
+    vhost: str | None = None  # the origin's vhost to fetch from (default: this vhost's name)
+
+    @property
+    def edge(self) -> bool:
+        return self.mode == "remote" and bool(self.origins)
+
+
 @dataclass(frozen=True)
 class HttpRemuxConfig:
     enabled: bool = False
@@ -291,6 +319,7 @@ class VhostConfig:
     security: SecurityConfig = SecurityConfig()
     signed_url: SignedUrlConfig = SignedUrlConfig()
     http_hooks: HttpHooksConfig = HttpHooksConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     def forwards_for(self, app: str, stream: str) -> tuple[ForwardConfig, ...]:
         """The enabled forward blocks that apply to ``app/stream``, in file order."""

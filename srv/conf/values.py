@@ -212,6 +212,13 @@ def destination(arg: str) -> str:
     return arg
 
 
+def origin(arg: str) -> str:
+    """An edge's origin (SRS ``cluster { origin }``): ``host[:port]`` or ``[v6]:port``, port 1935 by default."""
+    if "://" in arg:
+        raise ValueError(f'invalid origin "{arg}" (expected host[:port], not a URL)')
+    return destination(arg)
+
+
 def _destination_port(arg: str, text: str) -> None:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise ValueError(f'invalid destination "{arg}" (bad port "{text}")')

@@ -112,6 +112,8 @@ async def ask_backends(ctx: ConnectionContext, vhost: VhostConfig, app: str, str
 class Forwarder:
     """One destination of one stream: an RTMP publish client, and a Sink of an ordinary consumer."""
 
+    connect_timeout = CONNECT_TIMEOUT
+
     def __init__(self, ctx: ConnectionContext, source: LiveSource, destination: str,
                  config: ForwardConfig) -> None:
         self.ctx = ctx
@@ -119,14 +121,7 @@ class Forwarder:
         self.destination = destination
         self.config = config
         self.loop = ctx.loop
-        vhost, app, stream = source.key.split("/", 2)
-        params = dict(getattr(source.publisher, "params", None) or {})
-        via = upstream_via(params) + [ctx.server_id] if sends_via(destination, config.srv_via) else None
-        self.target = resolve(destination, vhost, app, stream, params, via, config.rtmps)
-        # what logs, the API and the exporter show: query values (keys, tokens) hidden
-        self.shown_destination = srvlog.redact_url(destination)
-        self.shown_url = srvlog.redact_url(self.target.url)
-        self.name = f"{app}/{stream} -> {self.shown_destination}"
+        self.retarget(destination, source.key.split("/", 1)[0])
         self.chunk_size = source.vhost.chunk_size or ctx.config.chunk_size
         self.consumer: Consumer | None = None  # while publishing to the destination
         self.state = CONNECTING
@@ -148,6 +143,18 @@ class Forwarder:
         self.printed_bytes = 0
         self.ticker = self.loop.call_later(TICK, self._tick)
         self._connect()
+
+    def retarget(self, destination: str, vhost: str) -> None:
+        """Publish to `destination` (of `vhost`) from the next connection on."""
+        _, app, stream = self.source.key.split("/", 2)
+        params = dict(getattr(self.source.publisher, "params", None) or {})
+        via = upstream_via(params) + [self.ctx.server_id] if sends_via(destination, self.config.srv_via) else None
+        self.destination = destination
+        self.target = resolve(destination, vhost, app, stream, params, via, self.config.rtmps)
+        # what logs, the API and the exporter show: query values (keys, tokens) hidden
+        self.shown_destination = srvlog.redact_url(destination)
+        self.shown_url = srvlog.redact_url(self.target.url)
+        self.name = f"{app}/{stream} -> {self.shown_destination}"
 
     # ---- hub interface -------------------------------------------------------------------------
 
@@ -274,7 +281,7 @@ class Forwarder:
                 tls = client_context(self.config.tls_verify, self.config.tls_ca) if t.tls else None
                 _, proto = await self.loop.create_connection(  # the checked address, the name's certificate
                     make, host, t.port, ssl=tls, server_hostname=t.host if tls else None,
-                    ssl_handshake_timeout=CONNECT_TIMEOUT if tls else None)
+                    ssl_handshake_timeout=self.connect_timeout if tls else None)
             except TlsError as e:
                 self._fail(gen, str(e))
                 return
@@ -416,8 +423,8 @@ class Forwarder:
             return
         self.ticker = self.loop.call_later(TICK, self._tick)
         now = time.monotonic()
-        if self.state is CONNECTING and now - self.state_since > CONNECT_TIMEOUT:
-            self._fail(self.gen, f"timeout: not publishing after {CONNECT_TIMEOUT:g}s "
+        if self.state is CONNECTING and now - self.state_since > self.connect_timeout:
+            self._fail(self.gen, f"timeout: not publishing after {self.connect_timeout:g}s "
                        f"(handshake/connect/publish unanswered)")
         pithy = self.ctx.config.pithy_print_ms / 1000
         if now - self.last_print >= pithy:

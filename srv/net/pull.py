@@ -21,6 +21,29 @@ from srv.rtmp.client import ClientSession
 log = logging.getLogger("srv.pull")
 
 
+def feed_source(src: LiveSource, feeder: object, e: ev.Event) -> bool:
+    """An upstream play's media or metadata goes into `src` while `feeder` is its publisher;
+    True when `e` was such a message (hot path: exact type checks)."""
+    if type(e) is ev.MediaMessage or type(e) is ev.MetadataMessage:
+        if src.publisher is feeder:
+            m = e.message
+            src.on_message(m.type_id, m.timestamp, m.payload,
+                           e.metadata if type(e) is ev.MetadataMessage else None)
+        return True
+    return False
+
+
+def advance_play(session: ClientSession, stream: str, e: ev.Event) -> bool:
+    """A play client's steps: connected -> createStream -> play(stream); True when `e` was one."""
+    if isinstance(e, ev.Connected):
+        session.create_stream()
+    elif isinstance(e, ev.StreamCreated):
+        session.play(stream)
+    else:
+        return False
+    return True
+
+
 class Pull:
     def __init__(self, ctx: ConnectionContext, source: LiveSource, slot: int, address: str) -> None:
         self.ctx = ctx
@@ -52,16 +75,9 @@ class Pull:
 
     def on_event(self, e: ev.Event) -> None:
         src = self.source
-        if type(e) is ev.MediaMessage or type(e) is ev.MetadataMessage:
-            if src.publisher is self:
-                m = e.message
-                src.on_message(m.type_id, m.timestamp, m.payload,
-                               e.metadata if type(e) is ev.MetadataMessage else None)
-        elif isinstance(e, ev.Connected):
-            self.session.create_stream()
-        elif isinstance(e, ev.StreamCreated):
-            self.session.play(self.stream)
-        elif isinstance(e, ev.StatusEvent):
+        if feed_source(src, self, e) or advance_play(self.session, self.stream, e):
+            return
+        if isinstance(e, ev.StatusEvent):
             if e.code == "NetStream.Play.Start" and not self.playing:
                 self.playing = True
                 if src.publisher is None:
@@ -69,6 +85,9 @@ class Pull:
                     log.log(srvlog.INFO, "pull %s from worker %d started", src.key, self.slot)
             elif e.code == "NetStream.Play.UnpublishNotify" and src.publisher is self:
                 src.on_unpublish()
+            elif e.code == "NetStream.Play.PublishNotify" and src.publisher is None and self.playing:
+                src.on_publish(self, origin=False)  # the owner's source is fed again (an edge's
+                # pull moved to another origin): local players resume on its headers and keyframe
         elif isinstance(e, (ev.ConnectFailed, ev.CommandFailed)):
             if self.proto is not None:
                 self.proto.close(f"pull refused: {e}")

@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from srv import log as srvlog
 from srv.app.access import Refusal, check_access, plain_ip
@@ -32,7 +33,7 @@ from srv.app.hub import stream_key
 from srv.app.packet import rtmp_encoding
 from srv.app.source import Consumer, LiveSource
 from srv.conf.model import VhostConfig
-from srv.net import hooks
+from srv.net import edge, hooks
 from srv.net.context import ConnectionContext, IpSlot
 from srv.net.flow import tune_player_transport
 from srv.net.forward import ask_backends
@@ -346,6 +347,28 @@ class RtmpServerProtocol(asyncio.Protocol):
             self.session.set_wanted_chunk_size(vhost.chunk_size)
         self.log.log(srvlog.INFO, "connect vhost=%s app=%s tcUrl=%s", vhost.name, e.app,
                      srvlog.redact_url(e.tc_url))
+        if not self.internal and vhost.cluster.edge and vhost.cluster.token_traverse:
+            self._cancel_deadline()  # the origin has its own timeout; identify_timeout restarts after
+            self.ctx.loop.create_task(self._guarded(self._traverse(e), "token traverse"))
+            return
+        self._connect_hook(e)
+
+    async def _traverse(self, e: ev.ConnectRequest) -> None:
+        """`token_traverse on` (an edge): the origin decides first, with this client's tcUrl."""
+        assert self.vhost is not None
+        tc_url = e.tc_url.partition("?")[0] + (f"?{urlencode(e.params)}" if e.params else "")  # the app's query too
+        refusal = await edge.traverse(self.ctx, self.vhost.cluster, self.vhost.name, e.app, tc_url,
+                                      f"{self.ip} ({self.cid})")
+        if self.closed:
+            return
+        if refusal is not None:
+            self.refuse(e, refusal)
+            return
+        self._arm_deadline("identify_timeout", self.ctx.config.identify_timeout)
+        self._connect_hook(e)
+        self.flush()
+
+    def _connect_hook(self, e: ev.ConnectRequest) -> None:
         if self._has_hook("on_connect"):
             self._cancel_deadline()  # the hook has its own timeout; identify_timeout restarts after
             self._ask_then("on_connect", e, lambda: self._accept_connect(e))
@@ -632,7 +655,7 @@ class RtmpServerProtocol(asyncio.Protocol):
             return
         if self.wait is not None:
             self.wait.fed()
-        if not self.internal and self._notify():
+        if self.internal or self._notify():  # a worker pulling this stream resumes on it
             self.session.send_publish_notify(self.stream_id)
             self.flush()
 
