@@ -39,6 +39,7 @@ from srv.net import hooks
 from srv.net.context import ClientQuery
 from srv.net.edge import EdgePull, EdgePush
 from srv.net.forward import Forwarder
+from srv.net.hls import start_hls
 from srv.net.proxy_gate import ProxyGate
 from srv.net.pull import Pull
 from srv.net.rtmp_server import RtmpServerProtocol
@@ -216,6 +217,7 @@ class Worker:
         self.hub.make_forwarder = lambda src, dest, fw: Forwarder(self.ctx, src, dest, fw)
         self.hub.make_edge_pull = lambda src: EdgePull(self.ctx, src)
         self.hub.make_edge_push = lambda src: EdgePush(self.ctx, src)
+        self.hub.recorders["hls"] = lambda src: start_hls(self.ctx, src)
 
     async def start_listener(self, spec: ListenSpec, sock: socket.socket) -> None:
         def protocol(client: tuple[str, int] | None = None) -> asyncio.Protocol:

@@ -373,8 +373,8 @@ _HOOK_DOCS = {
     "on_play": "a client starts playing, RTMP or HTTP-FLV (decides: else NetStream.Play.Failed or HTTP 403).",
     "on_stop": "a play ends (notification).",
     "on_dvr": "a DVR file is closed (kept for the DVR writer, not built yet: never called).",
-    "on_hls": "an HLS segment is written (kept for the HLS writer, not built yet: never called).",
-    "on_hls_notify": "GET after each HLS segment (kept for the HLS writer, not built yet: never called).",
+    "on_hls": "an HLS segment is written and listed (notification: duration, file, url, m3u8, seq_no ...).",
+    "on_hls_notify": "GET after each HLS segment ([app] [stream] [ts_url] [param] expand; hls_nb_notify bytes read).",
 }
 _HTTP_HOOKS = [
     Spec("enabled", ("vhost.http_hooks",), v.flag, default="off", example="on"),

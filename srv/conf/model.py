@@ -281,8 +281,8 @@ class HttpHooksConfig:
     """SRS's ``http_hooks { }``: URLs POSTed a JSON body at each event, called in order.
 
     ``on_connect``, ``on_publish`` and ``on_play`` decide (every URL must accept); the others
-    only notify. ``on_dvr``, ``on_hls`` and ``on_hls_notify`` are kept for the DVR and HLS
-    writers, which do not exist yet: nothing calls them. ``timeout`` is srv's (SRS's HTTP
+    only notify. ``on_hls`` and ``on_hls_notify`` follow each HLS segment (srv/net/hls.py);
+    ``on_dvr`` is kept for the DVR writer, which does not exist yet: nothing calls it. ``timeout`` is srv's (SRS's HTTP
     client has a fixed 30 s): seconds one call may take, the whole answer included.
     """
 

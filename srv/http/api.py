@@ -169,6 +169,7 @@ class Api:
             "publish": {"active": s.publishing, "cid": s.publish_cid},
             "video": codecs["video"], "audio": codecs["audio"],
             "forwards": [forward_entry(f) for f in s.forwards],
+            "hls": dict(s.hls),
             "workers": s.workers,
         }
 

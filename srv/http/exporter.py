@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 from srv import __version__
 from srv.conf.model import ExporterConfig
 from srv.http.procstat import ProcessSampler
-from srv.http.stats import ServerView
+from srv.http.stats import ServerView, StreamView
 from srv.net.hooks import LATENCY_BUCKETS
 
 MAX_STREAMS = 1000
@@ -168,8 +168,38 @@ class SnapshotCollector(Collector):
                 f_bytes.add_metric(fl, _num(f, "bytes_sent"))
                 f_rec.add_metric(fl, _num(f, "reconnects"))
         yield from (pub, players, recv, send, frames, dropped, f_up, f_state, f_sent, f_drop, f_bytes, f_rec)
+        yield from self.hls_metrics(streams[:MAX_STREAMS])
         yield GaugeMetricFamily("srs_streams_unlisted", "Streams left out of per-stream series.",
                                 value=max(0, len(streams) - MAX_STREAMS))
+
+
+    @staticmethod
+    def hls_metrics(streams: list[StreamView]) -> Iterator[Metric]:
+        """The HLS writer of each stream written here (srv/app/hls.py figures)."""
+        labels = ["vhost", "app", "stream"]
+        segments = CounterMetricFamily("srs_hls_segments", "HLS segments written.", labels=labels)
+        durations = HistogramMetricFamily("srs_hls_segment_duration_seconds", "HLS segment durations.",
+                                          labels=labels)
+        gop = GaugeMetricFamily("srs_hls_gop_seconds", "Seconds between the stream's last two keyframes.",
+                                labels=labels)
+        long_gop = GaugeMetricFamily("srs_hls_long_gop", "1 when the GOP is longer than hls_fragment.",
+                                     labels=labels)
+        errors = CounterMetricFamily("srs_hls_errors", "HLS write errors (hls_on_error).", labels=labels)
+        for s in streams:
+            h = s.hls
+            if "segments" not in h:
+                continue
+            lv = [s.vhost, s.app, s.name]
+            segments.add_metric(lv, _num(h, "segments"))
+            buckets, total = [], 0.0
+            for bound, n in (h.get("duration_buckets") or {}).items():
+                total += float(n)
+                buckets.append((bound, total))
+            durations.add_metric(lv, buckets, _num(h, "duration_sum"))
+            gop.add_metric(lv, _num(h, "gop"))
+            long_gop.add_metric(lv, 1 if h.get("long_gop") else 0)
+            errors.add_metric(lv, _num(h, "errors"))
+        yield from (segments, durations, gop, long_gop, errors)
 
 
 def _num(d: dict[str, Any], key: str) -> float:

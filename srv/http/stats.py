@@ -54,6 +54,7 @@ class StreamView:
     tc_url: str = ""
     description: StreamDescription | None = None
     forwards: list[dict[str, Any]] = field(default_factory=list)
+    hls: dict[str, Any] = field(default_factory=dict)  # the HLS writer's figures (srv/app/hls.py)
     workers: list[int] = field(default_factory=list)
 
     @property
@@ -125,6 +126,7 @@ class ServerView:
                     view.recv_bytes = s.get("bytes_in", 0)
                     view.dropped += s.get("dropped", 0)
                     view.forwards = list(s.get("forwards") or [])
+                    view.hls = dict((s.get("recordings") or {}).get("hls") or {})
                     view.description = s.get("description")
                 elif s.get("publishing") and view.description is None:
                     # a pull copy: codecs are the same as the origin's, use them until it answers

@@ -183,12 +183,13 @@ class FlvReader:
     files written by lax muxers. After an error every further `feed` raises it again.
     """
 
-    def __init__(self, check_previous_tag_size: bool = True) -> None:
+    def __init__(self, check_previous_tag_size: bool = True, file_header: bool = True) -> None:
         self.check_previous_tag_size = check_previous_tag_size
         self.header: FlvHeader | None = None
         self._buffer = bytearray()
         self._offset = 0  # stream offset of _buffer[0]
-        self._state = _State.HEADER
+        # file_header False: tags only, as a consumer of a source gets them (no "FLV" header)
+        self._state = _State.HEADER if file_header else _State.TAGS
         self._error: FlvError | None = None
 
     @property

@@ -311,8 +311,11 @@ class Fmp4Muxer:
 
     def push(self, tag_type: int, timestamp: int, payload: bytes) -> None:
         frame = self.frames.read(tag_type, timestamp, payload)
-        if frame is None:
-            return
+        if frame is not None:
+            self.push_frame(frame)
+
+    def push_frame(self, frame: Frame) -> None:
+        """A frame `frames` answered (read by a caller that decides the cuts first)."""
         if frame.is_video:
             self._video.add(frame, merge_same_dts=True)
             return

@@ -208,6 +208,11 @@ class TsMuxer:
         frame = self.frames.read(tag_type, timestamp, payload)
         if frame is None:
             return b""
+        return self.push_frame(frame)
+
+    def push_frame(self, frame: Frame) -> bytes:
+        """TS packets of a frame `frames` answered (a caller that reads the frame first, to
+        decide where a segment ends, hands it over here)."""
         out = b""
         if self.frames.generation != self._tables_generation:
             out = self.start_segment()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from srv.app.access import IpLimiter
+from srv.app.diskio import DiskPool
 from srv.app.hub import StreamHub
 from srv.conf.model import ServerConfig
 from srv.net.hooks import HookClient
@@ -139,6 +140,7 @@ class ConnectionContext(Protocol):
     loop: asyncio.AbstractEventLoop
     master: MasterLink
     hooks: HookClient
+    disk: DiskPool  # the worker's file threads (HLS, DVR write through lanes of it)
     clients: dict[str, Client]
     counters: Counter[str]
     limiter: IpLimiter  # per_ip limits of this worker's connections (bans: the server's)

@@ -76,26 +76,38 @@ class HookClient:
     async def post_json(self, url: str, body: dict[str, Any], timeout: float | None = None) -> HookAnswer:
         """POST `body` as JSON to `url`; the status and the text of the answer, within
         `timeout` seconds (the client's when None)."""
+        return await self._call("POST", url, json.dumps(body).encode(), timeout, self.max_answer, True)
+
+    async def get(self, url: str, max_bytes: int, timeout: float | None = None) -> HookAnswer:
+        """GET `url` and read at most `max_bytes` of the answer, the rest left unread (SRS's
+        on_hls_notify), within `timeout` seconds (the client's when None)."""
+        return await self._call("GET", url, None, timeout, max_bytes, False)
+
+    async def _call(self, method: str, url: str, data: bytes | None, timeout: float | None, max_bytes: int,
+                    whole: bool) -> HookAnswer:
+        """One request, bounded in time and size: `whole` answers longer than `max_bytes` fail
+        (too_large), otherwise the first `max_bytes` are the answer."""
         if self.closed:
             raise HookError(f"{redact_url(url)}: hook client closed", "closed")
         limit = self.timeout if timeout is None else timeout
+        headers = {"Content-Type": "application/json"} if data is not None else {}
         try:
             async with asyncio.timeout(limit):
-                return await self._post(url, json.dumps(body).encode(), limit)
+                async with self.client.stream(method, url, content=data, timeout=httpx.Timeout(limit),
+                                              headers=headers) as r:
+                    got = bytearray()
+                    async for piece in r.aiter_bytes():
+                        got += piece
+                        if len(got) > max_bytes:
+                            if whole:
+                                raise HookError(f"{redact_url(url)}: answer longer than {max_bytes} bytes",
+                                                "too_large")
+                            break
+                    return HookAnswer(r.status_code, bytes(got[:max_bytes]).decode("utf-8", "replace"))
         except (httpx.TimeoutException, TimeoutError):
             raise HookError(f"{redact_url(url)}: no answer within {limit:g}s", "timeout") from None
         except httpx.HTTPError as e:
             raise HookError(f"{redact_url(url)}: {type(e).__name__}: {redact_url(str(e))}") from None
-
-    async def _post(self, url: str, data: bytes, limit: float) -> HookAnswer:
-        async with self.client.stream("POST", url, content=data, timeout=httpx.Timeout(limit),
-                                      headers={"Content-Type": "application/json"}) as r:
-            got = bytearray()
-            async for piece in r.aiter_bytes():
-                got += piece
-                if len(got) > self.max_answer:
-                    raise HookError(f"{redact_url(url)}: answer longer than {self.max_answer} bytes", "too_large")
-            return HookAnswer(r.status_code, got.decode("utf-8", "replace"))
 
     async def aclose(self) -> None:
         if not self.closed:
