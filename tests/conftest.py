@@ -420,6 +420,17 @@ def srs_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         s.close()
 
 
+@pytest.fixture
+def browser(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A headless Chromium (tests/browser.py); screenshots and its console go to
+    objs/test-artifacts/<test name>/."""
+    from browser import Browser, artifact_dir
+
+    b = Browser(artifact_dir(request.node.name))
+    yield b
+    b.close()
+
+
 def worker_procs(master_pid: int) -> dict[int, Any]:
     """The master's live workers by slot, from their process titles (`srs: worker process N`)."""
     import psutil

@@ -85,3 +85,22 @@ def test_launcher_and_test_command_install_with_the_constraints() -> None:
     assert '"$top/constraints.txt" -nt "$stamp"' in launcher  # a new pin reinstalls
     test = (REPO / "scripts" / "test").read_text()
     assert '-c constraints.txt -e ".[test]"' in test and 'constraints.txt -nt "$tstamp"' in test
+
+
+def test_wheel_ships_the_player_page_and_the_vendored_players(tmp_path: Path) -> None:
+    """`pip install .` must carry srv/http/www (served at /players/), not only the Python code."""
+    import json
+    import subprocess
+    import zipfile
+
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(REPO)],
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = tmp_path.glob("srv-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    www = "srv/http/www/"
+    assert {www + "players/index.html", www + "players/player.js", www + "vendor/vendor.json"} <= names
+    manifest = json.loads((REPO / www / "vendor" / "vendor.json").read_text())
+    for pkg in manifest["packages"]:
+        for entry in pkg["files"]:
+            assert www + "vendor/" + entry["to"] in names, entry

@@ -321,7 +321,11 @@ class HttpConnection(asyncio.Protocol):
                 self.respond_json(status, obj)
         elif which is Route.MEDIA:
             if not (path.endswith(".flv") and await self.play_flv(req, path, query)):
-                await static.serve(self, self.ctx.config.http_server.dir, path, self.ctx.loop)
+                if path + "/" in static.PACKAGED:  # relative links of the page need the slash
+                    self.respond(301, b"", "text/plain", [(b"Location", (path + "/").encode())])
+                    return
+                root, inside = static.packaged(path) or (self.ctx.config.http_server.dir, path)
+                await static.serve(self, root, inside, self.ctx.loop)
         elif which is Route.NOT_ALLOWED:
             self._error(405, "method not allowed")
         else:

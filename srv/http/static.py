@@ -1,4 +1,8 @@
-"""Static files from `http_server.dir`, with no way out of that directory.
+"""Static files from `http_server.dir`, with no way out of that directory, and srv's own pages.
+
+`PACKAGED` maps URL prefixes to folders shipped inside the package (`srv/http/www/`): the player
+page at `/players/` and the vendored JavaScript it loads. They win over `dir`, so they are the
+ones of this version of srv whatever the document root holds (`packaged`).
 
 `resolve` maps a request path to a file under the root or says why not:
 - the path is percent-decoded exactly once; a NUL, a backslash or a `..` segment (also when it
@@ -19,6 +23,7 @@ import logging
 import mimetypes
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote
 
@@ -33,6 +38,9 @@ EXTRA_TYPES = {
     ".json": "application/json",
     ".wasm": "application/wasm",
 }
+WWW = Path(__file__).resolve().parent / "www"
+# URL prefix -> folder of the package; the longest matching prefix wins
+PACKAGED = {"/players/vendor/": WWW / "vendor", "/players/": WWW / "players"}
 CHUNK = 256 * 1024  # bytes read (in a thread) and written per step when serving a file
 
 
@@ -52,6 +60,14 @@ def content_type(path: str) -> str:
     if ctype.startswith("text/") or ctype in ("application/javascript", "application/xml"):
         ctype += "; charset=utf-8"
     return ctype
+
+
+def packaged(url_path: str) -> tuple[str, str] | None:
+    """(folder, path inside it) when `url_path` is one of srv's own pages, else None."""
+    for prefix in sorted(PACKAGED, key=len, reverse=True):
+        if url_path.startswith(prefix):
+            return str(PACKAGED[prefix]), url_path[len(prefix) - 1:]
+    return None
 
 
 def resolve(root: str, url_path: str) -> Resolved:

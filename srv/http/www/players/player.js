@@ -1,0 +1,202 @@
+// srv's player page: plays the stream named by ?url= in a <video>, HTTP-FLV with mpegts.js and
+// HLS with hls.js (both vendored, see ../vendor/vendor.json), and shows what it is doing.
+//
+// A live player must outlive its publisher: when the publisher reconnects, an HTTP-FLV response
+// restarts its timestamps and an HLS playlist gets a discontinuity. hls.js follows those by
+// itself; on top of that, for both players, a fatal error or a picture that stands still for
+// STALL_MS while the stream should play tears the player down and builds it again (`reloads`).
+// window.srvPlayer.snapshot() returns the numbers shown, for tests and scripts.
+"use strict";
+
+const STALL_MS = 6000;       // currentTime unchanged that long while playing: reload
+const RELOAD_DELAY_MS = 1000;
+
+const video = document.getElementById("video");
+const params = new URLSearchParams(location.search);
+const state = {
+  url: params.get("url") || "",
+  kind: "",            // "flv" (mpegts.js) or "hls" (hls.js)
+  player: null,        // the mpegts.js or hls.js instance
+  errors: [],          // {at, fatal, type, details}: every error either player reported
+  reloads: 0,
+  lastTime: -1,
+  lastMove: Date.now(),
+  reloadTimer: null,
+};
+
+function guessKind(url) {
+  const forced = params.get("type");
+  if (forced === "flv" || forced === "hls") return forced;
+  const path = url.split("?")[0].toLowerCase();
+  return path.endsWith(".m3u8") ? "hls" : "flv";
+}
+
+function logError(fatal, type, details) {
+  const entry = { at: new Date().toISOString(), fatal, type: String(type), details: String(details) };
+  state.errors.push(entry);
+  const log = document.getElementById("log");
+  log.textContent += `${entry.at} ${fatal ? "fatal" : "error"}: ${entry.type} ${entry.details}\n`;
+}
+
+function startFlv(url) {
+  if (!window.mpegts || !mpegts.isSupported()) {
+    logError(true, "unsupported", "mpegts.js needs Media Source Extensions");
+    return null;
+  }
+  const player = mpegts.createPlayer({ type: "flv", isLive: true, url }, {
+    enableWorker: false,
+    lazyLoad: false,
+    liveBufferLatencyChasing: true,
+    autoCleanupSourceBuffer: true,
+  });
+  player.on(mpegts.Events.ERROR, (type, details, info) => {
+    logError(true, type, details + (info && info.msg ? `: ${info.msg}` : ""));
+    scheduleReload();
+  });
+  player.attachMediaElement(video);
+  player.load();
+  const played = player.play();
+  if (played && played.catch) played.catch(() => {});
+  return player;
+}
+
+function startHls(url) {
+  if (!window.Hls || !Hls.isSupported()) {
+    if (video.canPlayType("application/vnd.apple.mpegurl")) {  // Safari: native HLS
+      video.src = url;
+      video.play().catch(() => {});
+      return { destroy() { video.removeAttribute("src"); video.load(); } };
+    }
+    logError(true, "unsupported", "hls.js needs Media Source Extensions");
+    return null;
+  }
+  const hls = new Hls({ liveDurationInfinity: true, lowLatencyMode: false });
+  let mediaRecoveries = 0;
+  hls.on(Hls.Events.ERROR, (_event, data) => {
+    logError(data.fatal, data.type, data.details);
+    if (!data.fatal) return;
+    if (data.type === Hls.ErrorTypes.MEDIA_ERROR && mediaRecoveries++ < 3) {
+      hls.recoverMediaError();
+    } else {
+      scheduleReload();
+    }
+  });
+  hls.on(Hls.Events.MANIFEST_PARSED, () => { video.play().catch(() => {}); });
+  hls.loadSource(url);
+  hls.attachMedia(video);
+  return hls;
+}
+
+function start() {
+  state.kind = guessKind(state.url);
+  state.lastTime = -1;
+  state.lastMove = Date.now();
+  state.player = state.kind === "hls" ? startHls(state.url) : startFlv(state.url);
+  document.getElementById("s-player").textContent =
+    state.kind === "hls" ? `hls.js ${window.Hls ? Hls.version : ""}` : `mpegts.js ${window.mpegts ? mpegts.version : ""}`;
+}
+
+function stop() {
+  const player = state.player;
+  state.player = null;
+  if (!player) return;
+  try {
+    if (state.kind === "flv") {
+      player.pause();
+      player.unload();
+      player.detachMediaElement();
+    }
+    player.destroy();
+  } catch (e) {
+    logError(false, "teardown", e);
+  }
+}
+
+function scheduleReload() {
+  if (state.reloadTimer !== null) return;
+  state.reloadTimer = setTimeout(() => {
+    state.reloadTimer = null;
+    state.reloads += 1;
+    stop();
+    start();
+  }, RELOAD_DELAY_MS);
+}
+
+function bufferedAhead() {
+  const b = video.buffered;
+  for (let i = 0; i < b.length; i++) {
+    if (video.currentTime >= b.start(i) - 0.1 && video.currentTime <= b.end(i)) return b.end(i) - video.currentTime;
+  }
+  return 0;
+}
+
+function latency() {
+  const hls = state.kind === "hls" ? state.player : null;
+  if (hls && hls.playingDate) return (Date.now() - hls.playingDate.getTime()) / 1000;  // EXT-X-PROGRAM-DATE-TIME
+  if (hls && typeof hls.latency === "number") return hls.latency;  // from the live edge
+  return bufferedAhead();  // HTTP-FLV: what the player holds ahead of the picture
+}
+
+function snapshot() {
+  const quality = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
+  return {
+    url: state.url,
+    kind: state.kind,
+    currentTime: video.currentTime,
+    paused: video.paused,
+    readyState: video.readyState,
+    frames: quality ? quality.totalVideoFrames : (video.webkitDecodedFrameCount || 0),
+    dropped: quality ? quality.droppedVideoFrames : (video.webkitDroppedFrameCount || 0),
+    width: video.videoWidth,
+    height: video.videoHeight,
+    buffered: bufferedAhead(),
+    latency: latency(),
+    reloads: state.reloads,
+    errors: state.errors.slice(),
+  };
+}
+
+function watchdog() {
+  if (!state.url) return;
+  const now = Date.now();
+  if (video.currentTime !== state.lastTime) {
+    state.lastTime = video.currentTime;
+    state.lastMove = now;
+  } else if (state.kind === "flv" && video.buffered.length) {
+    // a republish restarts the timestamps: jump to where the new data is
+    const last = video.buffered.length - 1;
+    if (video.currentTime < video.buffered.start(last)) video.currentTime = video.buffered.start(last);
+  }
+  if (video.paused && video.readyState >= 2) video.play().catch(() => {});
+  if (now - state.lastMove > STALL_MS && state.reloadTimer === null) {
+    logError(false, "stall", `no progress for ${Math.round((now - state.lastMove) / 1000)}s; reloading`);
+    state.lastMove = now;
+    scheduleReload();
+  }
+  const s = snapshot();
+  const show = (id, text) => { document.getElementById(id).textContent = text; };
+  show("s-state", `${s.paused ? "paused" : "playing"}, readyState ${s.readyState}, ${s.width}x${s.height}`);
+  show("s-time", s.currentTime.toFixed(2));
+  show("s-frames", String(s.frames));
+  show("s-dropped", String(s.dropped));
+  show("s-buffer", `${s.buffered.toFixed(2)} s`);
+  show("s-latency", `${s.latency.toFixed(2)} s`);
+  show("s-reloads", String(s.reloads));
+}
+
+document.getElementById("url").value = state.url;
+document.getElementById("form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const url = document.getElementById("url").value.trim();
+  const next = new URLSearchParams(location.search);
+  next.set("url", url);
+  history.replaceState(null, "", `?${next}`);
+  stop();
+  state.url = url;
+  state.errors = [];
+  state.reloads = 0;
+  if (url) start();
+});
+window.srvPlayer = { snapshot, reload: scheduleReload };
+if (state.url) start();
+setInterval(watchdog, 500);
