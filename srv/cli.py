@@ -135,7 +135,8 @@ def run(config: ServerConfig, conf_arg: str) -> int:
               f"(pip install -e . or ./objs/srs --bootstrap-only)", file=sys.stderr)
         return 1
 
-    srvlog.setup(config.srs_log_tank, config.srs_log_level, config.srs_log_file, role="master")
+    srvlog.setup(config.srs_log_tank, config.srs_log_level, config.srs_log_file, role="master",
+                 fmt=config.srs_log_format)
     raise_fd_limit()
     arbiter = Arbiter(config, f"-c {conf_arg}", dict(os.environ))
     try:

@@ -11,10 +11,23 @@ Line shape (console or file, `srs_log_tank`):
   lines from all workers interleave whole; SIGUSR1 makes each process reopen it (log rotation);
 - on a full disk lines are dropped quietly and counted; when writing works again one line says how
   many were lost (`AppendFileHandler`).
+
+`srs_log_format json` (srv) writes the same events as one JSON object per line, for log shippers:
+
+    {"time": "2026-11-21T06:30:00.123Z", "level": "trace", "worker": "w1", "pid": 12345,
+     "cid": "c7", "client": "127.0.0.1:50432", "vhost": "__defaultVhost__", "app": "live",
+     "stream": "s", "event": "publish", "msg": "publish start"}
+
+`cid`, `client` and `vhost`/`app`/`stream` appear when the line is about a connection or a
+stream (the record's `cid`, `client` and `stream` attributes: a `ConnLog` sets them, other call
+sites pass them as `extra`); `event` is a short name given at the call site (`event(...)`), else
+the logger's last name (`forward`, `arbiter`); a traceback goes in `exc`. Both formats show the
+same text, so what is redacted in one (`redact_url`) is redacted in the other.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -38,6 +51,7 @@ _role = "master"
 _handler: logging.Handler | None = None
 _tank = "console"
 _path = ""
+FORMATS = ("text", "json")
 
 
 class LineFormatter(logging.Formatter):
@@ -53,6 +67,53 @@ class LineFormatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+_LEVEL_WORDS = {VERBOSE: "verbose", INFO: "info", TRACE: "trace", WARN: "warn", ERROR: "error",
+                logging.DEBUG: "info", logging.CRITICAL: "error"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (see the module docstring); never a raw newline inside it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ct = record.created
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ct)) + f".{int(ct * 1000) % 1000:03d}Z",
+            "level": _LEVEL_WORDS.get(record.levelno, record.levelname.lower()),
+            "worker": _role, "pid": record.process,
+        }
+        msg = record.getMessage()
+        cid = getattr(record, "cid", "-")
+        if cid and cid != "-":
+            out["cid"] = cid
+        client = getattr(record, "client", "")
+        key = getattr(record, "stream", "")
+        if client:
+            out["client"] = client
+        if key:
+            vhost, _, rest = key.partition("/")
+            app, _, name = rest.rpartition("/")
+            out.update(vhost=vhost, app=app, stream=name)
+        # a ConnLog puts client and stream before the text (for the line format): not twice here
+        prefix = " ".join(p for p in (client, key) if p) + " "
+        if client and msg.startswith(prefix):
+            msg = msg[len(prefix):]
+        out["event"] = getattr(record, "event", "") or record.name.rpartition(".")[2]
+        out["msg"] = msg
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def event(name: str, **context: str) -> dict[str, str]:
+    """`extra` for a log call: the event's short name, and context (`cid`, `client`, `stream`)
+    for a line not logged through a `ConnLog`."""
+    return {"event": name, **context}
+
+
+def formatter(fmt: str) -> logging.Formatter:
+    return JsonFormatter() if fmt == "json" else LineFormatter()
 
 
 class AppendFileHandler(logging.Handler):
@@ -145,8 +206,10 @@ class AppendFileHandler(logging.Handler):
         super().close()
 
 
-def setup(tank: str = "console", level: str = "trace", path: str = "", role: str | None = None) -> None:
-    """(Re)configure the root logger. Idempotent; called again on reload and in each worker."""
+def setup(tank: str = "console", level: str = "trace", path: str = "", role: str | None = None,
+          fmt: str = "text") -> None:
+    """(Re)configure the root logger. Idempotent; called again on reload and in each worker
+    (a reload may switch `fmt`, the line format, in place)."""
     global _handler, _tank, _path
     if role is not None:
         set_role(role)
@@ -159,9 +222,9 @@ def setup(tank: str = "console", level: str = "trace", path: str = "", role: str
             _handler = AppendFileHandler(path)
         else:
             _handler = logging.StreamHandler(sys.stderr)
-        _handler.setFormatter(LineFormatter())
         root.addHandler(_handler)
         _tank, _path = tank, path
+    _handler.setFormatter(formatter(fmt))
     root.setLevel(LEVELS.get(level, TRACE))
 
 
@@ -186,7 +249,8 @@ def reopen() -> None:
 
 
 class ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """A logger bound to one connection: every line carries its id and client address."""
+    """A logger bound to one connection: every line carries its id and client address, and
+    once known its stream (`stream`, the vhost/app/stream key), in the text and as fields."""
 
     def __init__(self, logger: logging.Logger, cid: str, client: str) -> None:
         super().__init__(logger, {"cid": cid})
@@ -194,7 +258,8 @@ class ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         self.stream = ""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        kwargs.setdefault("extra", {})["cid"] = self.extra["cid"]  # type: ignore[index]
+        extra = kwargs.setdefault("extra", {})
+        extra.update(cid=self.extra["cid"], client=self.client, stream=self.stream)  # type: ignore[index]
         where = f" {self.stream}" if self.stream else ""
         return f"{self.client}{where} {msg}", kwargs
 

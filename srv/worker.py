@@ -303,7 +303,7 @@ class Worker:
     def apply_config(self, config: ServerConfig, listeners: list[ListenSpec] | None) -> None:
         self.config = config
         self.ctx.config = config
-        srvlog.setup(config.srs_log_tank, config.srs_log_level, config.srs_log_file)
+        srvlog.setup(config.srs_log_tank, config.srs_log_level, config.srs_log_file, fmt=config.srs_log_format)
         dump_stacks_on_abort()
         self.hub.apply_config(config)
         self.reload_certificates()

@@ -59,6 +59,9 @@ _SERVER = [
          env_aliases=("SRS_LOG_TANK",), example="console", doc="where logs go: console or file."),
     Spec("srs_log_level", (MAIN,), v.choice("verbose", "info", "trace", "warn", "error"),
          default="trace", env_aliases=("SRS_LOG_LEVEL",), doc="verbose, info, trace, warn or error."),
+    Spec("srs_log_format", (MAIN,), v.choice("text", "json"), default="text", env_aliases=("SRS_LOG_FORMAT",),
+         example="json", doc="text (SRS's line format) or json: one JSON object per line with time, level, "
+                             "worker, connection id, client, vhost/app/stream and event, for log shippers (srv)."),
     Spec("srs_log_file", (MAIN,), v.string, default="./objs/srs.log", reloadable=False,
          env_aliases=("SRS_LOG_FILE",), doc="log file when srs_log_tank is file."),
     Spec("max_connections", (MAIN,), v.integer(1, 1_000_000), default="1000",

@@ -376,6 +376,7 @@ class ServerConfig:
     daemon: bool = True
     srs_log_tank: str = "file"
     srs_log_level: str = "trace"
+    srs_log_format: str = "text"  # srv: text (SRS's lines) or json
     srs_log_file: str = "./objs/srs.log"
     max_connections: int = 1000
     chunk_size: int = 60000

@@ -127,8 +127,9 @@ class FlvPlayer:
         if not (has_audio or has_video):  # only metadata, and a lot of it: fall back to the config
             has_audio, has_video = remux.has_audio, remux.has_video
         held, self.held, self.guess = self.held, [], None
-        log.log(srvlog.TRACE, "[%s] flv-play %s header: audio %s, video %s", self.cid, self.key,
-                "yes" if has_audio else "no", "yes" if has_video else "no")
+        log.log(srvlog.TRACE, "flv-play %s header: audio %s, video %s", self.key,
+                "yes" if has_audio else "no", "yes" if has_video else "no",
+                extra=srvlog.event("flv_header", cid=self.cid, stream=self.key))
         self._send([FLV_HEADER(has_audio, has_video), *held])
 
     def stop(self) -> None:

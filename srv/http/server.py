@@ -126,9 +126,9 @@ class HttpConnection(asyncio.Protocol):
         if self.player is not None:
             p, self.player = self.player, None
             p.stop()
-            log.log(srvlog.TRACE, "[%s] %s flv-play %s closed (%s), sent %d bytes, %.1fs", p.cid, self.peer, p.key,
+            log.log(srvlog.TRACE, "%s flv-play %s closed (%s), sent %d bytes, %.1fs", self.peer, p.key,
                     p.close_reason or srvlog.peer_left(exc), p.info()["send_bytes"],
-                    time.time() - p.started)
+                    time.time() - p.started, extra=srvlog.event("close", cid=p.cid, client=self.peer, stream=p.key))
 
     def pause_writing(self) -> None:
         if self.player is not None:
@@ -443,5 +443,6 @@ class HttpConnection(asyncio.Protocol):
                                 chunked, len(head), cid, hooked)
         self.transport.resume_reading()  # notice the client leaving; its bytes are ignored
         self.player.start()
-        log.log(srvlog.TRACE, "[%s] %s flv-play %s start", self.player.cid, self.peer, self.player.key)
+        log.log(srvlog.TRACE, "%s flv-play %s start", self.peer, self.player.key,
+                extra=srvlog.event("play", cid=self.player.cid, client=self.peer, stream=self.player.key))
         return True

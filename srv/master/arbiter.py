@@ -420,7 +420,7 @@ class Arbiter:
             log.warning("%s", warning)
         old_specs = list(self.listeners.specs)
         old_workers = self.config.workers
-        srvlog.setup(new.srs_log_tank, new.srs_log_level, new.srs_log_file)
+        srvlog.setup(new.srs_log_tank, new.srs_log_level, new.srs_log_file, fmt=new.srs_log_format)
         self.config = new
         if new.workers != old_workers:  # a TTIN/TTOU count stands until the config changes it
             self.num_workers = new.workers

@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any
 
+from srv import log as srvlog
 from srv.app.access import Refusal
 from srv.net.context import ConnectionContext
 
@@ -27,7 +28,7 @@ def record_refusal(ctx: ConnectionContext, ip: str, conn_log: logging.Logger | l
     """Count `refusal` (``srs_connections_rejected{reason}``), log it on the connection's
     logger, and ban `ip` when it is one refused auth too many (``per_ip { ban_after }``)."""
     ctx.reject(refusal.counter)
-    conn_log.warning("%s refused: %s", stage, refusal.reason)
+    conn_log.warning("%s refused: %s", stage, refusal.reason, extra=srvlog.event("refuse"))
     if refusal.failed_auth:
         cfg = ctx.config.per_ip
         if ctx.limiter.failed_auth(cfg, ip, time.monotonic()):

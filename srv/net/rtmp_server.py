@@ -128,7 +128,7 @@ class RtmpServerProtocol(asyncio.Protocol):
             ctx.register(self)
         self.session = ServerSession(out_chunk_size=ctx.config.chunk_size,
                                      max_message_size=MAX_MESSAGE_SIZE)
-        self.log.log(srvlog.INFO, "accepted")
+        self.log.log(srvlog.INFO, "accepted", extra=srvlog.event("accept"))
         if not self.internal:
             self._arm_deadline("handshake_timeout", ctx.config.handshake_timeout)
             if ctx.shared_limits():  # handle nothing until the master's per_ip verdict
@@ -213,7 +213,8 @@ class RtmpServerProtocol(asyncio.Protocol):
         if not was_closed or self.role is not Role.NONE:
             why = self.close_reason or srvlog.peer_left(exc)
             self.log.log(srvlog.TRACE, "closed (%s), %s, recv %d bytes, sent %d bytes, %.1fs",
-                         self._what_it_did(), why, self.recv_bytes, self.sent(), time.time() - self.started)
+                         self._what_it_did(), why, self.recv_bytes, self.sent(), time.time() - self.started,
+                         extra=srvlog.event("close"))
 
     def _what_it_did(self) -> str:
         if self.role is Role.PUBLISH:
@@ -246,7 +247,7 @@ class RtmpServerProtocol(asyncio.Protocol):
             return
         self.close_reason = reason
         self.ctx.counters["clients_errs_total"] += 1
-        self.log.warning("%s; closing", reason)
+        self.log.warning("%s; closing", reason, extra=srvlog.event("error"))
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
@@ -346,7 +347,7 @@ class RtmpServerProtocol(asyncio.Protocol):
         if vhost.chunk_size:
             self.session.set_wanted_chunk_size(vhost.chunk_size)
         self.log.log(srvlog.INFO, "connect vhost=%s app=%s tcUrl=%s", vhost.name, e.app,
-                     srvlog.redact_url(e.tc_url))
+                     srvlog.redact_url(e.tc_url), extra=srvlog.event("connect"))
         if not self.internal and vhost.cluster.edge and vhost.cluster.token_traverse:
             self._cancel_deadline()  # the origin has its own timeout; identify_timeout restarts after
             self.ctx.loop.create_task(self._guarded(self._traverse(e), "token traverse"))
@@ -491,7 +492,7 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.source = self.ctx.hub.sources[self.key]
         self.session.accept_publish(e.stream_id, e.stream_name)
         self.flush()
-        self.log.log(srvlog.TRACE, "publish start")
+        self.log.log(srvlog.TRACE, "publish start", extra=srvlog.event("publish"))
         pending, self.pending_media = self.pending_media, None
         for m in pending or ():
             self.source.on_message(*m)
@@ -513,7 +514,8 @@ class RtmpServerProtocol(asyncio.Protocol):
                     cid = str(pub["id"])
         if not cid:
             return False
-        self.log.log(srvlog.TRACE, "taking the stream over from publisher %s (second_publisher takeover)", cid)
+        self.log.log(srvlog.TRACE, "taking the stream over from publisher %s (second_publisher takeover)", cid,
+                     extra=srvlog.event("takeover"))
         self.ctx.master.kick(cid)
         deadline = time.monotonic() + TAKEOVER_WAIT
         while not self.closed and time.monotonic() < deadline:
@@ -594,11 +596,12 @@ class RtmpServerProtocol(asyncio.Protocol):
             self.wait = PublisherWait(self.ctx.loop, self.vhost.play.wait_timeout, self.stop_waiting)
             if self.consumer.source.publisher is None:
                 self.wait.waiting()
-        self.log.log(srvlog.TRACE, "play start%s", " (worker pull)" if self.internal else "")
+        self.log.log(srvlog.TRACE, "play start%s", " (worker pull)" if self.internal else "",
+                     extra=srvlog.event("play"))
 
     def handle_stop(self, e: ev.Event) -> None:
         if self.role is Role.PUBLISH and self.source is not None:
-            self.log.log(srvlog.TRACE, "unpublish")
+            self.log.log(srvlog.TRACE, "unpublish", extra=srvlog.event("unpublish"))
             self.ctx.hub.unpublish(self.key, self)
             self.notify("on_unpublish")
             self.source = None
@@ -698,5 +701,5 @@ class RtmpServerProtocol(asyncio.Protocol):
         }
 
     def kick(self, reason: str) -> None:
-        self.log.log(srvlog.TRACE, "kicked: %s", reason)
+        self.log.log(srvlog.TRACE, "kicked: %s", reason, extra=srvlog.event("kick"))
         self._abort(reason)
