@@ -170,7 +170,9 @@ class LiveSource:
         self.recordings: list[Recording] = []  # HLS, DVR: written where the publisher is
         self.backend_urls: dict[str, tuple[str, ...]] = {}  # forward backend -> its destinations
         # (monotonic time, bytes_in, bytes_out), one a second for the last RATE_WINDOW seconds
-        self.rate_samples: deque[tuple[float, int, int]] = deque()
+        self.rate_samples: deque[tuple[float, int, int, int]] = deque()  # (time, bytes in, bytes out, frames)
+        self.last_key: tuple[int, int] | None = None  # (timestamp, frames) at the last keyframe
+        self.gop: tuple[int, int] = (0, 0)  # frames and ms between the last two keyframes
         # hub callback when no publisher and no consumers remain
         self.on_empty: Callable[[LiveSource], None] | None = None
         self.configure(vhost)
@@ -264,6 +266,7 @@ class LiveSource:
                 self.video_seen = True
                 if pkt.is_keyframe:
                     self._new_gop()
+                    self._measure_gop(ts)
         elif type_id == AUDIO:
             self.last_audio_ts = ts
             if pkt.is_header:
@@ -290,6 +293,12 @@ class LiveSource:
         if not self.groups:
             self._trim()
         return pkt
+
+    def _measure_gop(self, ts: int) -> None:
+        """The GOP the API shows: frames and time from the previous keyframe to this one."""
+        if self.last_key is not None:
+            self.gop = (self.frames - self.last_key[1], (ts - self.last_key[0]) & 0xFFFFFFFF)
+        self.last_key = (ts, self.frames)
 
     def _new_gop(self) -> None:
         self.gop_start = self.end if self.gop_cache else None
@@ -436,7 +445,7 @@ class LiveSource:
     def sample_rates(self, now: float) -> None:
         """Called about once a second (the worker's heartbeat) to keep the 30 s rate window."""
         samples = self.rate_samples
-        samples.append((now, self.bytes_in, self.bytes_out))
+        samples.append((now, self.bytes_in, self.bytes_out, self.frames))
         while now - samples[0][0] > RATE_WINDOW:
             samples.popleft()
 
@@ -444,12 +453,20 @@ class LiveSource:
         """(in, out) kbit/s over the last RATE_WINDOW seconds (0 until two samples a second apart)."""
         if len(self.rate_samples) < 2:
             return 0, 0
-        t0, in0, out0 = self.rate_samples[0]
-        t1, in1, out1 = self.rate_samples[-1]
+        t0, in0, out0, _ = self.rate_samples[0]
+        t1, in1, out1, _ = self.rate_samples[-1]
         dt = t1 - t0
         if dt < 0.9:
             return 0, 0
         return int((in1 - in0) * 8 / 1000 / dt), int((out1 - out0) * 8 / 1000 / dt)
+
+    def fps(self) -> float:
+        """Video frames per second over the last RATE_WINDOW seconds (0 until two samples)."""
+        if len(self.rate_samples) < 2:
+            return 0.0
+        t0, _, _, f0 = self.rate_samples[0]
+        t1, _, _, f1 = self.rate_samples[-1]
+        return round((f1 - f0) / (t1 - t0), 2) if t1 - t0 >= 0.9 else 0.0
 
     def stats(self) -> dict[str, Any]:
         cs = self.consumers()
@@ -464,6 +481,8 @@ class LiveSource:
             "bytes_out": self.bytes_out,
             "dropped": self.dropped,
             "kbps_30s": self.kbps(),
+            "fps": self.fps(),
+            "gop": self.gop,
             "description": self.description,
             "forwards": [f.stats() for f in self.forwarders],
             "recordings": {r.kind: r.stats() for r in self.recordings},

@@ -10,6 +10,7 @@ started. `self` in summaries is the master process; `workers` lists each worker'
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
@@ -19,6 +20,8 @@ import psutil  # type: ignore[import-untyped]
 
 from srv import __version__
 from srv.app.hub import stream_id, vhost_id
+from srv.conf import ConfigErrors, load
+from srv.conf.model import ServerConfig
 from srv.http.procstat import ProcessSampler
 from srv.http.stats import ServerView, StreamView, VhostFigures, kbps
 from srv.net.context import PUBLISH_TYPES, ClientQuery, ConnectionContext
@@ -61,13 +64,15 @@ class Api:
         rest = "/".join(parts[3:])
         if what == "":
             return 200, self.envelope(None, urls={k: k for k in (
-                "versions", "summaries", "vhosts", "streams", "clients", "raw")})
+                "versions", "summaries", "vhosts", "streams", "clients", "raw", "config")})
         if what == "versions":
             major, minor, revision = (__version__.split(".") + ["0", "0"])[:3]
             return 200, self.envelope(None, data={"major": int(major), "minor": int(minor),
                                                   "revision": int(revision), "version": __version__})
         if what == "raw":
             return await self.raw(query)
+        if what == "config" and not rest:
+            return 200, self.envelope(None, data=await config_test(self.ctx.config.path))
         if what not in ("summaries", "vhosts", "streams", "clients"):
             return 404, self.envelope(None, 404)
         wanted = client_query(what, rest, query)
@@ -129,7 +134,10 @@ class Api:
             },
             "workers": workers,
             "reloads": {"ok": m.get("reloads_ok", 0), "failed": m.get("reloads_failed", 0)},
+            "last_reload": m.get("last_reload"),
             "worker_restarts": m.get("worker_restarts", 0),
+            "config": {"file": m.get("config", self.ctx.config.path)},
+            "listen": listen_addresses(self.ctx.config),
         }
 
     # ---- /api/v1/vhosts --------------------------------------------------------------------------
@@ -164,9 +172,11 @@ class Api:
             "tcUrl": s.tc_url, "url": f"/{s.app}/{s.name}",
             "live_ms": int(s.publish_started * 1000) if s.publishing else 0,
             "clients": s.clients, "players": s.players, "frames": s.frames,
+            "players_by_type": s.players_by_type, "fps": s.fps,
+            "gop": {"frames": s.gop[0], "seconds": round(s.gop[1] / 1000, 3)},
             "send_bytes": s.send_bytes, "recv_bytes": s.recv_bytes,
             "kbps": {"recv_30s": s.recv_kbps, "send_30s": s.send_kbps},
-            "publish": {"active": s.publishing, "cid": s.publish_cid},
+            "publish": {"active": s.publishing, "cid": s.publish_cid, "ip": s.publisher_ip},
             "video": codecs["video"], "audio": codecs["audio"],
             "forwards": [forward_entry(f) for f in s.forwards],
             "hls": dict(s.hls),
@@ -201,7 +211,8 @@ class Api:
 
     def clients(self, view: ServerView, rest: str, method: str) -> Reply:
         if not rest:
-            return 200, self.envelope(view, clients=[self.client_entry(c) for c in view.clients])
+            return 200, self.envelope(view, clients=[self.client_entry(c) for c in view.clients],
+                                      total=view.client_count)
         c = view.client(rest)
         if c is None:
             return 200, self.envelope(view, ERROR_RTMP_CLIENT_NOT_FOUND)
@@ -229,6 +240,33 @@ class Api:
                 ok = False
             return 200, self.envelope(None, ERROR_SUCCESS if ok else ERROR_SYSTEM_CONFIG_RAW_PARAMS)
         return 200, self.envelope(None, ERROR_SYSTEM_CONFIG_RAW_PARAMS)
+
+
+async def config_test(path: str) -> dict[str, Any]:
+    """What `srs -t -c path` says of the file now (srv: the console shows it): loaded off the
+    event loop, since parsing a big config takes a while."""
+    def test() -> dict[str, Any]:
+        try:
+            config = load(path)
+        except ConfigErrors as e:
+            return {"file": path, "ok": False, "errors": [str(err) for err in e.errors], "warnings": []}
+        except OSError as e:
+            return {"file": path, "ok": False, "errors": [f"{path}: {e.strerror or e}"], "warnings": []}
+        return {"file": path, "ok": True, "errors": [], "warnings": list(config.warnings)}
+    return await asyncio.get_running_loop().run_in_executor(None, test)
+
+
+def listen_addresses(config: ServerConfig) -> dict[str, list[str]]:
+    """The addresses each service listens on, for the console's URLs (srv)."""
+    api, server = config.http_api, config.http_server
+    return {
+        "rtmp": [str(e) for e in config.listen],
+        "rtmps": [str(e) for e in config.rtmps.listen] if config.rtmps.enabled else [],
+        "http": [str(server.listen)] if server.enabled else [],
+        "https": [str(server.https.listen)] if server.enabled and server.https.enabled else [],
+        "api": [str(api.listen)] if api.enabled else [],
+        "exporter": [str(config.exporter.listen)] if config.exporter.enabled else [],
+    }
 
 
 def client_query(what: str, rest: str, query: dict[str, str]) -> ClientQuery:

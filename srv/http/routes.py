@@ -3,7 +3,8 @@
 One listener may carry several services (`ListenSpec.services`): "server" (HTTP-FLV and static
 files), "api" (the SRS HTTP API) and "exporter" (`/metrics`). In order: a CORS preflight (when
 `crossdomain` is on), health checks (every listener), `/metrics` (exporter), `/api/...` (api),
-then media (server: an HTTP-FLV mount, else a static file; `GET` and `HEAD` only), else 404.
+`/console/...` (api: srv's web console, behind the API's auth; `GET` and `HEAD`), then media
+(server: an HTTP-FLV mount, else a static file; `GET` and `HEAD` only), else 404.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class Route(Enum):
     READY = "ready"
     METRICS = "metrics"
     API = "api"
+    CONSOLE = "console"  # srv's web console: the API's static pages, behind the API's auth
     MEDIA = "media"  # an HTTP-FLV mount or a static file: only the vhost config can tell
     NOT_ALLOWED = "not_allowed"
     NOT_FOUND = "not_found"
@@ -36,6 +38,8 @@ def route(services: frozenset[str], method: str, path: str, cors: bool) -> Route
         return Route.METRICS
     if "api" in services and (path == "/api" or path.startswith("/api/")):
         return Route.API
+    if "api" in services and (path == "/console" or path.startswith("/console/")) and method in ("GET", "HEAD"):
+        return Route.CONSOLE
     if "server" in services:
         return Route.MEDIA if method in ("GET", "HEAD") else Route.NOT_ALLOWED
     return Route.NOT_FOUND

@@ -319,6 +319,12 @@ class HttpConnection(asyncio.Protocol):
             if self.authorized(req, method, path):
                 status, obj = await Api(self.ctx).handle(method, path, query)
                 self.respond_json(status, obj)
+        elif which is Route.CONSOLE:
+            if self.authorized(req, method, path):
+                if path == "/console":  # the page's relative links need the slash
+                    self.respond(301, b"", "text/plain", [(b"Location", b"/console/")])
+                else:
+                    await static.serve(self, static.CONSOLE, path[len("/console"):], self.ctx.loop)
         elif which is Route.MEDIA:
             if not (path.endswith(".flv") and await self.play_flv(req, path, query)):
                 if path + "/" in static.PACKAGED:  # relative links of the page need the slash

@@ -41,6 +41,7 @@ EXTRA_TYPES = {
 WWW = Path(__file__).resolve().parent / "www"
 # URL prefix -> folder of the package; the longest matching prefix wins
 PACKAGED = {"/players/vendor/": WWW / "vendor", "/players/": WWW / "players"}
+CONSOLE = str(WWW / "console")  # /console/ on the API's port (its own route: behind the API's auth)
 CHUNK = 256 * 1024  # bytes read (in a thread) and written per step when serving a file
 
 

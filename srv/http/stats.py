@@ -50,6 +50,9 @@ class StreamView:
     send_kbps: int = 0  # over the last 30 s, summed over the workers that serve players
     dropped: int = 0
     players: int = 0
+    players_by_type: dict[str, int] = field(default_factory=dict)
+    fps: float = 0.0  # over the last 30 s, from the origin
+    gop: tuple[int, int] = (0, 0)  # frames and ms between the last two keyframes
     publisher_ip: str = ""
     tc_url: str = ""
     description: StreamDescription | None = None
@@ -127,6 +130,8 @@ class ServerView:
                     view.dropped += s.get("dropped", 0)
                     view.forwards = list(s.get("forwards") or [])
                     view.hls = dict((s.get("recordings") or {}).get("hls") or {})
+                    view.fps = float(s.get("fps", 0.0))
+                    view.gop = tuple(s.get("gop", (0, 0)))  # type: ignore[assignment]
                     view.description = s.get("description")
                 elif s.get("publishing") and view.description is None:
                     # a pull copy: codecs are the same as the origin's, use them until it answers
@@ -140,6 +145,8 @@ class ServerView:
                 if view is None:
                     continue
                 view.players += int(f.get("players", 0))
+                for kind, n in (f.get("by_type") or {}).items():
+                    view.players_by_type[kind] = view.players_by_type.get(kind, 0) + int(n)
                 view.send_bytes += int(f.get("send_bytes", 0))
                 pub = f.get("publisher")
                 if pub:

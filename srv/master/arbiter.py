@@ -115,6 +115,7 @@ class Arbiter:
         self.started = time.time()
         self.reloads_ok = 0
         self.reloads_failed = 0
+        self.last_reload: dict[str, Any] | None = None  # {at, ok, message}: the console shows it
         self.worker_restarts = 0
         self.retired: dict[str, float] = {}  # counters of workers that are gone
         self.announced_ready = False
@@ -407,6 +408,7 @@ class Arbiter:
             self.listeners.check_new(specs)
         except (ConfigErrors, ListenError) as e:
             self.reloads_failed += 1
+            self.last_reload = {"at": time.time(), "ok": False, "message": str(e)}
             for line in str(e).splitlines():
                 log.error("reload failed: %s", line)
             self.notifier.ready(f"reload failed: {str(e).splitlines()[0]}; running on the old config")
@@ -436,6 +438,7 @@ class Arbiter:
             else:
                 self.send(w, m.Config(new))
         self.reloads_ok += 1
+        self.last_reload = {"at": time.time(), "ok": True, "message": diff.describe()}
         for st in self.slots.values():  # the operator may have fixed what made a worker fail
             st.boot_failed = False
         for warning in diff.warnings:
@@ -619,6 +622,7 @@ class Arbiter:
             "worker_restarts": self.worker_restarts,
             "reloads_ok": self.reloads_ok,
             "reloads_failed": self.reloads_failed,
+            "last_reload": self.last_reload,
             "retired": dict(self.retired),
             "streams": self.streams.table(),
             "stopping": self.stopping.value if self.stopping else "",

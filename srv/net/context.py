@@ -184,6 +184,8 @@ def client_figures(infos: list[dict[str, Any]], query: ClientQuery | None = None
             st = streams.setdefault(bounded(key), {"players": 0, "send_bytes": 0})
             if kind in PLAY_TYPES:
                 st["players"] += 1
+                by_kind = st.setdefault("by_type", {})
+                by_kind[kind] = by_kind.get(kind, 0) + 1
                 st["send_bytes"] += int(info.get("send_bytes", 0))
             elif kind in PUBLISH_TYPES:
                 st["publisher"] = bounded({"id": info.get("id", ""), "ip": info.get("ip", ""),
