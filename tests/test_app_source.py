@@ -253,3 +253,18 @@ def test_a_packet_is_chunked_once_per_chunk_size() -> None:
         assert pkt.rtmp(size) is first[size]
     assert pkt.encoded(FLV) is pkt.encoded(FLV)
     assert first[128] == encode_message(VIDEO, 1, 40, pkt.payload, 128, 6)
+
+
+def test_frame_rate_is_measured_over_the_last_thirty_seconds_and_the_gop_between_keyframes() -> None:
+    src = source()
+    src.on_publish(object(), origin=True)
+    assert src.fps() == 0.0 and src.gop == (0, 0)
+    t, ts = 1000.0, 0
+    for second in range(60):
+        per_second = 10 if second < 30 else 25  # a keyframe each second: GOPs of 10, then 25 frames
+        for i in range(per_second):
+            src.on_message(VIDEO, ts, key(ts) if i == 0 else inter(ts))
+            ts += 1000 // per_second
+        src.sample_rates(t + second)
+    assert src.fps() == 25.0  # only the last 30 s count
+    assert src.gop == (25, 1000)  # frames and ms from the previous keyframe to the last one
