@@ -502,3 +502,18 @@ def process_tree(pid: int) -> list[int]:
             if int(stat.rpartition(")")[2].split()[1]) == pid:
                 kids.append(int(entry.name))
     return [pid, *kids]
+
+
+def haproxy_stat(stats_socket: Path) -> dict[tuple[str, str], str]:
+    """HAProxy's `(backend, server) -> status` (UP, DOWN, ...), from `show stat` on its stats socket."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(stats_socket))
+        s.sendall(b"show stat\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    lines = data.decode().splitlines()
+    head = lines[0].lstrip("# ").split(",")
+    rows = [dict(zip(head, ln.split(","), strict=False)) for ln in lines[1:] if ln]
+    return {(r["pxname"], r["svname"]): r["status"] for r in rows if r["svname"] not in ("FRONTEND", "BACKEND")}

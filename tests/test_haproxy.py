@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Clients, Server, free_port, spawn_in_group, stop_group, wait_for
+from tests.conftest import Clients, Server, free_port, haproxy_stat, spawn_in_group, stop_group, wait_for
 from tests.hookserver import HookServer
 from tests.rtmp_tools import RtmpTestClient
 
@@ -74,17 +74,7 @@ class HAProxy:
 
     def stat(self) -> dict[tuple[str, str], str]:
         """`(backend, server) -> status` (UP, DOWN, ...) from `show stat`."""
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(5)
-            s.connect(str(self.sock))
-            s.sendall(b"show stat\n")
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-        lines = data.decode().splitlines()
-        head = lines[0].lstrip("# ").split(",")
-        rows = [dict(zip(head, ln.split(","), strict=False)) for ln in lines[1:] if ln]
-        return {(r["pxname"], r["svname"]): r["status"] for r in rows if r["svname"] not in ("FRONTEND", "BACKEND")}
+        return haproxy_stat(self.sock)
 
     def wait_status(self, backend: str, server: str, status: str, timeout: float = 10) -> None:
         wait_for(lambda: self.stat().get((backend, server), "").startswith(status), timeout, interval=0.05,
