@@ -128,9 +128,9 @@ def test_rtmp_block_values_are_validated_where_they_are_written(tmp_path: Path) 
 @pytest.mark.parametrize("text, name", [
     ("vhost v {\n    hls {\n        hls_recover on;\n        hls_master_m3u8_path_relative on;\n    }\n}\n",
      "hls_recover"),
-    ("heartbeat {\n    enabled off;\n    ports on;\n}\n", "heartbeat"),
+    ("heartbeat {\n    enabled off;\n    summaries on;\n}\n", "summaries"),
     ("rtsp_server {\n    enabled on;\n    listen 554;\n}\n", "rtsp_server"),
-], ids=["hls-srs7", "heartbeat-ports", "rtsp_server"])
+], ids=["hls-srs7", "heartbeat-summaries", "rtsp_server"])
 def test_srs7_names_are_known_and_warn_as_not_supported(tmp_path: Path, text: str, name: str) -> None:
     _config, warnings = _load(tmp_path, text + "vhost __defaultVhost__ { }\n")
     assert warnings and all("not supported yet (ignored)" in w for w in warnings), warnings

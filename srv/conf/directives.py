@@ -18,6 +18,7 @@ from srv.conf.model import (
     ClusterConfig,
     ExporterConfig,
     ForwardConfig,
+    HeartbeatConfig,
     HlsConfig,
     HttpApiConfig,
     HttpHooksConfig,
@@ -89,6 +90,8 @@ _SERVER = [
     Spec("per_ip", (MAIN,), None, nargs=(0, 0), block=True,
          doc="srv: limits per client IP (concurrent, rate, ban after failed auths)."),
     Spec("rtmps", (MAIN,), None, nargs=(0, 0), block=True, doc="RTMP over TLS (SRS 7)."),
+    Spec("heartbeat", (MAIN,), None, nargs=(0, 0), block=True,
+         doc="POST this server's identity and ports to a URL on an interval (SRS; docs/cluster.md)."),
     Spec("vhost", (MAIN,), v.vhost_name, nargs=(1, 1), block=True, multiple=True, field="vhosts",
          arg_field="name", example="__defaultVhost__",
          doc="a virtual host; __defaultVhost__ serves names no other vhost matches."),
@@ -164,6 +167,21 @@ _EXPORTER = [
          doc="value of the label= label on every metric."),
     Spec("tag", ("exporter",), v.string, default='""', example="cn-edge",
          doc="value of the tag= label on every metric."),
+]
+
+# --- heartbeat { }: HeartbeatConfig (SRS; summaries is not implemented: a warning) ----------
+_HEARTBEAT = [
+    Spec("enabled", ("heartbeat",), v.flag, default="off", example="on"),
+    Spec("interval", ("heartbeat",), v.seconds(0.1, 86400.0), default="9.9", example="9",
+         doc="seconds between two POSTs, sent by the master (not each worker)."),
+    Spec("url", ("heartbeat",), v.http_url, default="http://127.0.0.1:8085/api/v1/servers",
+         example="http://127.0.0.1:12025/api/v1/srs/register",
+         doc="where the JSON body {device_id, ip, server, service, pid[, rtmp, http, api]} is POSTed "
+             "(http:// only); SRS_DEVICE_IP overrides the ip reported."),
+    Spec("device_id", ("heartbeat",), v.string, default='""', example="origin1",
+         doc="a label for this server, sent as device_id."),
+    Spec("ports", ("heartbeat",), v.flag, default="off", example="on",
+         doc="send the listen endpoints (rtmp, http, api): an origin-cluster proxy needs them."),
 ]
 
 # --- vhost { }: VhostConfig ---------------------------------------------------------------
@@ -397,6 +415,7 @@ SECTIONS: dict[str, type[Any]] = {
     "http_server.https": HttpsConfig,
     "rtmps": RtmpsConfig,
     "exporter": ExporterConfig,
+    "heartbeat": HeartbeatConfig,
     "vhost": VhostConfig,
     "vhost.play": PlayConfig,
     "vhost.publish": PublishConfig,
@@ -411,8 +430,8 @@ SECTIONS: dict[str, type[Any]] = {
 }
 
 REGISTRY = Registry(
-    [*_SERVER, *_HTTP_API, *_HTTP_SERVER, *_RTMPS, *_EXPORTER, *_VHOST, *_PLAY, *_PUBLISH, *_FORWARD,
-     *_HTTP_REMUX, *_HLS, *_SECURITY, *_SIGNED_URL, *_PER_IP, *_HTTP_HOOKS,
+    [*_SERVER, *_HTTP_API, *_HTTP_SERVER, *_RTMPS, *_EXPORTER, *_HEARTBEAT, *_VHOST, *_PLAY, *_PUBLISH,
+     *_FORWARD, *_HTTP_REMUX, *_HLS, *_SECURITY, *_SIGNED_URL, *_PER_IP, *_HTTP_HOOKS,
      *_CLUSTER],
     SECTIONS,
 )

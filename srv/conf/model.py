@@ -121,6 +121,19 @@ class ExporterConfig:
 
 
 @dataclass(frozen=True)
+class HeartbeatConfig:
+    """SRS's ``heartbeat { }``: the master POSTs who this server is to ``url`` every ``interval``
+    seconds (SRS 7 origins register with an origin-cluster proxy this way: docs/cluster.md).
+    ``ports`` adds the listen endpoints (rtmp, http, api), which a proxy needs to reach us."""
+
+    enabled: bool = False
+    interval: float = 9.9
+    url: str = "http://127.0.0.1:8085/api/v1/servers"
+    device_id: str = ""
+    ports: bool = False
+
+
+@dataclass(frozen=True)
 class PlayConfig:
     gop_cache: bool = True
     gop_cache_max_frames: int = 2500
@@ -394,6 +407,7 @@ class ServerConfig:
     exporter: ExporterConfig = ExporterConfig()
     per_ip: PerIpConfig = PerIpConfig()
     rtmps: RtmpsConfig = RtmpsConfig()
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
     vhosts: Mapping[str, VhostConfig] = field(default_factory=VhostMap)
     warnings: tuple[str, ...] = ()
 

@@ -40,6 +40,7 @@ from srv.conf.errors import ConfigErrors
 from srv.conf.listen import ListenError, listen_specs
 from srv.conf.loader import load, reload_diff
 from srv.conf.model import ServerConfig
+from srv.master.heartbeat import HeartbeatSender
 from srv.master.listeners import ListenerSet
 from srv.master.notify import Notifier
 from srv.master.pidfile import PidFile
@@ -111,6 +112,7 @@ class Arbiter:
         self.sig_queue: list[int] = []
         self.streams = StreamRegistry()
         self.snapshots = SnapshotBroker(self._ask_stats, self._answer_snapshot)
+        self.heartbeat = HeartbeatSender(self.sel, config, environ)  # heartbeat { }: SRS's register POST
         self.handlers = m.handlers(self, m.TO_MASTER)
         self.started = time.time()
         self.reloads_ok = 0
@@ -174,6 +176,8 @@ class Arbiter:
                 for key, mask in self.sel.select(timeout=self.tick):
                     if key.data is None:
                         self._drain_wakeup()
+                    elif key.data is self.heartbeat:
+                        self.heartbeat.on_ready(mask)
                     else:
                         self._on_channel(key.data, mask)
                 self.handle_signals()
@@ -184,6 +188,7 @@ class Arbiter:
                     continue
                 self.murder_workers()
                 self.manage_workers()
+                self.heartbeat.tick(time.monotonic())
                 self.snapshots.expire()
                 if not self.workers and all(s.boot_failed for s in self.slots.values()):
                     log.error("every worker failed to boot; master exits")
@@ -275,6 +280,7 @@ class Arbiter:
         signal.set_wakeup_fd(-1)
         for sig in HANDLED:
             signal.signal(sig, signal.SIG_DFL)
+        self.heartbeat.close_in_child()
         self.sel.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
@@ -424,6 +430,7 @@ class Arbiter:
         old_workers = self.config.workers
         srvlog.setup(new.srs_log_tank, new.srs_log_level, new.srs_log_file, fmt=new.srs_log_format)
         self.config = new
+        self.heartbeat.configure(new)
         if new.workers != old_workers:  # a TTIN/TTOU count stands until the config changes it
             self.num_workers = new.workers
         self.listeners.set_specs(specs, [w.slot for w in self.workers.values() if not w.stopping])
