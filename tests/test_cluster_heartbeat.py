@@ -28,7 +28,7 @@ def _heartbeat(url: str, ports: str = "on") -> str:
 def test_origin_posts_srs_register_body_from_the_master_only(
         srs_server: Callable[..., Server], register: RegisterServer) -> None:
     srv = srs_server(_heartbeat(register.url), workers=2, http=True)
-    wait_for(lambda: register.count() >= 4, 15, what="4 heartbeats")
+    wait_for(lambda: register.count() >= 4, 30, what="4 heartbeats")
     bodies = list(register.bodies)
     first = bodies[0]
     assert first["device_id"] == "origin-x"
@@ -46,7 +46,7 @@ def test_origin_posts_srs_register_body_from_the_master_only(
 
 def test_ports_off_sends_identity_only(srs_server: Callable[..., Server], register: RegisterServer) -> None:
     srs_server(_heartbeat(register.url, ports="off"), workers=1)
-    wait_for(lambda: register.count() >= 1, 15, what="a heartbeat")
+    wait_for(lambda: register.count() >= 1, 30, what="a heartbeat")
     assert not {"rtmp", "http", "api"} & set(register.bodies[0])
 
 
@@ -54,7 +54,7 @@ def test_failures_are_logged_once_then_the_recovery(
         srs_server: Callable[..., Server], register: RegisterServer) -> None:
     register.status = 500
     srv = srs_server(_heartbeat(register.url), workers=1)
-    wait_for(lambda: register.count() >= 4, 15, what="4 heartbeats")
+    wait_for(lambda: register.count() >= 4, 30, what="4 heartbeats")
     assert srv.log_text().count(f"heartbeat: POST to {register.url} failed: HTTP status 500") == 1
     register.status = 200
     srv.wait_log("accepted (peer pid 4242) after failing: HTTP status 500")
