@@ -308,3 +308,24 @@ def test_server_config_pickles_and_hashes(tmp_path: Path) -> None:
         copy.vhosts["y"] = VhostConfig("y")  # type: ignore[index]
     with pytest.raises(dataclasses.FrozenInstanceError):
         copy.pid = "z"  # type: ignore[misc]
+
+
+def test_dvr_block_takes_srs_names_defaults_and_srv_keep(tmp_path: Path) -> None:
+    config = _load(tmp_path, "vhost v {\n    dvr {\n        enabled on;\n        dvr_apply live/a live/b;\n"
+                             "        dvr_plan segment;\n        dvr_path /data/[app]/[stream].mp4;\n"
+                             "        dvr_duration 5;\n        time_jitter zero;\n"
+                             "        dvr_keep 12h 500m;\n    }\n}\n")
+    dvr = config.vhosts["v"].dvr
+    assert (dvr.enabled, dvr.apply, dvr.plan, dvr.path, dvr.duration) == (
+        True, ("live/a", "live/b"), "segment", "/data/[app]/[stream].mp4", 5.0)
+    assert (dvr.wait_keyframe, dvr.time_jitter, dvr.keep) == (True, "zero", (43200.0, 500 * 2**20))
+    assert dvr.applies("live", "a") and not dvr.applies("live", "c")
+    assert config.warnings == ()
+    default = _load(tmp_path, "vhost v {\n    dvr { enabled on; }\n}\n").vhosts["v"].dvr
+    assert (default.apply, default.plan, default.path, default.duration, default.keep) == (
+        ("all",), "session", "./objs/nginx/html/[app]/[stream].[timestamp].flv", 30.0, (0.0, 0))
+    assert default.applies("any", "thing")
+    with pytest.raises(ConfigErrors, match=r'x.conf:2:20: invalid value "append"'):
+        _load(tmp_path, "vhost v {\n    dvr { dvr_plan append; }\n}\n")
+    with pytest.raises(ConfigErrors, match=r"invalid dvr_keep"):
+        _load(tmp_path, "vhost v {\n    dvr { dvr_keep 5x; }\n}\n")

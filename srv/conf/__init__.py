@@ -10,6 +10,7 @@ from srv.conf.errors import ConfigError, ConfigErrors
 from srv.conf.loader import load
 from srv.conf.model import (
     DEFAULT_VHOST,
+    DvrConfig,
     Endpoint,
     ExporterConfig,
     ForwardConfig,
@@ -36,6 +37,7 @@ __all__ = [
     "ExporterConfig",
     "ForwardConfig",
     "HttpApiConfig",
+    "DvrConfig",
     "HlsConfig",
     "HttpRemuxConfig",
     "HttpServerConfig",

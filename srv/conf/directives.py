@@ -16,6 +16,7 @@ from srv.conf.model import (
     ApiAuthConfig,
     ApiHttpsConfig,
     ClusterConfig,
+    DvrConfig,
     ExporterConfig,
     ForwardConfig,
     HeartbeatConfig,
@@ -199,6 +200,8 @@ _VHOST = [
     Spec("http_remux", ("vhost",), None, nargs=(0, 0), block=True),
     Spec("hls", ("vhost",), None, nargs=(0, 0), block=True,
          doc="SRS's HLS writer: segments and playlists under hls_path (see docs/hls.md)."),
+    Spec("dvr", ("vhost",), None, nargs=(0, 0), block=True,
+         doc="SRS's DVR: record streams to .flv or fragmented .mp4 files (see docs/dvr.md)."),
     Spec("security", ("vhost",), None, nargs=(0, 0), block=True,
          doc="SRS's allow/deny rules on the client IP (see docs/access.md)."),
     Spec("signed_url", ("vhost",), None, nargs=(0, 0), block=True, env=False,
@@ -385,6 +388,38 @@ _HLS = [
          doc="fMP4 media segment path under hls_path."),
 ]
 
+# --- vhost { dvr { } }: DvrConfig (SRS; fields drop the dvr_ prefix) ------------------------
+_DVR_CTX = ("vhost.dvr",)
+
+
+def _keep(args: list[Any]) -> tuple[float, int]:
+    """``dvr_keep 7d;``, ``dvr_keep 10g;`` or both: (keep_seconds, keep_bytes)."""
+    found = dict(args)
+    if len(found) != len(args):
+        raise ValueError("dvr_keep takes at most one age and one size")
+    return found.get("seconds", 0.0), int(found.get("bytes", 0))
+
+
+_DVR = [
+    Spec("enabled", _DVR_CTX, v.flag, default="off", example="on"),
+    Spec("dvr_apply", _DVR_CTX, v.string, nargs=_SOME, field="apply", default="all",
+         example="live/stream1 live/stream2",
+         doc="all, or the app/stream names to record."),
+    Spec("dvr_plan", _DVR_CTX, v.choice("session", "segment"), field="plan", default="session",
+         doc="session: one file per publish; segment: a new file every dvr_duration seconds."),
+    Spec("dvr_path", _DVR_CTX, v.string, field="path",
+         default="./objs/nginx/html/[app]/[stream].[timestamp].flv",
+         doc="the file; .flv or .mp4 picks the container; a folder gets [app]/[stream].[timestamp].flv."),
+    Spec("dvr_duration", _DVR_CTX, v.seconds(1.0, 86400.0), field="duration", default="30",
+         doc="segment plan: seconds per file."),
+    Spec("dvr_wait_keyframe", _DVR_CTX, v.flag, field="wait_keyframe", default="on",
+         doc="segment plan: cut on the first keyframe past dvr_duration (off: on any frame)."),
+    Spec("time_jitter", _DVR_CTX, v.choice("full", "zero", "off"), default="full",
+         doc="full: each file starts at 0 and its time never goes back; zero: starts at 0; off: as published."),
+    Spec("dvr_keep", _DVR_CTX, v.keep_limit, nargs=(1, 2), field="keep", default="<all>", example="7d 50g",
+         join=_keep, doc="srv: remove the oldest recordings past an age (3600, 12h, 7d) and/or a size (500m, 10g)."),
+]
+
 # --- vhost { http_hooks { } }: HttpHooksConfig --------------------------------------------
 _HOOK_DOCS = {
     "on_connect": "a client connects (decides: every URL must accept, else NetConnection.Connect.Rejected).",
@@ -393,7 +428,7 @@ _HOOK_DOCS = {
     "on_unpublish": "a publish ends (notification).",
     "on_play": "a client starts playing, RTMP or HTTP-FLV (decides: else NetStream.Play.Failed or HTTP 403).",
     "on_stop": "a play ends (notification).",
-    "on_dvr": "a DVR file is closed (kept for the DVR writer, not built yet: never called).",
+    "on_dvr": "a DVR file is closed and renamed to its final name (notification; fields cwd, file).",
     "on_hls": "an HLS segment is written and listed (notification: duration, file, url, m3u8, seq_no ...).",
     "on_hls_notify": "GET after each HLS segment ([app] [stream] [ts_url] [param] expand; hls_nb_notify bytes read).",
 }
@@ -422,6 +457,7 @@ SECTIONS: dict[str, type[Any]] = {
     "vhost.forward": ForwardConfig,
     "vhost.http_remux": HttpRemuxConfig,
     "vhost.hls": HlsConfig,
+    "vhost.dvr": DvrConfig,
     "vhost.security": SecurityConfig,
     "vhost.signed_url": SignedUrlConfig,
     "per_ip": PerIpConfig,
@@ -431,7 +467,7 @@ SECTIONS: dict[str, type[Any]] = {
 
 REGISTRY = Registry(
     [*_SERVER, *_HTTP_API, *_HTTP_SERVER, *_RTMPS, *_EXPORTER, *_HEARTBEAT, *_VHOST, *_PLAY, *_PUBLISH,
-     *_FORWARD, *_HTTP_REMUX, *_HLS, *_SECURITY, *_SIGNED_URL, *_PER_IP, *_HTTP_HOOKS,
+     *_FORWARD, *_HTTP_REMUX, *_HLS, *_DVR, *_SECURITY, *_SIGNED_URL, *_PER_IP, *_HTTP_HOOKS,
      *_CLUSTER],
     SECTIONS,
 )

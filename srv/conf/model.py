@@ -290,6 +290,30 @@ class HlsConfig:
 
 
 @dataclass(frozen=True)
+class DvrConfig:
+    """SRS's ``dvr { }``: every matching stream recorded to FLV or fragmented MP4 (docs/dvr.md).
+
+    Field names drop SRS's ``dvr_`` prefix.  ``apply`` is ``("all",)`` or ``app/stream`` names;
+    ``path`` takes SRS's path variables and its extension (.flv or .mp4) picks the container; a
+    path without an extension is a folder that gets SRS's default name.  ``keep`` is srv's
+    ``dvr_keep`` (age in seconds, total bytes; 0: no limit).
+    """
+
+    enabled: bool = False
+    apply: tuple[str, ...] = ("all",)
+    plan: str = "session"  # "session" (a file per publish) or "segment" (every `duration` s)
+    path: str = "./objs/nginx/html/[app]/[stream].[timestamp].flv"
+    duration: float = 30.0
+    wait_keyframe: bool = True
+    time_jitter: str = "full"  # "full", "zero" or "off" (SRS)
+    keep: tuple[float, int] = (0.0, 0)  # dvr_keep: (max age in seconds, max total bytes); 0: no limit
+
+    def applies(self, app: str, stream: str) -> bool:
+        """Whether ``dvr_apply`` takes ``app/stream`` (SRS: ``all`` or the exact name)."""
+        return "all" in self.apply or f"{app}/{stream}" in self.apply
+
+
+@dataclass(frozen=True)
 class HttpHooksConfig:
     """SRS's ``http_hooks { }``: URLs POSTed a JSON body at each event, called in order.
 
@@ -329,6 +353,7 @@ class VhostConfig:
     forwards: tuple[ForwardConfig, ...] = ()
     http_remux: HttpRemuxConfig = HttpRemuxConfig()
     hls: HlsConfig = HlsConfig()
+    dvr: DvrConfig = DvrConfig()
     security: SecurityConfig = SecurityConfig()
     signed_url: SignedUrlConfig = SignedUrlConfig()
     http_hooks: HttpHooksConfig = HttpHooksConfig()

@@ -63,6 +63,20 @@ def size(arg: str) -> int:
     return int(number) * _SIZE_UNITS[unit]
 
 
+_KEEP_TIME_UNITS = {"": 1, "s": 1, "h": 3600, "d": 86400}
+
+
+def keep_limit(arg: str) -> tuple[str, float]:
+    """srv's ``dvr_keep``: an age (``3600``, ``3600s``, ``12h``, ``7d``) -> ("seconds", s), or a
+    size nginx style (``512k``, ``64m``, ``10g``) -> ("bytes", n)."""
+    unit = arg[-1:].lower() if arg[-1:].isalpha() else ""
+    if unit in _KEEP_TIME_UNITS and arg[: len(arg) - len(unit)].isdigit():
+        return "seconds", float(int(arg[: len(arg) - len(unit)]) * _KEEP_TIME_UNITS[unit])
+    if unit in ("k", "m", "g"):
+        return "bytes", float(size(arg))
+    raise ValueError(f'invalid dvr_keep "{arg}" (expected an age: 3600, 12h, 7d; or a size: 500m, 10g)')
+
+
 def seconds(minimum: float = 0.0, maximum: float | None = None) -> Converter:
     """A duration in seconds, fractions allowed (``30``, ``0.5``)."""
 
