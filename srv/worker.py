@@ -35,7 +35,7 @@ from srv.app.hub import StreamHub
 from srv.conf.listen import ListenSpec
 from srv.conf.model import ServerConfig
 from srv.http.server import HttpConnection
-from srv.net import hooks
+from srv.net import dvr, hooks
 from srv.net.context import ClientQuery
 from srv.net.edge import EdgePull, EdgePush
 from srv.net.forward import Forwarder
@@ -189,6 +189,7 @@ class Worker:
         self.ctx = WorkerContext(self.slot, self.config, self.hub, loop, self.channel,
                                  master_pid=self.master_pid)
         self._wire_hub()
+        dvr.recover(self.ctx, self.config.workers)  # what this slot's predecessor was recording
         self.install_signals(loop)
         try:
             for spec, sock in self.listen_socks.items():
@@ -218,6 +219,7 @@ class Worker:
         self.hub.make_edge_pull = lambda src: EdgePull(self.ctx, src)
         self.hub.make_edge_push = lambda src: EdgePush(self.ctx, src)
         self.hub.recorders["hls"] = lambda src: start_hls(self.ctx, src)
+        self.hub.recorders["dvr"] = lambda src: dvr.make_recorder(self.ctx, src)
 
     async def start_listener(self, spec: ListenSpec, sock: socket.socket) -> None:
         def protocol(client: tuple[str, int] | None = None) -> asyncio.Protocol:
