@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
+import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
-from conftest import Clients, Server, wait_for
+from conftest import Clients, Server, keeps_growing, record_flv, wait_for, worker_procs
 
 FPS = 25
 
@@ -74,9 +79,121 @@ def test_segment_plan_cuts_on_keyframes_without_gap_or_overlap(
     assert len(files) == 3, files
     frames = [video_pts(f) for f in files]
     assert sum(len(f) for f in frames) == 5 * FPS  # nothing lost, nothing written twice
-    for before, after in zip(frames, frames[1:]):
+    for before, after in zip(frames, frames[1:], strict=False):
         assert after[0][1], "a segment starts on a keyframe"
         assert after[0][0] - before[-1][0] == pytest.approx(1 / FPS, abs=2e-3)  # no gap, no overlap
     assert [round(len(f) / FPS) for f in frames] == [2, 2, 1]
     for f in files:  # each file on its own starts with its headers: decodable alone
         assert video_frames(f) == len(video_pts(f))
+
+
+def api(server: Server, path: str, method: str = "GET") -> tuple[int, bytes]:
+    req = urllib.request.Request(f"http://127.0.0.1:{server.api_port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def listing(server: Server, query: str = "") -> list[dict[str, Any]]:
+    status, body = api(server, f"/api/v1/dvrs{query}")
+    assert status == 200, body
+    return json.loads(body)["dvrs"]  # type: ignore[no-any-return]
+
+
+def test_api_lists_downloads_deletes_and_filters_recordings(
+        srs_server: Callable[..., Server], clients: Clients, tmp_path: Path) -> None:
+    root = tmp_path / "dvr"
+    body = dvr_vhost(f"{root}/[app]/[stream].[timestamp].mp4", "        dvr_apply live/a live/b;\n")
+    server = srs_server(body, workers=2, http=True)
+    for name in ("a", "b", "c"):  # c is not in dvr_apply: not recorded
+        publish_and_wait(clients, server, name, 2)
+    wait_for(lambda: len(listing(server)) == 2, timeout=15)
+    entries = listing(server)
+    assert [(e["app"], e["stream"]) for e in entries] == [("live", "a"), ("live", "b")]
+    a = entries[0]
+    assert a["duration"] == pytest.approx(2.0, abs=1 / FPS) and a["size"] == Path(a["path"]).stat().st_size
+    assert a["end"] > a["start"] and not a["recovered"]
+    assert [e["stream"] for e in listing(server, "?stream=live/b")] == ["b"]
+    assert listing(server, f"?from={entries[1]['start']}") == [entries[1]]
+    assert listing(server, "?to=2000-01-01T00:00:00Z") == []
+    status, data = api(server, a["url"])
+    assert status == 200 and data == Path(a["path"]).read_bytes()
+    assert api(server, a["url"], "DELETE")[0] == 200
+    assert not Path(a["path"]).exists() and [e["stream"] for e in listing(server)] == ["b"]
+    assert api(server, a["url"])[0] == 404
+
+
+@pytest.mark.parametrize("ext", [".flv", ".mp4"])
+def test_time_range_playback_starts_on_a_keyframe_before_start_and_has_the_frames_of_the_range(
+        srs_server: Callable[..., Server], clients: Clients, tmp_path: Path, ext: str) -> None:
+    root = tmp_path / "dvr"
+    extra = "        dvr_plan segment;\n        dvr_duration 2;\n"
+    server = srs_server(dvr_vhost(f"{root}/[app]/[stream].[timestamp]{ext}", extra), workers=1, http=True)
+    publish_and_wait(clients, server, "r", 6)
+    wait_for(lambda: len(listing(server)) == 3, timeout=15)
+    first = listing(server)[0]
+    start_ms = first["start_ms"] + 1500  # keyframes every second: the answer starts at +1.0 s
+    start = datetime.datetime.fromtimestamp(start_ms / 1000, datetime.UTC).isoformat()
+    status, data = api(server, f"/api/v1/dvrs/__defaultVhost__/live/r.mp4?start={start}&duration=3")
+    assert status == 200
+    out = tmp_path / "range.mp4"
+    out.write_bytes(data)
+    pts = video_pts(out)
+    assert pts[0][1], "the first frame is a keyframe"
+    assert pts[0][0] == pytest.approx(0.0, abs=1e-3)
+    # from the keyframe at +1.0 s to +4.5 s: 3.5 s of frames, across two recordings
+    assert len(pts) == pytest.approx(3.5 * FPS, abs=1)
+    assert video_frames(out) == len(pts)
+    assert api(server, "/api/v1/dvrs/__defaultVhost__/live/r.mp4?start=2000-01-01T00:00:00Z&duration=3")[0] == 404
+    assert api(server, "/api/v1/dvrs/__defaultVhost__/live/r.mp4?start=nonsense")[0] == 400
+
+
+def test_kill_9_mid_recording_leaves_an_mp4_that_plays_to_its_last_fragment_and_is_reported(
+        srs_server: Callable[..., Server], clients: Clients, tmp_path: Path) -> None:
+    root = tmp_path / "dvr"
+    server = srs_server(dvr_vhost(f"{root}/[app]/[stream].mp4"), workers=1, http=True)
+    clients.publish(f"{server.url}/live/crash", seconds=60)
+    temp = wait_for(lambda: list(root.rglob("*.mp4.w*.tmp")), timeout=15)[0]
+    wait_for(lambda: temp.stat().st_size > 60_000, timeout=20)
+    time.sleep(1.5)
+    (slot, worker), = worker_procs(server.master_pid).items()
+    os.kill(worker.pid, signal.SIGKILL)
+    server.wait_worker_ready(slot, not_pid=worker.pid)
+    wait_for(lambda: listing(server), timeout=15)
+    entry, = listing(server)
+    assert entry["recovered"] and entry["stream"] == "crash" and not temp.exists()
+    path = Path(entry["path"])
+    assert path == root / "live" / "crash.mp4"
+    frames = video_frames(path)
+    assert frames >= 2 * FPS  # everything up to the last whole fragment
+    assert abs(entry["duration"] - frames / FPS) <= 2 / FPS  # mvhd/mehd patched by the recovery
+    errors = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True,
+                            text=True, timeout=60).stderr
+    assert errors == ""
+    assert "recovered" in server.log_text() and str(path) in server.log_text()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(disk)], check=True)
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_full_disk_stops_the_recording_once_and_players_go_on(
+        srs_server: Callable[..., Server], clients: Clients, tmp_path: Path, small_disk: Path) -> None:
+    server = srs_server(dvr_vhost(f"{small_disk}/[app]/[stream].flv"), workers=1, http=True)
+    clients.publish(f"{server.url}/live/full", seconds=40)
+    got = tmp_path / "player.flv"
+    wait_for(lambda: list(small_disk.rglob("*.tmp")), timeout=15)
+    record_flv(clients, f"{server.url}/live/full", got)
+    server.wait_log("recording stopped", timeout=30)
+    status, body = api(server, "/api/v1/streams")
+    stream, = json.loads(body)["streams"]
+    assert stream["dvr"]["state"] == "error" and "No space" in stream["dvr"]["error"]
+    assert keeps_growing(got, 3.0)  # the RTMP player is undisturbed
+    assert server.log_text().count("recording stopped") == 1

@@ -180,6 +180,7 @@ class Api:
             "video": codecs["video"], "audio": codecs["audio"],
             "forwards": [forward_entry(f) for f in s.forwards],
             "hls": dict(s.hls),
+            "dvr": dict(s.dvr) or {"state": "off"},
             "workers": s.workers,
         }
 

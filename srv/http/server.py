@@ -35,7 +35,7 @@ from srv import SIGNATURE, __version__
 from srv import log as srvlog
 from srv.app.access import Refusal, check_access, plain_ip
 from srv.app.http_hooks import HookRequest
-from srv.http import auth, health, static
+from srv.http import auth, dvr_api, health, static
 from srv.http.api import Api
 from srv.http.exporter import CONTENT_TYPE as METRICS_TYPE
 from srv.http.exporter import render
@@ -317,8 +317,7 @@ class HttpConnection(asyncio.Protocol):
             await self.metrics()
         elif which is Route.API:
             if self.authorized(req, method, path):
-                status, obj = await Api(self.ctx).handle(method, path, query)
-                self.respond_json(status, obj)
+                await self.api(method, path, query)
         elif which is Route.CONSOLE:
             if self.authorized(req, method, path):
                 if path == "/console":  # the page's relative links need the slash
@@ -336,6 +335,20 @@ class HttpConnection(asyncio.Protocol):
             self._error(405, "method not allowed")
         else:
             self._error(404, "not found")
+
+    async def api(self, method: str, path: str, query: dict[str, str]) -> None:
+        api = Api(self.ctx)
+        parts = [p for p in path.split("/") if p]
+        if parts[:3] == ["api", "v1", "dvrs"]:
+            def envelope(code: int, **data: Any) -> dict[str, Any]:
+                return api.envelope(None, code, **data)
+
+            answer = await dvr_api.handle(self.ctx, self, method, parts[3:], query, envelope)
+            if answer is not None:
+                self.respond_json(*answer)
+            return
+        status, obj = await api.handle(method, path, query)
+        self.respond_json(status, obj)
 
     def authorized(self, req: h11.Request, method: str, path: str) -> bool:
         """`http_api { auth }`: True, or False once a 401 with the Basic challenge is sent."""
@@ -365,6 +378,14 @@ class HttpConnection(asyncio.Protocol):
     def start_body(self, status: int, content_type: str, length: int) -> None:
         assert self.transport is not None
         self.transport.write(self._response_head(status, content_type, length))
+
+    def start_stream(self, status: int, content_type: str) -> None:
+        """A response of unknown length: chunked for HTTP/1.1 (h11's choice), else until close."""
+        assert self.transport is not None
+        headers = [(b"Server", SERVER), (b"Content-Type", content_type.encode())]
+        if self._cors():
+            headers += CORS
+        self.transport.write(self._send(h11.Response(status_code=status, headers=headers)))
 
     def body(self, data: bytes) -> None:
         assert self.transport is not None

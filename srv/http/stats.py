@@ -58,6 +58,7 @@ class StreamView:
     description: StreamDescription | None = None
     forwards: list[dict[str, Any]] = field(default_factory=list)
     hls: dict[str, Any] = field(default_factory=dict)  # the HLS writer's figures (srv/app/hls.py)
+    dvr: dict[str, Any] = field(default_factory=dict)  # the DVR recorder's figures (srv/net/dvr.py)
     workers: list[int] = field(default_factory=list)
 
     @property
@@ -132,6 +133,7 @@ class ServerView:
                     view.hls = dict((s.get("recordings") or {}).get("hls") or {})
                     view.fps = float(s.get("fps", 0.0))
                     view.gop = tuple(s.get("gop", (0, 0)))  # type: ignore[assignment]
+                    view.dvr = dict((s.get("recordings") or {}).get("dvr") or {})
                     view.description = s.get("description")
                 elif s.get("publishing") and view.description is None:
                     # a pull copy: codecs are the same as the origin's, use them until it answers

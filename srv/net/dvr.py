@@ -105,6 +105,7 @@ class DvrRecorder:
         self.video_sh: bytes | None = None
         self.audio_sh: bytes | None = None
         self.file: _File | None = None
+        self.session: tuple[float, int] | None = None  # (wall ms, timestamp) of the first file's start
         self.files = 0
         self.bytes = 0
         self.last_file = ""
@@ -253,7 +254,11 @@ class DvrRecorder:
             self._fail(f"dvr_path {e}")
             return None
         mp4 = dvr_files.container_of(final) == ".mp4"
-        info = RecordingInfo(self.vhost, self.app, self.stream, now * 1000)
+        # the files of one publish sit end to end on the wall clock: each starts where the
+        # publish's media time says, not when its file happened to be opened
+        if self.session is None:
+            self.session = (now * 1000, ts)
+        info = RecordingInfo(self.vhost, self.app, self.stream, self.session[0] + ts - self.session[1])
         f = _File(final, info, 0 if self.config.time_jitter == "off" else ts, mp4)
         if f.muxer is None:
             values = metadata_values(self.meta)
@@ -330,7 +335,8 @@ class DvrRecorder:
                 return
             error = fut.exception()
             if error is not None and self.state is DvrState.STOPPED:
-                log.error("dvr %s: finishing the last file failed: %s: %s", self.source.key, type(error).__name__, error)
+                log.error("dvr %s: finishing the last file failed: %s: %s", self.source.key,
+                          type(error).__name__, error)
             elif error is not None:
                 self._fail(f"{type(error).__name__}: {error}")
             elif then is not None:
