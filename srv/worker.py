@@ -189,7 +189,7 @@ class Worker:
         self.ctx = WorkerContext(self.slot, self.config, self.hub, loop, self.channel,
                                  master_pid=self.master_pid)
         self._wire_hub()
-        dvr.recover(self.ctx, self.config.workers)  # what this slot's predecessor was recording
+        dvr.recover(self.ctx)  # what crashed workers were recording
         self.install_signals(loop)
         try:
             for spec, sock in self.listen_socks.items():

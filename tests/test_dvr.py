@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import os
@@ -16,6 +17,13 @@ from typing import Any
 
 import pytest
 from conftest import Clients, Server, keeps_growing, record_flv, wait_for, worker_procs
+from hookserver import HookServer
+from media_tools import av1_enhanced_tags, hevc_enhanced_tags
+from rtmp_tools import RtmpTestClient, run
+
+from srv.media.codec import video_is_sequence_header
+from srv.media.flv import FlvTag
+from srv.rtmp.messages import Message
 
 FPS = 25
 
@@ -155,7 +163,7 @@ def test_kill_9_mid_recording_leaves_an_mp4_that_plays_to_its_last_fragment_and_
     root = tmp_path / "dvr"
     server = srs_server(dvr_vhost(f"{root}/[app]/[stream].mp4"), workers=1, http=True)
     clients.publish(f"{server.url}/live/crash", seconds=60)
-    temp = wait_for(lambda: list(root.rglob("*.mp4.w*.tmp")), timeout=15)[0]
+    temp = wait_for(lambda: list(root.rglob("*.mp4.*.tmp")), timeout=15)[0]
     wait_for(lambda: temp.stat().st_size > 60_000, timeout=20)
     time.sleep(1.5)
     (slot, worker), = worker_procs(server.master_pid).items()
@@ -197,3 +205,92 @@ def test_full_disk_stops_the_recording_once_and_players_go_on(
     assert stream["dvr"]["state"] == "error" and "No space" in stream["dvr"]["error"]
     assert keeps_growing(got, 3.0)  # the RTMP player is undisturbed
     assert server.log_text().count("recording stopped") == 1
+
+
+def test_on_dvr_is_called_after_the_file_is_renamed_with_srs_fields(
+        srs_server: Callable[..., Server], clients: Clients, tmp_path: Path) -> None:
+    hooks = HookServer()
+    try:
+        root = tmp_path / "dvr"
+        body = (f"vhost __defaultVhost__ {{\n    dvr {{ enabled on; dvr_path {root}; }}\n"
+                f"    http_hooks {{ enabled on; on_dvr {hooks.url('dvr')}; }}\n}}\n")
+        server = srs_server(body, workers=1)
+        p = clients.publish(f"{server.url}/live/hooked?token=abc", seconds=2)
+        assert p.wait(40) == 0
+        wait_for(lambda: hooks.bodies("on_dvr"), timeout=15)
+        sent, = hooks.bodies("on_dvr")
+        assert list(sent)[:4] == ["server_id", "service_id", "action", "client_id"]
+        assert (sent["vhost"], sent["app"], sent["stream"], sent["param"]) == (
+            "__defaultVhost__", "live", "hooked", "?token=abc")
+        assert sent["cwd"] == str(server.dir) and sent["client_id"] and sent["ip"] == "127.0.0.1"
+        # a bare folder gets SRS's default name: [app]/[stream].[timestamp].flv
+        file = Path(sent["file"])
+        assert file.exists() and file.parent == root / "live" and file.name.startswith("hooked.")
+        assert file.suffix == ".flv" and file.stem.split(".")[1].isdigit()
+    finally:
+        hooks.close()
+
+
+def test_path_variables_expand_and_names_stay_under_the_folder(
+        srs_server: Callable[..., Server], clients: Clients, tmp_path: Path) -> None:
+    root = tmp_path / "dvr"
+    server = srs_server(dvr_vhost(f"{root}/[vhost]/[app]/[stream]/[2006]/[01]/[02]/[15].[04].[05].[999].mp4"),
+                        workers=1)
+    before = time.localtime()
+    publish_and_wait(clients, server, "v", 1)
+    files = wait_for(lambda: finished(root, ".mp4"), timeout=15)
+    rel = files[0].relative_to(root).parts
+    assert rel[:3] == ("__defaultVhost__", "live", "v")
+    assert rel[3:6] == (f"{before.tm_year:04d}", f"{before.tm_mon:02d}", f"{before.tm_mday:02d}")
+    hour, minute, second, millis, ext = rel[6].split(".")
+    assert (len(hour), len(minute), len(second), len(millis), ext) == (2, 2, 2, 3, "mp4")
+
+
+def publish_tags(server: Server, name: str, tags: list[FlvTag]) -> None:
+    """Publish pre-encoded FLV tags (Enhanced RTMP HEVC/AV1) with the test RTMP client."""
+    async def go() -> None:
+        c = RtmpTestClient(server.port)
+        await c.open()
+        status = await c.publish(name)
+        assert status.code == "NetStream.Publish.Start", status
+        for tag in tags:
+            c.send(Message(tag.tag_type, c.session.stream_id or 1, tag.timestamp, tag.payload))
+        await c.drain()
+        await asyncio.sleep(0.5)
+        await c.close()
+
+    run(go())
+
+
+@pytest.mark.parametrize("codec, box", [("hevc", b"hvcC"), ("av1", b"av1C")])
+def test_hevc_and_av1_recordings_carry_their_configuration_boxes(
+        srs_server: Callable[..., Server], tmp_path: Path, codec: str, box: bytes) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    tags = hevc_enhanced_tags(media) if codec == "hevc" else av1_enhanced_tags(media)
+    root = tmp_path / "dvr"
+    server = srs_server(dvr_vhost(f"{root}/[app]/[stream].mp4"), workers=1)
+    publish_tags(server, codec, tags)
+    path, = wait_for(lambda: finished(root, ".mp4"), timeout=15)
+    data = path.read_bytes()
+    assert box in data[:4096]
+    info = probe(path)
+    assert [s["codec_name"] for s in info["streams"]] == [codec]
+    sent = sum(1 for t in tags if t.tag_type == 9 and not video_is_sequence_header(t.payload))
+    assert video_frames(path) == sent
+
+
+def test_reload_that_stops_recording_a_stream_finishes_its_file_while_it_publishes(
+        srs_server: Callable[..., Server], clients: Clients, tmp_path: Path) -> None:
+    root = tmp_path / "dvr"
+    server = srs_server(dvr_vhost(f"{root}/[app]/[stream].flv"), workers=1, http=True)
+    publisher = clients.publish(f"{server.url}/live/r", seconds=30)
+    wait_for(lambda: list(root.rglob("*.tmp")), timeout=15)
+    time.sleep(2)
+    server.write_conf(dvr_vhost(f"{root}/[app]/[stream].flv", "        dvr_apply live/other;\n"))
+    server.send_signal(signal.SIGHUP)
+    wait_for(lambda: finished(root, ".flv") and not list(root.rglob("*.tmp")), timeout=15)
+    assert publisher.poll() is None  # the publisher goes on
+    assert video_frames(finished(root, ".flv")[0]) >= FPS
+    status, body = api(server, "/api/v1/streams")
+    assert json.loads(body)["streams"][0]["dvr"] == {"state": "off"}

@@ -15,6 +15,9 @@ Scenarios:
   httpflv   srv only: CPU per delivered GB, N RTMP players vs N HTTP-FLV players.
   tls       srv only: N RTMP players vs N RTMPS players (same server, same stream): CPU per
             delivered GB, RSS per player, seconds to connect them (TLS handshakes).
+  dvr       srv only: what recording costs (DVR, FLV and MP4) with 1, 20 and 100 published
+            streams (the source, published by this process): worker CPU with and without DVR,
+            the difference per stream and per published Mb/s.
   profile   srv only (not in the default set): py-spy on the worker while N players connect
             and in steady state; top functions by self and inclusive samples.
 """
@@ -376,6 +379,8 @@ async def run_once(opts: argparse.Namespace, src: float) -> dict[str, Any]:
                     r["forward"] = await forward(opts, src)
             if "tls" in opts.scenarios:
                 r["tls"] = await tls_cost(opts, src)
+            if "dvr" in opts.scenarios:
+                r["dvr"] = await dvr_cost(opts, src)
             if "httpflv" in opts.scenarios:
                 if not srv_has("httpflv"):
                     log("srv: HTTP-FLV not implemented yet (srv/http is empty): skipped")
@@ -387,6 +392,50 @@ async def run_once(opts: argparse.Namespace, src: float) -> dict[str, Any]:
                         r["httpflv"][proto] = await point(s, opts, src, opts.point_n, proto, 0)
         res[name] = r
     return res
+
+
+async def publishing(server: sv.Server, streams: int, window: float, warmup: float) -> dict[str, Any]:
+    """`streams` publishers of the source on one server: the server's CPU over `window` s."""
+    loop = asyncio.get_running_loop()
+    server.start()
+    pubs: list[Any] = []
+    try:
+        for i in range(streams):
+            url = lc.RtmpUrl.parse(server.rtmp_url(f"s{i}"))
+            _, pub = await loop.create_connection(lambda url=url: lc.Publisher(url, str(SOURCE)), url.host, url.port)
+            pubs.append(pub)
+            await asyncio.wait_for(pub.started, 10)
+        await asyncio.sleep(warmup)
+        a, t0 = server.sample(), time.monotonic()
+        sent0 = sum(p.bytes_sent for p in pubs)
+        await asyncio.sleep(window)
+        b, t1 = server.sample(), time.monotonic()
+        sent = sum(p.bytes_sent for p in pubs) - sent0
+        return {"cpu_percent": round((b["cpu"] - a["cpu"]) / (t1 - t0) * 100, 2),
+                "published_mbps": round(sent * 8 / (t1 - t0) / 1e6, 2), "rss_mib": round(b["rss"] / 2**20, 1)}
+    finally:
+        for pub in pubs:
+            pub.close()
+        server.stop()
+
+
+async def dvr_cost(opts: argparse.Namespace, src: float) -> dict[str, Any]:
+    """Worker CPU with N published streams, without DVR, with FLV and with MP4 recordings."""
+    out: dict[str, Any] = {}
+    for n in opts.dvr_streams:
+        row: dict[str, Any] = {}
+        for dvr in ("", "flv", "mp4"):
+            log(f"srv: {n} streams, dvr {dvr or 'off'}")
+            row[dvr or "off"] = await publishing(sv.SrvServer(core=SERVER_CORE, dvr=dvr), n, opts.window,
+                                                 opts.warmup)
+            log(f"  {row[dvr or 'off']}")
+        for dvr in ("flv", "mp4"):
+            extra = row[dvr]["cpu_percent"] - row["off"]["cpu_percent"]
+            mbps = row[dvr]["published_mbps"] or 1.0
+            row[dvr]["cost_cpu_percent_per_stream"] = round(extra / n, 3)
+            row[dvr]["cost_cpu_percent_per_mbps"] = round(extra / mbps, 3)
+        out[str(n)] = row
+    return out
 
 
 async def tls_cost(opts: argparse.Namespace, src: float) -> dict[str, Any]:
@@ -546,7 +595,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--server", default="all", help="srv|nginx|nms|all or a comma list")
     ap.add_argument("--scenario", default="",
-                    help="comma list of capacity,latency,mw,workers,forward,httpflv,tls "
+                    help="comma list of capacity,latency,mw,workers,forward,httpflv,tls,dvr "
                          "(default: all; --quick: capacity,latency)")
     ap.add_argument("--steps", default="", help="comma list of player counts")
     ap.add_argument("--runs", type=int, default=1)
@@ -557,6 +606,7 @@ def main() -> None:
     ap.add_argument("--rcvlowat", type=int, default=lc.COUNTING_RCVLOWAT,
                     help="SO_RCVLOWAT of counting players (0: read every segment, like a "
                          "real player; costs the load client far more CPU)")
+    ap.add_argument("--dvr-streams", default="1,20,100", help="published stream counts for the dvr scenario")
     ap.add_argument("--report", metavar="RESULTS_JSON", help="print markdown tables and exit")
     opts = ap.parse_args()
     if opts.report:
@@ -565,6 +615,7 @@ def main() -> None:
     opts.servers = ["srv", "nginx", "nms"] if opts.server == "all" else opts.server.split(",")
     default_sc = "capacity,latency" if opts.quick else "capacity,latency,mw,workers,forward,httpflv,tls"
     opts.scenarios = (opts.scenario or default_sc).split(",")
+    opts.dvr_streams = [int(x) for x in opts.dvr_streams.split(",")]
     opts.steps = ([int(x) for x in opts.steps.split(",")] if opts.steps
                   else QUICK_STEPS if opts.quick else FULL_STEPS)
     opts.window = opts.window or (LOOP_SECONDS if opts.quick else 2 * LOOP_SECONDS)

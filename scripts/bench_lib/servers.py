@@ -133,6 +133,7 @@ class SrvServer(Server):
     http_flv: bool = False
     tls: bool = False  # also serve RTMPS (a self-signed certificate made with openssl)
     tls_port: int = 0
+    dvr: str = ""  # record every stream: "flv" or "mp4" (DVR, session plan) under workdir/dvr
 
     def rtmps_url(self, stream: str = "s") -> str:
         return f"rtmps://127.0.0.1:{self.tls_port}/{self.app}/{stream}"
@@ -149,6 +150,8 @@ class SrvServer(Server):
             vhost.append("min_latency on;")
         if self.forward_to:
             vhost.append(f"forward {{ enabled on; destination {' '.join(self.forward_to)}; }}")
+        if self.dvr:
+            vhost.append(f"dvr {{ enabled on; dvr_path {self.workdir}/dvr/[app]/[stream].{self.dvr}; }}")
         http = ""
         if self.http_flv:
             self.http_port = self.http_port or free_port()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -68,20 +67,32 @@ def container_of(path: str) -> str:
     return os.path.splitext(path)[1].lower()
 
 
-def temp_name(final: str, slot: int) -> str:
-    """The name a recording has while worker `slot` writes it: ``<final>.w<slot>.tmp``. The
-    slot says whose it is: a restarted worker recovers its predecessor's, never a live one."""
-    return f"{final}.w{slot}{TEMP_SUFFIX}"
+def temp_name(final: str, pid: int) -> str:
+    """The name a recording has while process `pid` writes it: ``<final>.<pid>.tmp``. The pid
+    says whose it is: a starting worker finishes the files of dead writers, never a live one."""
+    return f"{final}.{pid}{TEMP_SUFFIX}"
 
 
 def _temp_parts(name: str) -> tuple[str, int] | None:
-    """(final, slot) of a temp name, None for any other file."""
+    """(final, writer pid) of a temp name, None for any other file."""
     if not name.endswith(TEMP_SUFFIX):
         return None
-    stem, dot, tail = name[:-len(TEMP_SUFFIX)].rpartition(".w")
+    stem, dot, tail = name[:-len(TEMP_SUFFIX)].rpartition(".")
     if not dot or not tail.isdigit() or container_of(stem) not in CONTAINERS:
         return None
     return stem, int(tail)
+
+
+def writer_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def dvr_template(path: str) -> str:
@@ -101,9 +112,9 @@ def dvr_root(path: str) -> str:
 class RecordingFile:
     """The temp file of one recording while it is written."""
 
-    def __init__(self, final: str, slot: int) -> None:
+    def __init__(self, final: str) -> None:
         self.final = final
-        self.temp = temp_name(final, slot)
+        self.temp = temp_name(final, os.getpid())
         os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
         self.f = open(self.temp, "wb", buffering=0)  # noqa: SIM115 - closed by close()
         self.size = 0
@@ -338,34 +349,41 @@ def _finish_mp4(temp: str, final: str, recovered: bool) -> DvrFile | None:
     return DvrFile(final, info.vhost, info.app, info.stream, info.start_ms, duration, scan.valid_end, recovered)
 
 
-def recover_under(root: str, mine: Callable[[int], bool]) -> list[DvrFile]:
-    """Finish what a crash left under `root` in the slots `mine` takes: every
-    ``<final>.w<slot>.tmp`` becomes its final file; interrupted close copies are removed. One
-    log line per file."""
+def recover_under(root: str) -> list[DvrFile]:
+    """Finish what crashed writers left under `root`: every ``<final>.<pid>.tmp`` whose writer
+    is dead becomes its final file (claimed first by a rename, so of workers starting together
+    one does it); copies an interrupted close left are removed. One log line per file."""
     found: list[DvrFile] = []
     if not os.path.isdir(root):
         return found
+    me = os.getpid()
     for folder, _dirs, files in os.walk(root):
         for name in sorted(files):
             path = os.path.join(folder, name)
             if name.endswith(CLOSE_SUFFIX):
                 parts = _temp_parts(name[:-len(".close")])
-                if parts is not None and mine(parts[1]):
+                if parts is not None and not writer_alive(parts[1]):
                     remove_quietly(path)
                 continue
             parts = _temp_parts(name)
-            if parts is not None and mine(parts[1]):
-                final = os.path.join(folder, parts[0])
-                try:
-                    done = finish(path, final, recovered=True)
-                except (OSError, ValueError, IndexError) as e:
-                    log.error("dvr: cannot recover %s: %s (left as it is)", path, e)
-                    continue
-                if done is None:
-                    log.warning("dvr: %s held no media; removed", path)
-                    continue
-                log.warning("dvr: recovered %s (%.3fs, %d bytes) left by a crash", final, done.duration, done.size)
-                found.append(done)
+            if parts is None or writer_alive(parts[1]):
+                continue
+            final = os.path.join(folder, parts[0])
+            claimed = temp_name(final, me)
+            try:
+                os.rename(path, claimed)
+            except FileNotFoundError:
+                continue  # another worker took it
+            try:
+                done = finish(claimed, final, recovered=True)
+            except (OSError, ValueError, IndexError) as e:
+                log.error("dvr: cannot recover %s: %s (left as %s)", path, e, claimed)
+                continue
+            if done is None:
+                log.warning("dvr: %s held no media; removed", path)
+                continue
+            log.warning("dvr: recovered %s (%.3fs, %d bytes) left by a crash", final, done.duration, done.size)
+            found.append(done)
     return found
 
 

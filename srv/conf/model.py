@@ -319,7 +319,7 @@ class HttpHooksConfig:
 
     ``on_connect``, ``on_publish`` and ``on_play`` decide (every URL must accept); the others
     only notify. ``on_hls`` and ``on_hls_notify`` follow each HLS segment (srv/net/hls.py);
-    ``on_dvr`` is kept for the DVR writer, which does not exist yet: nothing calls it. ``timeout`` is srv's (SRS's HTTP
+    ``on_dvr`` each finished DVR file (srv/net/dvr.py). ``timeout`` is srv's (SRS's HTTP
     client has a fixed 30 s): seconds one call may take, the whole answer included.
     """
 

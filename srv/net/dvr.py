@@ -276,10 +276,8 @@ class DvrRecorder:
                 return None  # nothing an MP4 can carry yet
             values = {k[3:]: v for k, v in srv_values(info).items()}
             out.append(file_head(video, audio, values))
-        slot = self.ctx.slot
-
         def open_file() -> None:
-            f.handle = dvr_files.RecordingFile(final, slot)
+            f.handle = dvr_files.RecordingFile(final)
 
         try:
             self._submit(open_file, None)
@@ -397,19 +395,14 @@ def _salvaged(fut: asyncio.Future[dvr_files.DvrFile | None]) -> None:
         log.warning("dvr: kept %s up to the error (%.3fs, %d bytes)", done.path, done.duration, done.size)
 
 
-def recover(ctx: ConnectionContext, workers: int) -> None:
-    """At a worker's start: finish the files its predecessor in this slot was writing (slot 0
-    also takes slots beyond the current worker count), off the loop."""
+def recover(ctx: ConnectionContext) -> None:
+    """At a worker's start, off the loop: finish the files crashed writers left (srv.app.dvr_files)."""
     roots = sorted({dvr_files.dvr_root(v.dvr.path) for v in ctx.config.vhosts.values() if v.dvr.enabled})
     if not roots:
         return
-    slot = ctx.slot
-
-    def mine(owner: int) -> bool:
-        return owner == slot or (slot == 0 and owner >= workers)
 
     def job() -> None:
         for root in roots:
-            dvr_files.recover_under(root, mine)
+            dvr_files.recover_under(root)
 
     ctx.disk.run(job)
