@@ -29,6 +29,7 @@ SRV_BOX_SIZE = 512  # the free box with srv's JSON: fixed, so it is rewritten in
 SRV_MAGIC = b"srvdvr"
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
+_I32 = struct.Struct(">i")
 
 
 def srv_box(values: dict[str, Any]) -> bytes:
@@ -122,6 +123,13 @@ def patch_duration(moov: bytearray, duration_ms: int) -> None:
         _U64.pack_into(moov, mehd[0] + 12, duration_ms)
 
 
+def _field(data: bytes, pos: int, present: int, default: int = 0, fmt: struct.Struct = _U32) -> tuple[int, int]:
+    """An optional box field: (its value or `default`, the position after it)."""
+    if not present:
+        return default, pos
+    return int(fmt.unpack_from(data, pos)[0]), pos + fmt.size
+
+
 @dataclass(slots=True)
 class SampleRef:
     """One sample of a recorded fragment: times in its track's timescale, bytes by position."""
@@ -151,19 +159,11 @@ def fragment_samples(moof: bytes, moof_offset: int) -> list[SampleRef]:
             if k == b"tfhd":
                 track_id = _U32.unpack_from(moof, p + 12)[0]
                 q = p + 16
-                if flags & 0x01:
-                    base = _U64.unpack_from(moof, q)[0]
-                    q += 8
-                if flags & 0x02:
-                    q += 4
-                if flags & 0x08:
-                    default_duration = _U32.unpack_from(moof, q)[0]
-                    q += 4
-                if flags & 0x10:
-                    default_size = _U32.unpack_from(moof, q)[0]
-                    q += 4
-                if flags & 0x20:
-                    default_flags = _U32.unpack_from(moof, q)[0]
+                base, q = _field(moof, q, flags & 0x01, base, _U64)
+                q += 4 if flags & 0x02 else 0  # sample_description_index
+                default_duration, q = _field(moof, q, flags & 0x08)
+                default_size, q = _field(moof, q, flags & 0x10)
+                default_flags, q = _field(moof, q, flags & 0x20)
             elif k == b"tfdt":
                 dts = _U64.unpack_from(moof, p + 12)[0] if version == 1 else _U32.unpack_from(moof, p + 12)[0]
             elif k == b"trun":
@@ -171,30 +171,15 @@ def fragment_samples(moof: bytes, moof_offset: int) -> list[SampleRef]:
         for p, flags, version in runs:
             count = _U32.unpack_from(moof, p + 12)[0]
             q = p + 16
-            offset = base
-            if flags & 0x01:
-                offset = base + struct.unpack_from(">i", moof, q)[0]
-                q += 4
-            first_flags = None
-            if flags & 0x04:
-                first_flags = _U32.unpack_from(moof, q)[0]
-                q += 4
+            delta, q = _field(moof, q, flags & 0x01, 0, _I32)
+            offset = base + delta
+            first_flags, q = _field(moof, q, flags & 0x04, -1)
             for i in range(count):
-                duration, sample_size, sample_flags, cts = default_duration, default_size, default_flags, 0
-                if flags & 0x100:
-                    duration = _U32.unpack_from(moof, q)[0]
-                    q += 4
-                if flags & 0x200:
-                    sample_size = _U32.unpack_from(moof, q)[0]
-                    q += 4
-                if flags & 0x400:
-                    sample_flags = _U32.unpack_from(moof, q)[0]
-                    q += 4
-                elif i == 0 and first_flags is not None:
-                    sample_flags = first_flags
-                if flags & 0x800:
-                    cts = struct.unpack_from(">i" if version else ">I", moof, q)[0]
-                    q += 4
+                duration, q = _field(moof, q, flags & 0x100, default_duration)
+                sample_size, q = _field(moof, q, flags & 0x200, default_size)
+                sample_flags, q = _field(moof, q, flags & 0x400, first_flags if i == 0 and first_flags >= 0
+                                         else default_flags)
+                cts, q = _field(moof, q, flags & 0x800, 0, _I32 if version else _U32)
                 sync = not sample_flags & 0x00010000
                 out.append(SampleRef(track_id, dts, cts, duration, sync, offset, sample_size))
                 dts += duration
