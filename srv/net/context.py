@@ -148,7 +148,6 @@ class ConnectionContext(Protocol):
     stopping: bool  # a stop began: not ready (health), but still serving new clients
     draining: bool  # the listeners are closed: whatever still arrives is refused
     server_id: str  # the same for every worker of one server: forwarders detect loops with it
-    disk: DiskPool  # the worker's file threads (recordings: HLS, DVR)
 
     def new_cid(self) -> str: ...
     def register(self, client: Client) -> None: ...
