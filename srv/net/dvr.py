@@ -105,6 +105,8 @@ class DvrRecorder:
         self.video_sh: bytes | None = None
         self.audio_sh: bytes | None = None
         self.file: _File | None = None
+        self.last_raw = -1  # the last media timestamp as it came (32 bits)
+        self.wraps = 0
         self.session: tuple[float, int] | None = None  # (wall ms, timestamp) of the first file's start
         self.files = 0
         self.bytes = 0
@@ -165,21 +167,22 @@ class DvrRecorder:
             self.meta = payload
             return
         if kind == TAG_VIDEO and video_is_sequence_header(payload):
-            changed = self.video_sh is not None and self.video_sh != payload
+            changed = self.video_sh != payload  # a new track counts: the moov must describe it
             self.video_sh = payload
             self._header_in_file(kind, payload, changed, out)
             return
         if kind == TAG_AUDIO and audio_is_sequence_header(payload):
-            changed = self.audio_sh is not None and self.audio_sh != payload
+            changed = self.audio_sh != payload
             self.audio_sh = payload
             self._header_in_file(kind, payload, changed, out)
             return
         if kind not in (TAG_AUDIO, TAG_VIDEO):
             return
         keyframe = starts_picture(kind, payload)
+        ts = self._unwrap(tag.timestamp)
         f = self.file
         if f is not None and self.config.plan == "segment" and f.first_ts >= 0:
-            lasted = tag.timestamp - f.base_ts - f.first_ts
+            lasted = ts - f.base_ts - f.first_ts
             cut_here = keyframe or not self.config.wait_keyframe or self.video_sh is None
             if lasted >= self.config.duration * 1000 and cut_here:
                 self._flush(out)
@@ -188,17 +191,24 @@ class DvrRecorder:
         if f is None:
             if self.video_sh is not None and not keyframe:
                 return  # a file starts on a keyframe
-            f = self._open_file(tag.timestamp, out)
+            f = self._open_file(ts, out)
             if f is None:
                 return
-        self._write_frame(f, kind, tag.timestamp, payload, keyframe, out)
+        self._write_frame(f, kind, ts, payload, keyframe, out)
+
+    def _unwrap(self, ts: int) -> int:
+        """FLV time is 32 bits (49.7 days): a recording that runs past it goes on counting."""
+        if self.last_raw >= 0 and ts < self.last_raw - 0x80000000:
+            self.wraps += 1 << 32
+        self.last_raw = ts
+        return ts + self.wraps
 
     def _header_in_file(self, kind: int, payload: bytes, changed: bool, out: list[bytes]) -> None:
         f = self.file
         if f is None:
             return
         if f.muxer is not None:
-            if changed:  # a new configuration: a new moov, so a new file, from the next keyframe
+            if changed:  # a new track or configuration: a new moov, so a new file, from the next keyframe
                 self._flush(out)
                 self._close_file()
             return
