@@ -36,6 +36,7 @@ HANG_SECONDS = 10.0  # longer than any hook timeout the tests set
 class HookServer:
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, Any]]] = []  # (path, body), in arrival order
+        self.gets: list[str] = []  # GET paths (on_hls_notify), in arrival order
         self.lock = threading.Lock()
         hook = self
 
@@ -59,6 +60,15 @@ class HookServer:
                     self.wfile.write(data)
                 except OSError:
                     pass  # the client stopped reading: that is the point of the flood
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name; on_hls_notify
+                with hook.lock:
+                    hook.gets.append(self.path)
+                data = b"x" * 1000
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -13,16 +13,16 @@ from typing import Any
 
 import m3u8
 import pytest
-
-from tests.conftest import Clients, Server, codecs, ffprobe, wait_for
-from tests.media_tools import ffprobe_packets
+from conftest import FFMPEG_PUBLISH, Clients, Server, codecs, ffprobe, keeps_growing, record_flv, wait_for, worker_procs
+from hookserver import HookServer
+from media_tools import ffprobe_packets
 
 pytestmark = pytest.mark.timeout(180)
 
 
-def hls_vhost(path: Path, extra: str = "") -> str:
-    return (f"vhost __defaultVhost__ {{ hls {{ enabled on; hls_fragment 2; hls_window 8; hls_path {path}; "
-            f"hls_dispose 0; {extra} }} }}\n")
+def hls_vhost(path: Path, extra: str = "", window: float = 8, dispose: float = 0, vhost_extra: str = "") -> str:
+    return (f"vhost __defaultVhost__ {{ hls {{ enabled on; hls_fragment 2; hls_window {window}; "
+            f"hls_path {path}; hls_dispose {dispose}; {extra} }} {vhost_extra} }}\n")
 
 
 def fetch(url: str) -> tuple[int, bytes]:
@@ -38,8 +38,9 @@ def playlist(s: Server, name: str = "live/s") -> m3u8.M3U8 | None:
     return m3u8.loads(body.decode()) if status == 200 else None
 
 
-def start_hls(srs_server: Callable[..., Server], tmp_path: Path, extra: str = "", workers: int = 1) -> Server:
-    return srs_server(hls_vhost(tmp_path / "srs", extra), workers=workers, http=True)
+def start_hls(srs_server: Callable[..., Server], tmp_path: Path, extra: str = "", workers: int = 1,
+              path: Path | None = None, **kw: Any) -> Server:
+    return srs_server(hls_vhost(path or tmp_path / "srs", extra, **kw), workers=workers, http=True)
 
 
 def ended(s: Server, name: str = "live/s") -> m3u8.M3U8:
@@ -73,6 +74,7 @@ def test_a_published_stream_plays_as_hls_segments_cut_on_keyframes(
 
     p = ended(s)
     assert p.version == 3 and p.target_duration == 2 and len(p.segments) >= 4
+    assert 0.5 < p.segments[-1].duration < 1.9  # the publisher stopped mid-segment (9 s): listed as it is
     assert decode_errors(f"http://127.0.0.1:{s.http_port}/live/s.m3u8") == ""
     previous_end = None
     folder = tmp_path / "srs" / "live"
@@ -107,3 +109,202 @@ def wait_file_gone(path: Path, timeout: float = 30) -> None:
 
 def now() -> float:
     return time.monotonic()
+
+
+def publish_args(url: str, seconds: float, audio: bool = True, video: bool = True) -> list[str]:
+    spec = list(FFMPEG_PUBLISH[:-2])  # without "-f flv"
+    if not audio:
+        i = spec.index("sine=frequency=440:sample_rate=44100")
+        del spec[i - 3:i + 1]
+        spec += ["-an"]
+    if not video:
+        i = spec.index("testsrc=size=320x240:rate=25")
+        del spec[i - 3:i + 1]
+        spec += ["-vn"]
+    return ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", *spec, "-t", str(seconds),
+            "-f", "flv", url]
+
+
+class Watcher:
+    """Polls the playlist and checks, across every version a player could have read, what
+    RFC 8216 asks of a live playlist that changes under it."""
+
+    def __init__(self, s: Server) -> None:
+        self.s = s
+        self.seen: dict[str, int] = {}  # uri -> media sequence number
+        self.discontinuity: dict[int, bool] = {}  # media sequence number -> EXT-X-DISCONTINUITY
+        self.targets: set[int] = set()
+        self.last: m3u8.M3U8 | None = None
+        self.ended_seen = 0
+        self.removed_ok: list[str] = []
+
+    def poll(self) -> m3u8.M3U8 | None:
+        p = playlist(self.s)
+        if p is None or not p.segments:
+            return p
+        self.targets.add(p.target_duration)
+        for i, seg in enumerate(p.segments):
+            n = p.media_sequence + i
+            assert self.seen.setdefault(seg.uri, n) == n, f"{seg.uri} moved from {self.seen[seg.uri]} to {n}"
+            assert self.discontinuity.setdefault(n, seg.discontinuity) == seg.discontinuity
+        gone = [n for n, d in self.discontinuity.items() if d and n < p.media_sequence]
+        assert (p.discontinuity_sequence or 0) == len(gone), (p.dumps(), gone)
+        if self.last is not None:
+            now = {seg.uri for seg in p.segments}
+            for seg in self.last.segments:
+                if seg.uri not in now:  # just left the playlist: a player may still ask for it
+                    status, _ = fetch(f"http://127.0.0.1:{self.s.http_port}/live/{seg.uri}")
+                    assert status == 200, seg.uri
+                    self.removed_ok.append(seg.uri)
+        if p.is_endlist:
+            self.ended_seen += 1
+        self.last = p
+        return p
+
+    def until(self, cond: Callable[[m3u8.M3U8], bool], timeout: float = 40) -> m3u8.M3U8:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            p = self.poll()
+            if p is not None and p.segments and cond(p):
+                return p
+            time.sleep(0.25)
+        raise AssertionError(f"playlist never got there: {self.last.dumps() if self.last else None}")
+
+
+def test_a_republish_goes_on_in_one_playlist_that_stays_right_on_every_worker(
+        srs_server: Callable[..., Server], clients: Clients, tmp_path: Path) -> None:
+    s = start_hls(srs_server, tmp_path, workers=2, window=4, dispose=6)
+    folder = tmp_path / "srs" / "live"
+    w = Watcher(s)
+    url = f"{s.url}/live/s"
+    clients.spawn(publish_args(url, 7), stdout=subprocess.DEVNULL)
+    first = w.until(lambda p: p.is_endlist)
+    clients.spawn(publish_args(url, 9), stdout=subprocess.DEVNULL)
+    w.until(lambda p: not p.is_endlist)
+    listed_during = 0
+    while (p := w.poll()) is None or not p.is_endlist:
+        listed = {seg.uri for seg in p.segments} if p else set()
+        listed_during = max(listed_during, len(listed))
+        # files stay bounded: what is listed plus what left it less than RFC 8216's grace ago
+        assert len(list(folder.glob("*.ts"))) <= len(listed) + 6
+        time.sleep(0.25)
+    final = w.last
+    assert final is not None and final.is_endlist
+    assert w.targets == {2}  # EXT-X-TARGETDURATION never changed
+    assert final.media_sequence > first.media_sequence  # segments left the window
+    assert final.discontinuity_sequence == 1  # the republish's discontinuity slid out of the window
+    assert w.removed_ok, "no segment was seen leaving the playlist"
+    for seg in final.segments:  # SO_REUSEPORT spreads the fetches over both workers
+        for _ in range(4):
+            assert fetch(f"http://127.0.0.1:{s.http_port}/live/{seg.uri}")[0] == 200, seg.uri
+    assert max(w.seen.values()) + 1 > len(list(folder.glob("*.ts")))  # older files were deleted
+    wait_for(lambda: not any(folder.iterdir()), timeout=20)  # hls_dispose: everything goes
+
+
+def test_temp_files_a_killed_worker_left_are_swept(
+        srs_server: Callable[..., Server], clients: Clients, tmp_path: Path) -> None:
+    s = start_hls(srs_server, tmp_path)
+    folder = tmp_path / "srs" / "live"
+    url = f"{s.url}/live/s"
+    clients.spawn(publish_args(url, 60), stdout=subprocess.DEVNULL)
+    wait_for(lambda: (p := playlist(s)) is not None and len(p.segments) >= 2, timeout=30)
+    pid = worker_procs(s.master_pid).get(1)
+    assert pid is not None
+    pid.kill()  # kill -9 mid-stream: what it was writing stays behind as temp files
+    for name in ("s-99.ts.tmp", "s.m3u8.tmp"):
+        (folder / name).write_bytes(b"half a file")
+    s.wait_worker_ready(1, not_pid=pid.pid)
+    clients.spawn(publish_args(url, 5), stdout=subprocess.DEVNULL)
+    p = ended(s)
+    assert not list(folder.glob("*.tmp"))
+    assert any(seg.discontinuity for seg in p.segments)  # the new publish went on with the playlist
+
+    (folder / "s-98.ts.tmp").write_bytes(b"half a file")
+    s.stop()
+    s.start()  # the master sweeps before any worker writes
+    assert not list(folder.glob("*.tmp"))
+
+
+def test_audio_only_and_video_only_streams_play(
+        srs_server: Callable[..., Server], clients: Clients, tmp_path: Path) -> None:
+    s = start_hls(srs_server, tmp_path)
+    clients.spawn(publish_args(f"{s.url}/live/a", 6, video=False), stdout=subprocess.DEVNULL)
+    clients.spawn(publish_args(f"{s.url}/live/v", 6, audio=False), stdout=subprocess.DEVNULL)
+    a, v = ended(s, "live/a"), ended(s, "live/v")
+    assert a.target_duration == 5  # audio-only: cut at hls_aof_ratio * hls_fragment = 4.2 s
+    assert all(seg.duration <= 5.5 for seg in a.segments)
+    assert v.target_duration == 2 and all(seg.duration <= 2.5 for seg in v.segments)
+    for name in ("a", "v"):
+        u = f"http://127.0.0.1:{s.http_port}/live/{name}.m3u8"
+        assert decode_errors(u) == ""
+        found = codecs(ffprobe(u))
+        assert set(found) == ({"audio"} if name == "a" else {"video"})
+
+
+def test_fmp4_segments_play_with_their_init_segment(
+        srs_server: Callable[..., Server], clients: Clients, tmp_path: Path) -> None:
+    s = start_hls(srs_server, tmp_path, extra="hls_use_fmp4 on;")
+    clients.spawn(publish_args(f"{s.url}/live/s", 7), stdout=subprocess.DEVNULL)
+    p = ended(s)
+    assert p.version == 7 and p.segments[0].init_section.uri == "s-init.mp4"
+    assert all(seg.uri.endswith(".m4s") for seg in p.segments)
+    u = f"http://127.0.0.1:{s.http_port}/live/s.m3u8"
+    found = codecs(ffprobe(u))
+    assert found["video"]["codec_name"] == "h264" and found["audio"]["codec_name"] == "aac"
+    assert decode_errors(u) == ""
+
+
+def test_on_hls_and_on_hls_notify_follow_each_segment(
+        srs_server: Callable[..., Server], clients: Clients, tmp_path: Path) -> None:
+    hooks = HookServer()
+    try:
+        notify = hooks.url("notify/[app]/[stream]/[ts_url][param]")
+        s = start_hls(srs_server, tmp_path, extra="hls_nb_notify 10;", vhost_extra=(
+            f"http_hooks {{ enabled on; on_hls {hooks.url('hls')}; on_hls_notify {notify}; }}"))
+        clients.spawn(publish_args(f"{s.url}/live/s?token=abc", 7), stdout=subprocess.DEVNULL)
+        p = ended(s)
+        wait_for(lambda: len(hooks.bodies("on_hls")) == len(p.segments) and len(hooks.gets) == len(p.segments))
+        bodies = hooks.bodies("on_hls")
+        first = bodies[0]
+        for key in ("server_id", "service_id", "client_id", "ip", "vhost", "app", "tcUrl", "stream", "param",
+                    "duration", "cwd", "file", "url", "m3u8", "m3u8_url", "seq_no", "stream_url", "stream_id"):
+            assert key in first, key
+        assert (first["app"], first["stream"], first["param"]) == ("live", "s", "?token=abc")
+        assert [b["seq_no"] for b in bodies] == list(range(len(bodies)))
+        assert [b["url"] for b in bodies] == [seg.uri for seg in p.segments]
+        assert first["m3u8_url"] == "live/s.m3u8" and first["duration"] == 2.0
+        assert (Path(first["cwd"]) / first["file"]).exists()
+        assert hooks.gets[0] == "/notify/live/s/s-0.ts?token=abc"
+        assert s.log_text().count("failed") == 0
+    finally:
+        hooks.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("on_error", ["continue", "disconnect"])
+def test_a_full_disk_is_said_once_and_players_keep_playing(
+        srs_server: Callable[..., Server], clients: Clients, tmp_path: Path, small_disk: Path,
+        on_error: str) -> None:
+    s = start_hls(srs_server, tmp_path, extra=f"hls_on_error {on_error};", path=small_disk)
+    url = f"{s.url}/live/s"
+    publisher = clients.spawn(publish_args(url, 30), stdout=subprocess.DEVNULL)
+    recording = tmp_path / "player.flv"
+    record_flv(clients, url, recording)
+    s.wait_log("write failed", timeout=30)
+    if on_error == "continue":
+        assert keeps_growing(recording, 4)  # the RTMP player does not notice
+        hls = api_hls(s)
+        assert hls is not None and hls["errors"] >= 2 and hls["writing"]
+        assert s.log_text().count("write failed") == 1  # said once, however many segments fail
+        assert publisher.poll() is None
+    else:
+        publisher.wait(15)  # the publisher is disconnected long before its 30 s
+        assert "hls write failed" in s.log_text()

@@ -36,6 +36,8 @@ from setproctitle import setproctitle
 from srv import __version__
 from srv import log as srvlog
 from srv.app.access import IpLimiter
+from srv.app.diskio import remove_quietly
+from srv.app.hls import temp_files
 from srv.conf.errors import ConfigErrors
 from srv.conf.listen import ListenError, listen_specs
 from srv.conf.loader import load, reload_diff
@@ -158,9 +160,21 @@ class Arbiter:
                 ", ".join(str(s) for s in self.listeners.specs))
         for w in self.config.warnings:
             log.warning("%s", w)
+        self.sweep_recordings()
         for slot in range(1, self.num_workers + 1):
             self.slots[slot] = SlotState()
             self.spawn_worker(slot)
+
+    def sweep_recordings(self) -> None:
+        """Before any worker writes: remove the temp files a crash (kill -9) left under each
+        vhost's hls_path (a writer also sweeps its own stream's when it starts)."""
+        removed = 0
+        for name in self.config.vhosts:
+            hls = self.config.vhosts[name].hls
+            if hls.enabled:
+                removed += sum(remove_quietly(path) for path in temp_files(hls))
+        if removed:
+            log.log(srvlog.TRACE, "removed %d temp files a crash left under hls_path", removed)
 
     def _enqueue_signal(self, signum: int, frame: Any) -> None:
         if len(self.sig_queue) < 16:
