@@ -308,3 +308,13 @@ def test_a_full_disk_is_said_once_and_players_keep_playing(
     else:
         publisher.wait(15)  # the publisher is disconnected long before its 30 s
         assert "hls write failed" in s.log_text()
+
+
+def test_cleanup_off_keeps_every_segment_file(
+        srs_server: Callable[..., Server], clients: Clients, tmp_path: Path) -> None:
+    s = start_hls(srs_server, tmp_path, extra="hls_cleanup off;", window=2)
+    clients.spawn(publish_args(f"{s.url}/live/s", 9), stdout=subprocess.DEVNULL)
+    p = ended(s)
+    assert p.media_sequence >= 3  # segments left the playlist...
+    time.sleep(5)  # ...longer ago than RFC 8216's grace
+    assert len(list((tmp_path / "srs" / "live").glob("*.ts"))) == p.media_sequence + len(p.segments)

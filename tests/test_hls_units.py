@@ -158,3 +158,15 @@ def test_av1_in_a_ts_stream_goes_fmp4_with_a_reason(tmp_path: Path) -> None:
     seg, cuts = cut_all(av1_enhanced_tags(tmp_path, seconds=2), HlsConfig(fragment=1.0))
     assert seg.fmp4 and seg.fallback and "AV1" in seg.fallback
     assert cuts and cuts[0].init is not None
+
+
+def test_new_sequence_headers_cut_at_the_next_keyframe_with_a_discontinuity_and_a_new_init(
+        tags: list[FlvTag]) -> None:
+    at = next(i for i, t in enumerate(tags) if t.timestamp >= 2500)
+    changed = tags[:at] + [FlvTag(TAG_AUDIO, tags[at].timestamp, b"\xaf\x00\x11\x88")] + tags[at:]  # 48 kHz
+    _, cuts = cut_all(changed, HlsConfig(fragment=2.0), fmp4=True)
+    after = [c for c in cuts if c.start > 2500]
+    assert after[0].start == 3000 and after[0].discontinuity and after[0].init is not None
+    assert not any(c.discontinuity for c in cuts if c.start <= 2500)
+    _, ts_cuts = cut_all(changed, HlsConfig(fragment=2.0))
+    assert [c.discontinuity for c in ts_cuts] == [c.discontinuity for c in cuts]

@@ -146,7 +146,7 @@ class HlsWriter:
             old.cancel_dispose()
         _writers[self.m3u8_path] = self
         self.consumer: Consumer | None = None
-        self._submit(self._prepare, self._prepared)
+        self._submit(self._prepare, self._prepared, lambda: self._prepared(None))
         log.log(srvlog.TRACE, "hls %s: writing %s (%s)", self.name, self.m3u8_path,
                 "fMP4" if hls.use_fmp4 else "MPEG-TS")
         self.consumer = source.add_consumer(self, FLV, internal=True, label="hls writer")
@@ -294,7 +294,8 @@ class HlsWriter:
             p = Playlist(target_duration(seconds), version)
         if old is not None:
             self.file_seq = max(self.file_seq, old.next_seq, _max_file_seq(old))
-            p.media_sequence = max(p.media_sequence, 0)
+            if p is not old:  # another format: a new playlist, whose numbers still go on
+                p.media_sequence = old.next_seq
         self.segmenter.target = p.target_duration
         self.playlist = p
         return p
@@ -403,6 +404,8 @@ class HlsWriter:
             return
         self.stopped = True
         p = self.playlist
+        if p is None or self.hls.dispose <= 0:
+            self._forget()
         if p is None:
             return
         p.ended = True
@@ -410,6 +413,10 @@ class HlsWriter:
         log.log(srvlog.TRACE, "hls %s: ended after %d segments", self.name, self.segments)
         if self.hls.dispose > 0:
             self.dispose_timer = self.loop.call_later(self.hls.dispose, self._dispose)
+
+    def _forget(self) -> None:
+        if _writers.get(self.m3u8_path) is self:
+            del _writers[self.m3u8_path]
 
     def cancel_dispose(self) -> None:
         """A new publish of the same playlist in this worker takes it over."""
@@ -443,8 +450,7 @@ class HlsWriter:
             return True
 
         def done(removed: bool) -> None:
-            if _writers.get(self.m3u8_path) is self:
-                del _writers[self.m3u8_path]
+            self._forget()
             log.log(srvlog.TRACE, "hls %s: %s", self.name,
                     "disposed" if removed else "not disposed: the playlist was taken over")
 
