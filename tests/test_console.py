@@ -23,6 +23,9 @@ from urllib.error import HTTPError
 import pytest
 from conftest import Clients, Server, free_port, player, wait_for
 
+from srv.conf.model import HttpRemuxConfig, VhostConfig
+from srv.http.flv import match_mount, mount_url
+
 USER, PASSWORD = "admin", "console-Pa55"
 CONSOLE = Path(__file__).resolve().parents[1] / "srv" / "http" / "www" / "console"
 
@@ -111,6 +114,7 @@ def test_api_gives_the_console_stream_details_forwards_and_players_per_protocol(
     s = stream()
     assert s is not None
     assert s["players_by_type"] == {"rtmp-play": 1, "flv-play": 1}, s
+    assert s["flv"] == "/live/cam.flv"
     assert s["publish"]["active"] and s["publish"]["ip"] == "127.0.0.1" and s["publish"]["cid"]
     assert s["gop"]["frames"] == 25 and abs(s["gop"]["seconds"] - 1.0) < 0.1, s["gop"]
     # ffmpeg's real-time rate: 25 fps, less or more as a loaded machine slows it down and it
@@ -123,6 +127,22 @@ def test_api_gives_the_console_stream_details_forwards_and_players_per_protocol(
     assert forwards[f"127.0.0.1:{dead}"]["state"] in ("connecting", "backoff")
     wait_for(lambda: {f["destination"]: f for f in stream()["forwards"]}[  # type: ignore[index]
         f"127.0.0.1:{dead}"]["last_error"], 10, what="the dead destination's last error")
+
+
+@pytest.mark.parametrize("vhost, mount, url", [
+    ("__defaultVhost__", "[vhost]/[app]/[stream].flv", "/live/cam.flv"),
+    ("__defaultVhost__", "[app]/[stream].flv", "/live/cam.flv"),
+    ("__defaultVhost__", "/flv/[app]/[stream].flv", "/flv/live/cam.flv"),
+    ("v.example", "[vhost]/[app]/[stream].flv", "/live/cam.flv?vhost=v.example"),
+    ("v.example", "[app]/[vhost]-[stream].flv", "/live/v.example-cam.flv?vhost=v.example"),
+    ("__defaultVhost__", "[vhost]/[app]/[stream].ts", ""),
+])
+def test_flv_url_of_a_stream_is_what_its_mount_serves(vhost: str, mount: str, url: str) -> None:
+    config = VhostConfig(name=vhost, http_remux=HttpRemuxConfig(enabled=True, mount=mount))
+    assert mount_url(config, "live", "cam") == url
+    if url:
+        assert match_mount(config, url.partition("?")[0]) == ("live", "cam")
+    assert mount_url(VhostConfig(name=vhost), "live", "cam") == ""  # http_remux off
 
 
 def test_api_gives_the_config_test_result_and_the_last_reload(srs_server) -> None:

@@ -22,6 +22,7 @@ from srv import __version__
 from srv.app.hub import stream_id, vhost_id
 from srv.conf import ConfigErrors, load
 from srv.conf.model import ServerConfig
+from srv.http.flv import mount_url
 from srv.http.procstat import ProcessSampler
 from srv.http.stats import ServerView, StreamView, VhostFigures, kbps
 from srv.net.context import PUBLISH_TYPES, ClientQuery, ConnectionContext
@@ -181,8 +182,14 @@ class Api:
             "forwards": [forward_entry(f) for f in s.forwards],
             "hls": dict(s.hls),
             "dvr": dict(s.dvr) or {"state": "off"},
+            "flv": self.flv_url(s),
             "workers": s.workers,
         }
+
+    def flv_url(self, s: StreamView) -> str:
+        """srv: the HTTP-FLV path of the stream on the HTTP server (the console's player), or ""."""
+        vhost = self.ctx.config.vhost(s.vhost)
+        return mount_url(vhost, s.app, s.name) if vhost is not None else ""
 
     def streams(self, view: ServerView, rest: str) -> Reply:
         if rest:

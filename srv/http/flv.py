@@ -58,6 +58,20 @@ def mount_pattern(mount: str, vhost: str) -> re.Pattern[str]:
     return re.compile(rx)
 
 
+def mount_url(vhost: VhostConfig, app: str, stream: str) -> str:
+    """The path (and `?vhost=` for a named vhost) an HTTP-FLV player asks for to play
+    `app/stream` of `vhost`, or "" when the vhost has no FLV mount: `match_mount`'s inverse."""
+    remux = vhost.http_remux
+    if not remux.enabled or not remux.mount.endswith(".flv"):
+        return ""
+    template = remux.mount[len("[vhost]/"):] if remux.mount.startswith("[vhost]/") else remux.mount
+    if vhost.name == DEFAULT_VHOST:
+        template = template.replace(f"{DEFAULT_VHOST}/", "")
+    path = "/" + template.lstrip("/").replace("[vhost]", vhost.name).replace("[app]", app, 1)
+    path = path.replace("[stream]", stream, 1)
+    return path if vhost.name == DEFAULT_VHOST else f"{path}?vhost={vhost.name}"
+
+
 def match_mount(vhost: VhostConfig, path: str) -> tuple[str, str] | None:
     """(app, stream) when `path` is an HTTP-FLV mount of `vhost`, else None."""
     remux = vhost.http_remux

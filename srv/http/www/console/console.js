@@ -175,9 +175,16 @@ function playersText(s) {
 
 function recordingText(s) {
   const parts = [];
-  if (s.hls && s.hls.enabled) parts.push(`HLS ${s.hls.state || "on"}`);
-  if (s.dvr && s.dvr.enabled) parts.push(`DVR ${s.dvr.state || "on"}`);
-  return parts.join(", ") || "-";
+  const h = s.hls;
+  if (h && h.m3u8) {
+    parts.push(`HLS ${h.format}: ${h.segments} segments, last ${h.last_duration} s, seq ${h.seq === null ? "-" : h.seq}`
+      + (h.errors ? `, ${h.errors} errors` : ""));
+  }
+  const d = s.dvr;
+  if (d && d.state && d.state !== "off") {
+    parts.push(`DVR ${d.state}${d.file ? `: ${d.file}` : ""}${d.error ? ` (${d.error})` : ""}`);
+  }
+  return parts.join("; ") || "-";
 }
 
 function drawStreams() {
@@ -249,8 +256,8 @@ function urlsFor(s) {
   return {
     server: rtmp ? `rtmp://${host}${rtmp === "1935" ? "" : `:${rtmp}`}/${s.app}${q}` : "",
     key: s.name,
-    flv: http ? `http://${host}:${http}/${s.app}/${s.name}.flv${q}` : "",
-    hls: http ? `http://${host}:${http}/${s.app}/${s.name}.m3u8${q}` : "",
+    flv: http && s.flv ? `http://${host}:${http}${s.flv}` : "",
+    hls: http && s.hls && s.hls.m3u8 ? `http://${host}:${http}/${s.hls.m3u8.replace(/^\//, "")}` : "",
     page: http ? `http://${host}:${http}/players/` : "",
   };
 }
@@ -274,12 +281,15 @@ function drawPlayer() {
   const u = urlsFor(s);
   fill(document.querySelector("#pl-urls tbody"), kv([
     ["OBS server", el("code", {}, u.server || "-")], ["OBS stream key", el("code", {}, u.key)],
-    ["HTTP-FLV", el("code", {}, u.flv || "-")], ["HLS", el("code", {}, u.hls || "-")],
+    ["HTTP-FLV", u.flv ? el("code", {}, u.flv) : "off for this stream"], ["HLS", u.hls ? el("code", {}, u.hls) : "off for this stream"],
   ]));
-  const kind = document.getElementById("pl-kind").value;
+  const kindSelect = document.getElementById("pl-kind");
+  if (!kindSelect.dataset.chosen && !u.flv && u.hls) kindSelect.value = "hls";  // what the stream has
+  const kind = kindSelect.value;
   const media = kind === "hls" ? u.hls : u.flv;
-  note.textContent = u.page ? "The player shows its latency (behind the live edge) under the picture."
-    : "No http_server listens: HTTP-FLV and HLS need one.";
+  note.textContent = !u.page ? "No http_server listens: HTTP-FLV and HLS need one."
+    : !media ? `${kind === "hls" ? "HLS (hls { enabled on; })" : "HTTP-FLV (http_remux { enabled on; })"} is off for this stream.`
+      : "The player shows its latency (behind the live edge) under the picture.";
   const src = u.page && media ? `${u.page}?url=${encodeURIComponent(media)}&type=${kind}` : "about:blank";
   if (frame.dataset.src !== src) {
     frame.dataset.src = src;
@@ -347,7 +357,10 @@ document.getElementById("pl-stream").addEventListener("change", (e) => {
   state.playerKey = e.target.value;
   location.hash = `#player/${state.playerKey}`;
 });
-document.getElementById("pl-kind").addEventListener("change", () => drawPlayer());
+document.getElementById("pl-kind").addEventListener("change", (e) => {
+  e.target.dataset.chosen = "1";
+  drawPlayer();
+});
 window.addEventListener("hashchange", route);
 window.srvConsole = {state, tick};
 route();
