@@ -19,6 +19,8 @@ import pytest
 from conftest import Clients, Server, keeps_growing, record_flv, wait_for, worker_procs
 from hookserver import HookServer
 
+from srv.media.mp4_file import boxes
+
 FPS = 25
 
 
@@ -148,6 +150,11 @@ def test_time_range_playback_starts_on_a_keyframe_before_start_and_has_the_frame
     # from the keyframe at +1.0 s to +4.5 s: 3.5 s of frames, across two recordings
     assert len(pts) == pytest.approx(3.5 * FPS, abs=1)
     assert video_frames(out) == len(pts)
+    duration = float(probe(out)["format"]["duration"])
+    assert len(pts) / FPS - 1e-3 <= duration <= len(pts) / FPS + 0.1, duration
+    moov = next(data[pos:pos + size] for kind, pos, size in boxes(data) if kind == b"moov")
+    mvhd = next(moov[pos:pos + size] for kind, pos, size in boxes(moov, 8) if kind == b"mvhd")
+    assert int.from_bytes(mvhd[24:28], "big") == 0  # not the first recording's 2 s: unknown
     assert api(server, "/api/v1/dvrs/__defaultVhost__/live/r.mp4?start=2000-01-01T00:00:00Z&duration=3")[0] == 404
     assert api(server, "/api/v1/dvrs/__defaultVhost__/live/r.mp4?start=nonsense")[0] == 400
 

@@ -16,7 +16,8 @@ from srv.app.dvr_files import DvrFile, container_of, scan_flv, scan_mp4
 from srv.media.codec import audio_is_sequence_header, video_is_sequence_header
 from srv.media.flv import TAG_AUDIO, TAG_VIDEO, read_flv_file
 from srv.media.flv_file import starts_picture
-from srv.media.fmp4 import Fmp4Muxer, Sample, TrackFragment, box, ftyp, media_segment
+from srv.media.fmp4 import Fmp4Muxer, Sample, TrackFragment, ftyp, media_segment
+from srv.media.mp4_file import patch_duration
 
 FRAGMENT_MS = 1000
 
@@ -106,7 +107,9 @@ def _from_mp4(files: list[DvrFile], start_ms: float, end_ms: float) -> Iterator[
             syncs = [wall(s.dts, s.track_id) for s in samples if s.track_id == 1 and s.sync]
             before = [w for w in syncs if w <= start_ms]
             base = before[-1] if before else (syncs[0] if syncs else wall(samples[0].dts, samples[0].track_id))
-            yield ftyp() + box(b"moov", bytes(scan.moov[8:]))
+            moov = bytearray(scan.moov)
+            patch_duration(moov, 0)  # the first file's duration is not the range's: unknown (0)
+            yield ftyp() + bytes(moov)
         with open(f.path, "rb") as src:
             batch: dict[int, list[Sample]] = {}
             batch_start: float | None = None
