@@ -206,6 +206,10 @@ def test_full_disk_stops_the_recording_once_and_players_go_on(
     assert stream["dvr"]["state"] == "error" and "No space" in stream["dvr"]["error"]
     assert keeps_growing(got, 3.0)  # the RTMP player is undisturbed
     assert server.log_text().count("recording stopped") == 1
+    # one line at the default level (trace): the rest of the story is info
+    shown = [line for line in server.log_text().splitlines() if "dvr" in line and "[Info]" not in line
+             and ("[Warn]" in line or "[Error]" in line)]
+    assert len(shown) == 1, shown
 
 
 def test_on_dvr_is_called_after_the_file_is_renamed_with_srs_fields(

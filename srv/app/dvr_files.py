@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from srv import log as srvlog
 from srv.app.diskio import TEMP_SUFFIX, remove_quietly
 from srv.media import mp4_file
 from srv.media.codec import audio_is_sequence_header, video_is_sequence_header
@@ -248,7 +249,8 @@ def _finish_flv(temp: str, final: str, recovered: bool) -> DvrFile | None:
         remove_quietly(temp)
     except OSError as e:
         remove_quietly(part)
-        log.warning("dvr: %s: no room to add the keyframe index (%s); patching duration in place", final, e)
+        log.log(srvlog.INFO, "dvr: %s: no room to add the keyframe index (%s); duration patched in place",
+                final, e)
         _patch_flv_in_place(temp, scan, info, duration, recovered)
         os.replace(temp, final)
         total = scan.valid_end

@@ -402,7 +402,8 @@ def _salvaged(fut: asyncio.Future[dvr_files.DvrFile | None]) -> None:
     elif fut.result() is not None:
         done = fut.result()
         assert done is not None
-        log.warning("dvr: kept %s up to the error (%.3fs, %d bytes)", done.path, done.duration, done.size)
+        # the error was logged once already (one line per event): this detail is info
+        log.log(srvlog.INFO, "dvr: kept %s up to the error (%.3fs, %d bytes)", done.path, done.duration, done.size)
 
 
 def recover(ctx: ConnectionContext) -> None:
