@@ -40,7 +40,7 @@ from srv.net.context import ClientQuery
 from srv.net.edge import EdgePull, EdgePush
 from srv.net.forward import Forwarder
 from srv.net.hls import start_hls
-from srv.net.proxy_gate import ProxyGate
+from srv.net.proxy_gate import ProxyGate, read_before_tls
 from srv.net.pull import Pull
 from srv.net.rtmp_server import RtmpServerProtocol
 from srv.net.tls import TlsError, TlsListener, server_context
@@ -232,11 +232,14 @@ class Worker:
                 return ProxyGate(self.ctx, protocol, str(spec))
             return protocol()
 
-        if spec.tls is not None:
+        if spec.tls is not None:  # a PROXY header comes before TLS: the listener reads it first
             cert, key = spec.tls
+            door = (lambda conn, peer, where: read_before_tls(self.ctx, conn, peer, where)) \
+                if spec.proxy_protocol else None
             self.servers[spec] = TlsListener(
-                self.loop, sock, server_context(cert, key), factory, str(spec),
-                lambda: self.config.handshake_timeout / 1000, lambda why: self.ctx.reject("tls_handshake"))
+                self.loop, sock, server_context(cert, key), protocol, str(spec),
+                lambda: self.config.handshake_timeout / 1000, lambda why: self.ctx.reject("tls_handshake"),
+                door)
         else:
             self.servers[spec] = await self.loop.create_server(factory, sock=sock)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from typing import Any
 
 from srv.rtmp import events as ev
@@ -19,10 +20,11 @@ from srv.rtmp.messages import Message
 class RtmpTestClient:
     def __init__(self, port: int, app: str = "live", host: str = "127.0.0.1",
                  tc_url: str | None = None, read: bool = True, rcvbuf: int = 0,
-                 source: str = "", prefix: bytes = b"") -> None:
+                 source: str = "", prefix: bytes = b"", tls: ssl.SSLContext | None = None) -> None:
         self.rcvbuf = rcvbuf  # a small receive buffer makes a stalled reader push back sooner
         self.source = source  # the local address to connect from (127.0.0.2, ...): per-IP tests
-        self.prefix = prefix  # bytes sent before the handshake (a PROXY header)
+        self.prefix = prefix  # bytes sent before the handshake (a PROXY header), before TLS too
+        self.tls = tls  # RTMPS: TLS over the socket once the prefix is out
         self.port = port
         self.host = host
         self.app = app
@@ -42,10 +44,16 @@ class RtmpTestClient:
         if self.rcvbuf:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, (self.host, self.port))
-        self.reader, self.writer = await asyncio.open_connection(sock=sock)
-        if self.prefix:
-            self.writer.write(self.prefix)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, (self.host, self.port))
+        if self.tls is not None:
+            await loop.sock_sendall(sock, self.prefix)
+            self.reader, self.writer = await asyncio.open_connection(sock=sock, ssl=self.tls,
+                                                                     server_hostname="localhost")
+        else:
+            self.reader, self.writer = await asyncio.open_connection(sock=sock)
+            if self.prefix:
+                self.writer.write(self.prefix)
         self.session.start()
         self._flush()
         self.task = asyncio.ensure_future(self._pump())

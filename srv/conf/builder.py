@@ -122,9 +122,10 @@ class _Builder:
                 seen.add(endpoint)
             if built.proxy_protocol_trusted == () and any(
                     ep.proxy_protocol for ep in (*built.listen, built.http_api.listen, built.http_server.listen,
-                                                 built.exporter.listen)):
+                                                 built.exporter.listen, *built.rtmps.listen,
+                                                 built.http_api.https.listen, built.http_server.https.listen)):
                 where = next(d for d in (first.get("listen"), first.get("http_api"), first.get("http_server"),
-                                         first.get("exporter")) if d is not None)
+                                         first.get("exporter"), first.get("rtmps")) if d is not None)
                 self.error(where, "a listen address has proxy_protocol, but proxy_protocol_trusted is not set: "
                                   "name the load balancers allowed to send PROXY headers")
             api = built.http_api

@@ -110,7 +110,10 @@ def _tls_files(context: str) -> list[Spec]:
 
 def _https(context: str, port: str) -> list[Spec]:
     return [Spec("enabled", (context,), v.flag, default="off", example="on"),
-            Spec("listen", (context,), v.endpoint, default=port), *_tls_files(context)]
+            Spec("listen", (context,), v.listen_address, nargs=(1, 2), default=port, join=v.one_listen_address,
+                 doc="[ip:]port; followed by proxy_protocol, it expects a PROXY header before the TLS "
+                     "handshake (srv)."),
+            *_tls_files(context)]
 
 
 # --- http_api { raw_api { } auth { } }: HttpApiConfig, RawApiConfig, ApiAuthConfig --------
@@ -153,8 +156,10 @@ _HTTP_SERVER = [
 # --- rtmps { }: RtmpsConfig (SRS 7) ---------------------------------------------------------
 _RTMPS = [
     Spec("enabled", ("rtmps",), v.flag, default="off", example="on"),
-    Spec("listen", ("rtmps",), v.endpoint, nargs=_SOME, default="1443", example="1443",
-         doc="RTMPS listen addresses, [ip:]port each."),
+    Spec("listen", ("rtmps",), v.listen_address, nargs=_SOME, default="1443", example="1443",
+         join=v.listen_addresses,
+         doc="RTMPS listen addresses, [ip:]port each; an address followed by proxy_protocol expects a "
+             "PROXY header before the TLS handshake (srv)."),
     *_tls_files("rtmps"),
 ]
 

@@ -69,9 +69,14 @@ def _tls_specs(config: ServerConfig, plain: dict[Endpoint, ListenSpec]) -> list[
             raise ListenError(f"listen {ep}: used by both {plain[ep]} and {kind}s (TLS)")
         have = specs.get(ep)
         if have is None:
-            specs[ep] = ListenSpec(kind, ep, frozenset({service} - {""}), tls=files)
+            specs[ep] = ListenSpec(kind, ep, frozenset({service} - {""}), tls=files,
+                                   proxy_protocol=ep.proxy_protocol)
         elif have.kind != kind or have.tls != files:
             raise ListenError(f"listen {ep}: used by both {have} and {kind}s with other certificate files")
+        elif have.proxy_protocol != ep.proxy_protocol:
+            raise ListenError(f"listen {ep}: shared by the API and the HTTP server over TLS, "
+                              "but proxy_protocol is set for only one of them")
         else:
-            specs[ep] = ListenSpec(kind, ep, have.services | {service}, tls=files)
+            specs[ep] = ListenSpec(kind, ep, have.services | {service}, tls=files,
+                                   proxy_protocol=have.proxy_protocol)
     return list(specs.values())

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -128,11 +129,52 @@ class ProxyGate(asyncio.Protocol):
         """Close this connection: one log line with the peer and why, one counter."""
         self.done = True
         self._cancel_timer()
-        self.ctx.reject(f"proxy_protocol_{kind}")
-        if kind == "untrusted":  # anyone can knock: summed up under a flood
-            self.ctx.refusals.refused(f"proxy_protocol {kind}", log, "%s: refused on %s: %s",
-                                      self.peer, self.where, reason)
-        else:  # a trusted load balancer that misbehaves: every case is worth its line
-            log.warning("%s: refused on %s: %s", self.peer, self.where, reason)
+        _refused(self.ctx, self.peer, self.where, reason, kind)
         if abort and self.transport is not None:
             self.transport.abort()
+
+
+def _refused(ctx: ConnectionContext, peer: str, where: str, reason: str, kind: str) -> None:
+    """Count and log one refused connection of a `proxy_protocol` listener."""
+    ctx.reject(f"proxy_protocol_{kind}")
+    if kind == "untrusted":  # anyone can knock: summed up under a flood
+        ctx.refusals.refused(f"proxy_protocol {kind}", log, "%s: refused on %s: %s", peer, where, reason)
+    else:  # a trusted load balancer that misbehaves: every case is worth its line
+        log.warning("%s: refused on %s: %s", peer, where, reason)
+
+
+async def read_before_tls(ctx: ConnectionContext, sock: socket.socket, peer: Address,
+                          where: str) -> tuple[bool, Address | None]:
+    """The door of a TLS `proxy_protocol` listener: the PROXY header comes before the TLS
+    handshake, so it is read off the raw socket, never a byte past it (the ClientHello stays
+    for the TLS layer). Returns (admitted, the client's address or None for LOCAL/UNKNOWN);
+    on refusal the caller closes the socket. Same rules, lines and counters as ProxyGate."""
+    shown = f"{peer[0]}:{peer[1]}"
+    if not is_trusted(peer[0], ctx.config.proxy_protocol_trusted):
+        _refused(ctx, shown, where, "not in proxy_protocol_trusted", "untrusted")
+        return False, None
+    reader = ProxyHeaderReader()
+    try:
+        async with asyncio.timeout(HEADER_TIMEOUT):
+            while True:
+                data = await ctx.loop.sock_recv(sock, reader.wanted())
+                if not data:
+                    _refused(ctx, shown, where, "closed before its PROXY header was complete", "truncated")
+                    return False, None
+                result = reader.receive_data(data)
+                if result is not None:
+                    break
+    except TimeoutError:
+        _refused(ctx, shown, where, f"no complete PROXY header within {HEADER_TIMEOUT:g}s", "timeout")
+        return False, None
+    except ProxyProtocolError as e:
+        _refused(ctx, shown, where, f"bad PROXY header: {e}", "bad_header")
+        return False, None
+    except OSError as e:
+        log.log(srvlog.INFO, "%s: left on %s before its PROXY header: %s", shown, where, e)
+        return False, None
+    header = result[0]
+    client = f"{header.source[0]}:{header.source[1]}" if header.source is not None else \
+        "the peer itself (" + ("LOCAL" if header.version == 2 else "UNKNOWN") + ")"
+    log.log(srvlog.INFO, "%s: PROXY v%d on %s: client %s", shown, header.version, where, client)
+    return True, header.source

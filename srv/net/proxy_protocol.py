@@ -71,6 +71,18 @@ class ProxyHeaderReader:
             return self._v2()
         raise ProxyProtocolError(f"no PROXY header (starts with {bytes(buf[:8])!r})")
 
+    def wanted(self) -> int:
+        """How many bytes to read next without reading past the header: for a reader that must
+        leave what follows on the socket (a TLS handshake that another layer will read)."""
+        buf = self.buffer
+        if not buf:
+            return 8  # shorter than any header; tells v1 from v2
+        if buf[:1] == V1_PREFIX[:1]:
+            return 1  # a line: one byte at a time up to its CRLF (107 at most)
+        if len(buf) < V2_FIXED:
+            return V2_FIXED - len(buf)
+        return max(1, V2_FIXED + struct.unpack_from("!H", buf, 14)[0] - len(buf))
+
     # ---- version 1: one text line --------------------------------------------------------------
 
     def _v1(self) -> tuple[ProxyHeader, bytes] | None:

@@ -22,9 +22,13 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("srv.tls")
+
+Address = tuple[str, int]
+# reads what comes before the TLS handshake (a PROXY header): (admitted, the client's address)
+Door = Callable[[socket.socket, Address, str], Awaitable[tuple[bool, Address | None]]]
 
 
 class TlsError(Exception):
@@ -80,12 +84,14 @@ class TlsListener:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, context: ssl.SSLContext,
-                 factory: Callable[[], asyncio.Protocol], label: str,
-                 handshake_timeout: Callable[[], float], on_failure: Callable[[str], None]) -> None:
+                 factory: Callable[[Address | None], asyncio.Protocol], label: str,
+                 handshake_timeout: Callable[[], float], on_failure: Callable[[str], None],
+                 door: Door | None = None) -> None:
         self.loop = loop
         self.sock = sock
         self.context = context
-        self.factory = factory
+        self.factory = factory  # the protocol for the client's (ip, port) (None: the peer's own)
+        self.door = door  # a `proxy_protocol` listener: reads the PROXY header before TLS
         self.label = label  # "rtmps://0.0.0.0:1443", for log lines
         self.handshake_timeout = handshake_timeout  # seconds, read at each accept (reloadable)
         self.on_failure = on_failure  # counts a failed handshake by reason
@@ -108,9 +114,21 @@ class TlsListener:
 
     async def _handshake(self, conn: socket.socket, addr: object) -> None:
         client = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+        source: Address | None = None
+        if self.door is not None:
+            if not isinstance(addr, tuple):
+                conn.close()
+                return
+            admitted, source = await self.door(conn, (str(addr[0]), int(addr[1])), self.label)
+            if not admitted:
+                conn.close()
+                return
+            if source is not None:
+                client = f"{source[0]}:{source[1]}"
         try:
             await self.loop.connect_accepted_socket(
-                self.factory, conn, ssl=self.context, ssl_handshake_timeout=self.handshake_timeout())
+                lambda: self.factory(source), conn, ssl=self.context,
+                ssl_handshake_timeout=self.handshake_timeout())
         except Exception as e:  # ssl.SSLError, ConnectionError, timeouts: this client only
             why = handshake_failure(e)
             self.on_failure(why)
