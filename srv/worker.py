@@ -21,6 +21,7 @@ import asyncio
 import faulthandler
 import logging
 import os
+import secrets
 import signal
 import socket
 import time
@@ -34,6 +35,7 @@ from srv import log as srvlog
 from srv.app.hub import StreamHub
 from srv.conf.listen import ListenSpec
 from srv.conf.model import ServerConfig
+from srv.http.hls_serve import expire_viewers
 from srv.http.server import HttpConnection
 from srv.net import dvr, hooks
 from srv.net.context import ClientQuery
@@ -52,6 +54,9 @@ from srv.worker_context import WorkerContext
 log = logging.getLogger("srv.worker")
 
 HEARTBEAT_INTERVAL = 1.0
+# signs HLS viewers' hls_ctx: made when the master imports this module, before it forks any
+# worker, so every worker of one server (respawned ones too) shares it; a new server, a new one
+SERVER_SECRET = secrets.token_bytes(32)
 
 # signal -> what a worker does (each to its `handle_<sig>`); a test checks every one has its handler
 SIGNALS = {
@@ -156,6 +161,10 @@ class MasterChannel:
     def ban(self, ip: str, seconds: float) -> None:
         self.send(m.Ban(ip, seconds))
 
+    def hls_visit(self, slot: int, ctx: str, sent: int) -> asyncio.Future[Any]:
+        """What worker `slot` says of its HLS viewer `ctx`: resolves to HlsVisitResult."""
+        return self.request(lambda req: m.HlsVisit(req, slot, ctx, sent))
+
     def kick(self, client_id: str) -> bool:
         try:
             slot = int(client_id.split("-", 1)[0])
@@ -187,7 +196,7 @@ class Worker:
         self.channel = MasterChannel(self.chan_sock, self)
         self.hub = StreamHub(self.config, self.slot, self.channel, loop)
         self.ctx = WorkerContext(self.slot, self.config, self.hub, loop, self.channel,
-                                 master_pid=self.master_pid)
+                                 master_pid=self.master_pid, secret=SERVER_SECRET)
         self._wire_hub()
         dvr.recover(self.ctx)  # what crashed workers were recording
         self.install_signals(loop)
@@ -257,6 +266,7 @@ class Worker:
         while True:
             self.hub.sample_rates()
             self.ctx.refresh_bytes()
+            expire_viewers(self.ctx)
             self.channel.send(m.Heartbeat(dict(self.ctx.counters)))
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
@@ -287,6 +297,13 @@ class Worker:
             log.error("snapshot not sent: %s", e)
 
     def handle_admit_result(self, msg: m.AdmitResult) -> None:
+        self.channel.resolve(msg.req, msg)
+
+    def handle_hls_visited(self, msg: m.HlsVisited) -> None:
+        state = self.ctx.hls.visit(msg.ctx, msg.sent, time.monotonic())
+        self.channel.send(m.HlsVisitAnswer(msg.origin, msg.req, state.value))
+
+    def handle_hls_visit_result(self, msg: m.HlsVisitResult) -> None:
         self.channel.resolve(msg.req, msg)
 
     def handle_banned(self, msg: m.Banned) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from srv.app.access import IpLimiter
 from srv.app.diskio import DiskPool
+from srv.app.hls_viewers import HlsViewers
 from srv.app.hub import StreamHub
 from srv.conf.model import ServerConfig
 from srv.net.context import Client, ClientQuery, MasterLink, RefusalLog, bounded, client_figures
@@ -32,7 +33,7 @@ ADMIT_TIMEOUT = 1.0
 class WorkerContext:
     def __init__(self, slot: int, config: ServerConfig, hub: StreamHub,
                  loop: asyncio.AbstractEventLoop, master: MasterLink, hooks: HookClient | None = None,
-                 master_pid: int | None = None) -> None:
+                 master_pid: int | None = None, secret: bytes = b"") -> None:
         self.slot = slot
         self.config = config
         self.hub = hub
@@ -58,6 +59,9 @@ class WorkerContext:
         self._closed_recv = 0
         # the same for every worker of one server: forwarders use it to detect loops (A -> B -> A)
         self.server_id = f"{socket.gethostname()}-{master_pid or os.getpid()}"
+        # HLS viewers: their ctx is signed with `secret`, the server's (the master's, made
+        # before it forked any worker), so every worker accepts every worker's
+        self.hls = HlsViewers(secret or os.urandom(32), slot)
 
     def new_cid(self) -> str:
         self._n += 1
@@ -167,5 +171,6 @@ class WorkerContext:
             **client_figures([c.info() for c in self.clients.values()], query),
             "streams": bounded(self.hub.stats()),
             "pulls": sorted(self.hub.pulls),
+            "hls_served": self.hls.figures(),
             "pid": os.getpid(),
         }

@@ -208,6 +208,13 @@ class IpLimiter:
         st.connections += 1
         return None
 
+    def banned(self, ip: str, now: float) -> Refusal | None:
+        """`ip`'s ban, when it has one: for requests that hold no connection (HLS viewers)."""
+        st = self.ips.get(ip)
+        if st is None or st.banned_until <= now:
+            return None
+        return Refusal(f"{ip} is banned for {st.banned_until - now:.0f}s more", "ip_banned", failed_auth=False)
+
     def release(self, ip: str) -> None:
         st = self.ips.get(ip)
         if st is not None and st.connections > 0:

@@ -180,7 +180,8 @@ class Api:
             "publish": {"active": s.publishing, "cid": s.publish_cid, "ip": s.publisher_ip},
             "video": codecs["video"], "audio": codecs["audio"],
             "forwards": [forward_entry(f) for f in s.forwards],
-            "hls": dict(s.hls),
+            # the writer's figures (origin worker), and what every worker served of it
+            "hls": {**s.hls, "requests": s.hls_requests, "send_bytes": s.hls_bytes},
             "dvr": dict(s.dvr) or {"state": "off"},
             "flv": self.flv_url(s),
             "workers": s.workers,

@@ -138,6 +138,9 @@ class SnapshotCollector(Collector):
                                    labels=labels)
         frames = CounterMetricFamily("srs_stream_frames", "Video frames received.", labels=labels)
         dropped = CounterMetricFamily("srs_stream_dropped", "Packets skipped for slow players.", labels=labels)
+        hls_req = CounterMetricFamily("srs_stream_hls_requests", "HLS requests answered (playlists, segments).",
+                                      labels=labels)
+        hls_bytes = CounterMetricFamily("srs_stream_hls_send_bytes", "Body bytes of the HLS answers.", labels=labels)
         flabels = labels + ["destination"]
         f_up = GaugeMetricFamily("srs_forward_up", "1 while the forward destination is connected.", labels=flabels)
         f_state = GaugeMetricFamily("srs_forward_state", "Forward state (1 for the current one).",
@@ -158,6 +161,8 @@ class SnapshotCollector(Collector):
             send.add_metric(lv, s.send_bytes)
             frames.add_metric(lv, s.frames)
             dropped.add_metric(lv, s.dropped)
+            hls_req.add_metric(lv, s.hls_requests)
+            hls_bytes.add_metric(lv, s.hls_bytes)
             for f in s.forwards:
                 fl = lv + [str(f.get("destination", ""))]
                 state = str(f.get("state", "unknown"))
@@ -167,7 +172,8 @@ class SnapshotCollector(Collector):
                 f_drop.add_metric(fl, _num(f, "messages_dropped"))
                 f_bytes.add_metric(fl, _num(f, "bytes_sent"))
                 f_rec.add_metric(fl, _num(f, "reconnects"))
-        yield from (pub, players, recv, send, frames, dropped, f_up, f_state, f_sent, f_drop, f_bytes, f_rec)
+        yield from (pub, players, recv, send, frames, dropped, hls_req, hls_bytes)
+        yield from (f_up, f_state, f_sent, f_drop, f_bytes, f_rec)
         yield from self.hls_metrics(streams[:MAX_STREAMS])
         yield GaugeMetricFamily("srs_streams_unlisted", "Streams left out of per-stream series.",
                                 value=max(0, len(streams) - MAX_STREAMS))

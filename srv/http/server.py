@@ -2,10 +2,11 @@
 
 Which service answers is `routes.route` (a pure function of the listener's services, the method
 and the path); health checks are `health`, static files `static.serve` (which writes through
-this connection as a `static.FileResponse`), the API `api.Api`, `/metrics` `exporter.render`,
-HTTP-FLV plays `flv.FlvPlayer`. This class keeps the protocol: the request cycle, timers, flow
-control and response framing (a HEAD gets a GET's status and headers, never a body; an HTTP-FLV
-response is chunked for an HTTP/1.1 request and read-until-close for HTTP/1.0).
+this connection as a `static.FileResponse`), HLS files and viewers `hls_serve.serve_hls`, the
+API `api.Api`, `/metrics` `exporter.render`, HTTP-FLV plays `flv.FlvPlayer`. This class keeps
+the protocol: the request cycle, timers, flow control and response framing (a HEAD gets a GET's
+status and headers, never a body; an HTTP-FLV response is chunked for an HTTP/1.1 request and
+read-until-close for HTTP/1.0).
 
 Robustness, per connection only (nothing else is disturbed):
 - h11 parses; a malformed request gets 400 (or h11's hint, e.g. 431 for headers over
@@ -40,6 +41,7 @@ from srv.http.api import Api
 from srv.http.exporter import CONTENT_TYPE as METRICS_TYPE
 from srv.http.exporter import render
 from srv.http.flv import FlvPlayer, match_mount
+from srv.http.hls_serve import serve_hls
 from srv.http.routes import Route, route
 from srv.net import hooks
 from srv.net.context import ConnectionContext, IpSlot
@@ -236,8 +238,10 @@ class HttpConnection(asyncio.Protocol):
 
     def _response_head(self, status: int, ctype: str, length: int,
                        extra: list[tuple[bytes, bytes]] | None = None) -> bytes:
-        headers = [(b"Server", SERVER), (b"Content-Type", ctype.encode()),
-                   (b"Content-Length", str(length).encode())] + list(extra or [])
+        headers = [(b"Server", SERVER), (b"Content-Type", ctype.encode())]
+        if length >= 0:  # a 304 has none
+            headers.append((b"Content-Length", str(length).encode()))
+        headers += extra or []
         if self._cors():
             headers += CORS
         return self._send(h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase.encode()))
@@ -304,7 +308,8 @@ class HttpConnection(asyncio.Protocol):
         method = req.method.decode("ascii", "replace").upper()
         split = urlsplit(req.target.decode("latin-1"))
         path = split.path or "/"
-        query = dict(parse_qsl(split.query))
+        pairs = parse_qsl(split.query)
+        query = dict(pairs)
         which = route(self.services, method, path, self._cors())
         if which is Route.PREFLIGHT:
             self.respond(200, b"", "text/plain")
@@ -325,12 +330,18 @@ class HttpConnection(asyncio.Protocol):
                 else:
                     await static.serve(self, static.CONSOLE, path[len("/console"):], self.ctx.loop)
         elif which is Route.MEDIA:
-            if not (path.endswith(".flv") and await self.play_flv(req, path, query)):
-                if path + "/" in static.PACKAGED:  # relative links of the page need the slash
-                    self.respond(301, b"", "text/plain", [(b"Location", (path + "/").encode())])
-                    return
-                root, inside = static.packaged(path) or (self.ctx.config.http_server.dir, path)
-                await static.serve(self, root, inside, self.ctx.loop)
+            if path.endswith(".flv") and await self.play_flv(req, path, query):
+                return
+            if path + "/" in static.PACKAGED:  # relative links of the page need the slash
+                self.respond(301, b"", "text/plain", [(b"Location", (path + "/").encode())])
+                return
+            found = static.packaged(path)
+            if found is not None:
+                await static.serve(self, found[0], found[1], self.ctx.loop)
+                return
+            host = (self.header(b"host") or b"").decode("latin-1")
+            if not await serve_hls(self, host, path, pairs):
+                await static.serve(self, self.ctx.config.http_server.dir, path, self.ctx.loop)
         elif which is Route.NOT_ALLOWED:
             self._error(405, "method not allowed")
         else:
@@ -372,12 +383,18 @@ class HttpConnection(asyncio.Protocol):
 
     # ---- static.FileResponse: a file's response, written by static.serve ---------------------------
 
+    def header(self, name: bytes) -> bytes | None:
+        """The request's header `name` (lower case), or None."""
+        assert self.request is not None
+        return next((v for k, v in self.request.headers if k == name), None)
+
     def error(self, status: int, reason: str) -> None:
         self._error(status, reason)
 
-    def start_body(self, status: int, content_type: str, length: int) -> None:
+    def start_body(self, status: int, content_type: str, length: int,
+                   extra: list[tuple[bytes, bytes]] | None = None) -> None:
         assert self.transport is not None
-        self.transport.write(self._response_head(status, content_type, length))
+        self.transport.write(self._response_head(status, content_type, length, extra))
 
     def start_stream(self, status: int, content_type: str) -> None:
         """A response of unknown length: chunked for HTTP/1.1 (h11's choice), else until close."""

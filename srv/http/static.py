@@ -13,7 +13,9 @@ ones of this version of srv whatever the document root holds (`packaged`).
 
 `serve` streams the file to a `FileResponse` (the HTTP connection) in `CHUNK`s read off the
 event loop, never holding it whole in memory nor blocking other sessions on the disk; the
-client's back-pressure paces it.
+client's back-pressure paces it. Every file has a validator, `ETag` (inode, size and mtime) and
+`Last-Modified`; a conditional GET that matches (`If-None-Match`, else `If-Modified-Since`) is
+answered 304 with no body.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import logging
 import mimetypes
 import os
 from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote
@@ -32,7 +35,8 @@ log = logging.getLogger("srv.http")
 EXTRA_TYPES = {
     ".flv": "video/x-flv",
     ".m3u8": "application/vnd.apple.mpegurl",
-    ".ts": "video/MP2T",
+    ".ts": "video/mp2t",
+    ".m4s": "video/iso.segment",
     ".mp4": "video/mp4",
     ".js": "text/javascript",
     ".json": "application/json",
@@ -103,40 +107,75 @@ class FileResponse(Protocol):
     @property
     def head_request(self) -> bool: ...
 
+    def header(self, name: bytes) -> bytes | None: ...
     def error(self, status: int, reason: str) -> None: ...
-    def start_body(self, status: int, content_type: str, length: int) -> None: ...
+    def start_body(self, status: int, content_type: str, length: int,
+                   extra: list[tuple[bytes, bytes]] | None = None) -> None: ...
     def body(self, data: bytes) -> None: ...
     async def drained(self) -> None: ...
     def end_body(self) -> None: ...
     def abort(self) -> None: ...
 
 
-async def serve(out: FileResponse, root: str, url_path: str, loop: asyncio.AbstractEventLoop) -> None:
-    """Answer a GET or HEAD for a file of `root`: 200 with the file, 403 or 404."""
+def validators(st: os.stat_result) -> list[tuple[bytes, bytes]]:
+    """A file's `ETag` and `Last-Modified` headers: any change of content (a rename over it
+    included) changes the ETag."""
+    etag = f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'.encode()
+    return [(b"ETag", etag), (b"Last-Modified", formatdate(st.st_mtime, usegmt=True).encode())]
+
+
+def not_modified(out: FileResponse, st: os.stat_result, etag: bytes) -> bool:
+    """Whether the request's conditions say the client's copy is current (RFC 9110 13.1)."""
+    match = out.header(b"if-none-match")
+    if match is not None:
+        tags = [t.strip().removeprefix(b"W/") for t in match.split(b",")]
+        return b"*" in tags or etag in tags
+    since = out.header(b"if-modified-since")
+    if since is None:
+        return False
+    try:
+        return int(st.st_mtime) <= parsedate_to_datetime(since.decode("latin-1")).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return False
+
+
+async def serve(out: FileResponse, root: str, url_path: str, loop: asyncio.AbstractEventLoop,
+                headers: list[tuple[bytes, bytes]] | None = None) -> int:
+    """Answer a GET or HEAD for a file of `root`: 200 with the file, 304, 403 or 404, with
+    `headers` added to a 200 or 304. The number of body bytes sent."""
     found = resolve(root, url_path)
     if found.status == 403:
         log.warning("%s: refused static path %r", out.peer, url_path)
         out.error(403, "forbidden")
-        return
+        return 0
     try:
         f = open(found.path, "rb") if found.status == 200 else None
     except OSError:
         f = None
     if f is None:
         out.error(404, "not found")
-        return
+        return 0
     with f:
-        size = os.fstat(f.fileno()).st_size
-        out.start_body(200, found.content_type, size)
+        st = os.fstat(f.fileno())
+        size = st.st_size
+        extra = validators(st) + list(headers or [])
+        if not_modified(out, st, extra[0][1]):
+            out.start_body(304, found.content_type, -1, extra)
+            out.end_body()
+            return 0
+        out.start_body(200, found.content_type, size, extra)
         left = 0 if out.head_request else size
+        sent = 0
         while left > 0:
             chunk = await loop.run_in_executor(None, f.read, min(CHUNK, left))
             if not chunk or out.closed:
                 break  # the file shrank, or the client left: Content-Length cannot be met
             left -= len(chunk)
+            sent += len(chunk)
             out.body(chunk)
             await out.drained()
         if left > 0:
             out.abort()
-            return
+            return sent
         out.end_body()
+        return sent

@@ -11,7 +11,8 @@ elsewhere. `ServerView` folds that into one entry per stream:
 - players are the registered play clients (RTMP and HTTP-FLV) of every worker; the internal
   pulls between workers are not clients, so nobody is counted twice;
 - a stream's bytes out are the sum of what its connected play clients were sent (the hub's own
-  figure would include the copies sent to other workers).
+  figure would include the copies sent to other workers);
+- HLS requests and bytes served (`hls_served`) are summed over the workers that served them.
 
 Workers fold their clients into counts (per type, vhost and stream) and list one by one only
 the page the request asked for (`ClientQuery`: each worker sends its first `start + count`, the
@@ -60,6 +61,8 @@ class StreamView:
     hls: dict[str, Any] = field(default_factory=dict)  # the HLS writer's figures (srv/app/hls.py)
     dvr: dict[str, Any] = field(default_factory=dict)  # the DVR recorder's figures (srv/net/dvr.py)
     workers: list[int] = field(default_factory=list)
+    hls_requests: int = 0  # HLS requests answered for the stream, summed over every worker
+    hls_bytes: int = 0  # their body bytes
 
     @property
     def id(self) -> str:
@@ -155,6 +158,12 @@ class ServerView:
                     view.publish_cid = pub["id"]
                     view.publisher_ip = pub.get("ip", "")
                     view.tc_url = pub.get("tcUrl", "")
+        for w in self.workers.values():
+            for key, (requests, nbytes) in w.get("hls_served", {}).items():
+                view = self.streams.get(key)
+                if view is not None:
+                    view.hls_requests += int(requests)
+                    view.hls_bytes += int(nbytes)
         # a stream whose publisher is on a worker that did not answer in time still shows up
         for key in self.master.get("streams", {}):
             if key not in self.streams:

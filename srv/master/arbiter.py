@@ -617,6 +617,19 @@ class Arbiter:
         if msg.seconds > 0:
             self.broadcast(m.Banned(msg.ip, msg.seconds))
 
+    def handle_hls_visit(self, w: WorkerProc, msg: m.HlsVisit) -> None:
+        # to the viewer's owner; with no such worker (it died) the viewer is gone
+        target = self._worker_in(msg.slot)
+        if target is None:
+            self.send(w, m.HlsVisitResult(msg.req, "unknown"))
+        else:
+            self.send(target, m.HlsVisited(w.slot, msg.req, msg.ctx, msg.sent))
+
+    def handle_hls_visit_answer(self, w: WorkerProc, msg: m.HlsVisitAnswer) -> None:
+        target = self._worker_in(msg.origin)
+        if target is not None:
+            self.send(target, m.HlsVisitResult(msg.req, msg.state))
+
     def _worker_in(self, slot: int) -> WorkerProc | None:
         return next((x for x in self.workers.values() if x.slot == slot and not x.stopping), None) or \
             next((x for x in self.workers.values() if x.slot == slot), None)

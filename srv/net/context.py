@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from srv.app.access import IpLimiter
 from srv.app.diskio import DiskPool
+from srv.app.hls_viewers import HlsViewers
 from srv.app.hub import StreamHub
 from srv.conf.model import ServerConfig
 from srv.net.hooks import HookClient
@@ -54,7 +55,7 @@ def bounded(value: Any) -> Any:
 
 
 # the client types of players and of publishers, as the API names them (SRS's)
-PLAY_TYPES = frozenset({"rtmp-play", "flv-play"})
+PLAY_TYPES = frozenset({"rtmp-play", "flv-play", "hls-play"})
 PUBLISH_TYPES = frozenset({"fmle-publish", "flash-publish", "haivision-publish"})
 
 log = logging.getLogger("srv.net")
@@ -129,6 +130,8 @@ class MasterLink(Protocol):
     def ban(self, ip: str, seconds: float) -> None: ...
     def admit(self, ip: str) -> asyncio.Future[Any]: ...  # the server's per_ip verdict (.counter, .reason)
     def leave(self, ip: str) -> None: ...
+    # what worker `slot` says of its HLS viewer `ctx` (.state), told the `sent` bytes served here
+    def hls_visit(self, slot: int, ctx: str, sent: int) -> asyncio.Future[Any]: ...
 
 
 class ConnectionContext(Protocol):
@@ -148,6 +151,7 @@ class ConnectionContext(Protocol):
     stopping: bool  # a stop began: not ready (health), but still serving new clients
     draining: bool  # the listeners are closed: whatever still arrives is refused
     server_id: str  # the same for every worker of one server: forwarders detect loops with it
+    hls: HlsViewers  # the HLS viewers this worker admitted (hls_ctx), and HLS traffic per stream
 
     def new_cid(self) -> str: ...
     def register(self, client: Client) -> None: ...

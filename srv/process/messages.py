@@ -120,6 +120,27 @@ class Ban(Message):
     seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class HlsVisit(Message):
+    """A playlist request of HLS viewer `ctx`, owned by worker `slot`, reached this worker (which
+    served it `sent` bytes since its last one): is it still there? Answered by HlsVisitResult."""
+
+    req: int
+    slot: int
+    ctx: str
+    sent: int
+
+
+@dataclass(frozen=True, slots=True)
+class HlsVisitAnswer(Message):
+    """The owner's answer to HlsVisited, for the worker `origin` that asked (`state`: a
+    `srv.app.hls_viewers.Visit` value)."""
+
+    origin: int
+    req: int
+    state: str
+
+
 # ---- master -> worker ----------------------------------------------------------------------
 
 
@@ -198,11 +219,27 @@ class Banned(Message):
     seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class HlsVisited(Message):
+    """HlsVisit, relayed to the viewer's owner; it answers HlsVisitAnswer."""
+
+    origin: int
+    req: int
+    ctx: str
+    sent: int
+
+
+@dataclass(frozen=True, slots=True)
+class HlsVisitResult(Message):
+    req: int
+    state: str
+
+
 TO_MASTER: tuple[type[Message], ...] = (Heartbeat, Ready, Claim, Release, Snapshot, Stats, KickRequest, Reload,
-                                        Admit, Leave, Ban)
+                                        Admit, Leave, Ban, HlsVisit, HlsVisitAnswer)
 TO_WORKER: tuple[type[Message], ...] = (Streams, Published, Unpublished, ClaimResult, StatsRequest,
                                         SnapshotReply, Kick, Config, ReloadResult, AdmitResult,
-                                        Banned)
+                                        Banned, HlsVisited, HlsVisitResult)
 
 # ---- dispatch ------------------------------------------------------------------------------
 

@@ -1,0 +1,163 @@
+"""HLS viewers as SRS's `hls_ctx` sessions, across workers: the session table of one worker.
+
+HLS is plain file fetching, so there is no connection to call a viewer. As SRS
+(`SrsHlsStream`), a playlist request without `?hls_ctx=` is a new viewer: it passes the play
+checks, gets a variant playlist pointing at `?hls_ctx=<ctx>`, and from then on every request
+that carries the ctx is that viewer's. A viewer leaves after `timeout` seconds without a
+playlist request (SRS: twice `hls_window`); `on_stop` is due once then.
+
+Across workers, the ctx is a signed, opaque id: `<client id>-<signature>`, where the client id
+(`<slot>-<n>`) names the worker that admitted the viewer and the signature (HMAC-SHA256 with
+the server's secret, made by the master before it forks any worker) binds it to the stream.
+Any worker checks a ctx alone, with no round trip, and knows its owner. The viewer's record
+(API client `hls-play`, bytes, liveness, kick) lives only on its owner; another worker that
+serves the viewer's playlist asks the owner through the master whether the viewer is still
+there (`HlsVisit`) and reports the segment bytes it sent since (`pending`). So one viewer is
+one client in `/api/v1/clients` whichever workers it hits, and a kicked or timed-out one is
+known as such everywhere.
+
+Pure: no I/O, no clock of its own (`now` is passed in); the HTTP layer registers the clients,
+calls the hooks and sweeps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from srv.app.http_hooks import HookRequest
+
+SIGNATURE_CHARS = 16  # hex digits of the HMAC kept in a ctx (64 bits)
+PENDING_KEEP = 600.0  # seconds bytes owed to another worker's viewer are kept without a visit
+
+
+class Visit(Enum):
+    """What the owner of a ctx says about it."""
+
+    ALIVE = "alive"
+    EOF = "eof"  # kicked: SRS answers 404 "HLS stream is EOF" until the record times out
+    UNKNOWN = "unknown"  # timed out, or its worker restarted: a new viewer, as SRS
+
+
+def sign(secret: bytes, cid: str, key: str) -> str:
+    """The ctx of client `cid` playing stream `key`."""
+    mac = hmac.new(secret, f"{cid}\0{key}".encode(), hashlib.sha256).hexdigest()[:SIGNATURE_CHARS]
+    return f"{cid}-{mac}"
+
+
+def owner_of(secret: bytes, ctx: str, key: str) -> tuple[int, str] | None:
+    """(owning worker slot, client id) when `ctx` is one this server made for `key`, else None."""
+    cid, _, mac = ctx.rpartition("-")
+    slot, _, n = cid.partition("-")
+    if len(mac) != SIGNATURE_CHARS or not slot.isdigit() or not n.isdigit():
+        return None
+    if not hmac.compare_digest(sign(secret, cid, key), ctx):
+        return None
+    return int(slot), cid
+
+
+@dataclass
+class HlsViewer:
+    """One viewer (a Client of its owner worker: type `hls-play`, SRS's shape)."""
+
+    cid: str
+    ctx: str
+    key: str
+    vhost: str
+    ip: str
+    url: str
+    tc_url: str
+    timeout: float
+    hooked: HookRequest | None = None  # what on_play was asked with: on_stop is due at the end
+    started: float = field(default_factory=time.time)
+    seen: float = field(default_factory=time.monotonic)
+    sent: int = 0
+    interrupted: bool = False
+    kicked: Any = None  # called once when kicked (the worker leaves the client table)
+
+    def byte_counts(self) -> tuple[int, int]:
+        return self.sent, 0
+
+    def info(self) -> dict[str, Any]:
+        alive = time.time() - self.started
+        return {
+            "id": self.cid, "ip": self.ip, "vhost": self.vhost, "stream": self.key, "url": self.url,
+            "tcUrl": self.tc_url, "type": "hls-play", "alive": alive, "recv_bytes": 0,
+            "send_bytes": self.sent,
+        }
+
+    def kick(self, reason: str) -> None:
+        if not self.interrupted:
+            self.interrupted = True
+            if self.kicked is not None:
+                self.kicked(self)
+
+
+class HlsViewers:
+    """One worker's viewers (those it admitted) and what it owes other workers' viewers."""
+
+    def __init__(self, secret: bytes, slot: int) -> None:
+        self.secret = secret
+        self.slot = slot
+        self.viewers: dict[str, HlsViewer] = {}  # ctx -> viewer, admitted here
+        # ctx of another worker's viewer -> [bytes sent since its last playlist request, when]
+        self.pending: dict[str, list[float]] = {}
+        # stream key -> [HLS requests answered, body bytes sent, when last], for the API/exporter
+        self.traffic: dict[str, list[float]] = {}
+
+    def open(self, viewer: HlsViewer) -> None:
+        self.viewers[viewer.ctx] = viewer
+
+    def visit(self, ctx: str, sent: int, now: float) -> Visit:
+        """A playlist request of `ctx` (here or, through the master, on another worker)."""
+        viewer = self.viewers.get(ctx)
+        if viewer is None:
+            return Visit.UNKNOWN
+        viewer.sent += sent
+        if viewer.interrupted:
+            return Visit.EOF
+        viewer.seen = now
+        return Visit.ALIVE
+
+    def served(self, ctx: str, owner: int, nbytes: int) -> None:
+        """`nbytes` of a segment sent to viewer `ctx` (owned by worker `owner`)."""
+        if owner == self.slot:
+            viewer = self.viewers.get(ctx)
+            if viewer is not None:
+                viewer.sent += nbytes
+        else:
+            entry = self.pending.setdefault(ctx, [0, 0.0])
+            entry[0] += nbytes
+            entry[1] = time.monotonic()
+
+    def count(self, key: str, nbytes: int) -> None:
+        """One HLS request of stream `key` answered with `nbytes` of body."""
+        if key:
+            entry = self.traffic.setdefault(key, [0, 0, 0.0])
+            entry[0] += 1
+            entry[1] += nbytes
+            entry[2] = time.monotonic()
+
+    def figures(self) -> dict[str, list[int]]:
+        """{stream key: [requests, bytes]} of this worker, for its snapshot."""
+        return {key: [int(e[0]), int(e[1])] for key, e in self.traffic.items()}
+
+    def take_pending(self, ctx: str) -> int:
+        return int(self.pending.pop(ctx, [0, 0.0])[0])
+
+    def expired(self, now: float) -> list[HlsViewer]:
+        """Remove and return the viewers with no playlist request for their timeout."""
+        gone = [v for v in self.viewers.values() if now - v.seen > v.timeout]
+        for v in gone:
+            del self.viewers[v.ctx]
+        # bytes owed to a viewer that never came back here: it has timed out at its owner
+        stale = [ctx for ctx, (_, when) in self.pending.items() if now - when > PENDING_KEEP]
+        for ctx in stale:
+            del self.pending[ctx]
+        for key in [k for k, e in self.traffic.items() if now - e[2] > PENDING_KEEP]:
+            del self.traffic[key]  # a stream gone quiet: its counters restart if it comes back
+        return gone

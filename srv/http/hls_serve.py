@@ -1,0 +1,161 @@
+"""HLS requests on an HTTP connection: files of `hls_path` with their headers, SRS's `hls_ctx`
+viewers (`srv.app.hls_viewers`) and the per-stream request and byte counts.
+
+A new viewer (a playlist request with `hls_ctx on` and no valid `?hls_ctx=`) passes the same
+checks as an HTTP-FLV play, in the same order: a per_ip ban, `security`, `signed_url`, then
+`on_play`; a refusal is a 403 and the connection closes. (per_ip connection and rate limits
+are the HTTP connection's business: an HLS viewer holds none.) An admitted one becomes an `hls-play` client of
+this worker and gets the variant playlist. A request with a valid ctx of another worker asks
+that worker (through the master) whether the viewer is still there; if the master or the
+owner does not answer within `VISIT_TIMEOUT`, the request is served (the ctx's signature
+already says this server admitted it). Segments are served to anyone, as SRS does; with a
+valid ctx their bytes are the viewer's.
+
+`expire_viewers` (the worker's heartbeat, once a second) ends viewers that made no playlist
+request for twice `hls_window` (SRS's `SrsHlsStream::on_timer`): they leave the client table
+and `on_stop` fires, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from srv import log as srvlog
+from srv.app.access import check_access
+from srv.app.hls_viewers import HlsViewer, Visit, owner_of, sign
+from srv.app.http_hooks import HookRequest
+from srv.http import hls, static
+from srv.http.hls import CTX_PARAM, HlsUrl, Kind
+from srv.net import hooks
+from srv.net.context import ConnectionContext
+
+if TYPE_CHECKING:
+    from srv.http.server import HttpConnection
+
+log = logging.getLogger("srv.http")
+
+VISIT_TIMEOUT = 1.0  # seconds a request waits for another worker's word on a viewer
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+
+
+def read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+async def serve_hls(conn: HttpConnection, host: str, path: str, query: list[tuple[str, str]]) -> bool:
+    """Answer `path` if it is a file of a vhost's `hls_path`; False to let the static files try."""
+    ctx = conn.ctx
+    params = dict(query)
+    vhost = ctx.config.vhost(hls.vhost_name(host, params))
+    if vhost is None or not vhost.enabled:
+        return False
+    url = hls.match_hls(vhost, path)
+    if url is None or static.resolve(vhost.hls.path, path).status != 200:
+        return False
+    if url.kind is Kind.PLAYLIST and vhost.hls.ctx:
+        await _playlist_with_ctx(conn, host, path, query, url)
+        return True
+    sent = await static.serve(conn, vhost.hls.path, path, ctx.loop, [(b"Cache-Control", hls.cache_control(url))])
+    ctx.hls.count(url.key, sent)
+    given = params.get(CTX_PARAM)
+    owner = owner_of(ctx.hls.secret, given, url.key) if given and url.key else None
+    if owner is not None and given:
+        ctx.hls.served(given, owner[0], sent)
+    return True
+
+
+async def _visit(ctx: ConnectionContext, given: str, slot: int) -> Visit:
+    """What the viewer's owner says about a playlist request of ctx `given`."""
+    if slot == ctx.hls.slot:
+        return ctx.hls.visit(given, 0, time.monotonic())
+    fut = ctx.master.hls_visit(slot, given, ctx.hls.take_pending(given))
+    try:
+        reply = await asyncio.wait_for(fut, VISIT_TIMEOUT)
+    except TimeoutError:
+        return Visit.ALIVE
+    try:
+        return Visit(reply.state)
+    except ValueError:
+        return Visit.UNKNOWN
+
+
+async def _playlist_with_ctx(conn: HttpConnection, host: str, path: str, query: list[tuple[str, str]],
+                             url: HlsUrl) -> None:
+    ctx, vhost = conn.ctx, url.vhost
+    given = dict(query).get(CTX_PARAM, "")
+    owner = owner_of(ctx.hls.secret, given, url.key) if given and url.key else None
+    if owner is not None:
+        state = await _visit(ctx, given, owner[0])
+        if conn.closed:
+            return
+        if state is Visit.EOF:
+            conn.error(404, f"HLS stream {given} is EOF")
+            return
+        if state is Visit.ALIVE:
+            if not vhost.hls.ts_ctx:  # SRS: the playlist as a plain file
+                sent = await static.serve(conn, vhost.hls.path, path, ctx.loop, [(b"Cache-Control", hls.NO_CACHE)])
+            else:
+                found = static.resolve(vhost.hls.path, path)
+                try:
+                    text = await ctx.loop.run_in_executor(None, read_file, found.path)
+                except OSError:
+                    conn.error(404, "not found")
+                    return
+                body = hls.with_ctx(text, given)
+                conn.respond(200, body, PLAYLIST_TYPE, [(b"Cache-Control", hls.PRIVATE)])
+                sent = 0 if conn.head_request else len(body)
+            ctx.hls.count(url.key, sent)
+            ctx.hls.served(given, owner[0], sent)
+            return
+    await _new_viewer(conn, host, path, query, url)
+
+
+async def _new_viewer(conn: HttpConnection, host: str, path: str, query: list[tuple[str, str]],
+                      url: HlsUrl) -> None:
+    """SRS's `serve_new_session`: the play checks, then a viewer and its variant playlist."""
+    ctx, vhost = conn.ctx, url.vhost
+    params = dict(query)
+    refusal = ctx.limiter.banned(conn.ip, time.monotonic()) or \
+        check_access(vhost, "play", conn.ip, url.app, url.stream, params, time.time())
+    if refusal is not None:
+        conn.refuse(refusal, f"hls play {path}")
+        return
+    cid = ctx.new_cid()
+    tc_url = f"{conn.scheme}://{host or '127.0.0.1'}/{url.app}"
+    hooked = None
+    if hooks.wants(ctx, vhost.name, "on_play"):
+        referer = conn.header(b"referer") or b""
+        hooked = HookRequest(cid, conn.ip, vhost.name, url.app, tc_url, url.stream,
+                             tuple((k, v) for k, v in query if k != CTX_PARAM), referer.decode("latin-1"))
+        why = await hooks.decide(ctx, "on_play", hooked, log)
+        if conn.closed:
+            return
+        if why is not None:
+            conn.refuse(why, f"hls play {path}")
+            return
+    viewer = HlsViewer(cid, sign(ctx.hls.secret, cid, url.key), url.key, vhost.name, conn.ip, path, tc_url,
+                       timeout=2 * vhost.hls.window, hooked=hooked)
+    viewer.kicked = ctx.unregister
+    ctx.hls.open(viewer)
+    ctx.register(viewer)
+    log.log(srvlog.TRACE, "[%s] %s hls-play %s start, hls_ctx %s", cid, conn.peer, url.key, viewer.ctx)
+    body = hls.variant(path, viewer.ctx, query)
+    conn.respond(200, body, PLAYLIST_TYPE, [(b"Cache-Control", hls.PRIVATE)])
+    viewer.sent += 0 if conn.head_request else len(body)
+    ctx.hls.count(url.key, 0 if conn.head_request else len(body))
+
+
+def expire_viewers(ctx: ConnectionContext) -> None:
+    """End the viewers that stopped asking for their playlist: client table, log, on_stop."""
+    for viewer in ctx.hls.expired(time.monotonic()):
+        if not viewer.interrupted:
+            ctx.unregister(viewer)
+        log.log(srvlog.TRACE, "[%s] %s hls-play %s closed (%s), sent %d bytes, %.1fs", viewer.cid, viewer.ip,
+                viewer.key, "kicked" if viewer.interrupted else f"no request for {viewer.timeout:g}s",
+                viewer.sent, time.time() - viewer.started)
+        if viewer.hooked is not None:
+            hooks.notify(ctx, "on_stop", viewer.hooked, log)
