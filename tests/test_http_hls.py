@@ -326,23 +326,27 @@ def test_hls_play_refused_by_security_signed_url_and_on_play_is_403(srs_server: 
 def test_hls_requests_and_bytes_per_stream_are_summed_over_workers(srs_server: Any, tmp_path: Path,
                                                                    clients: Clients) -> None:
     hls_path = tmp_path / "hls"
-    files = write_stream(hls_path)
-    srv = start(srs_server, tmp_path, hls_vhost(hls_path, "hls_ctx off;"))
+    write_stream(hls_path, stream="other")
+    srv = start(srs_server, tmp_path, hls_vhost(hls_path, "hls_ctx off; hls_fragment 1;", window=10))
     clients.publish(f"{srv.url}/live/s")
-    wait_for(lambda: any(s["publish"]["active"] for s in api(srv, "/api/v1/streams")["streams"]), 15,
-             interval=0.2, what="stream published")
-    requests, sent = 0, 0
-    for _ in range(5):  # fresh connections: both workers serve
-        for rel in ("live/s.m3u8", "live/s-0.ts", "live/s-1.ts"):
-            status, _, body = fetch(srv.http_port, "/" + rel)
-            assert status == 200
-            requests, sent = requests + 1, sent + len(files[rel])
-    fetch(srv.http_port, "/live/s-1.ts", method="HEAD")  # a request, no body
-    fetch(srv.http_port, "/live/f-0.m4s")  # another stream's file
+    wait_for(lambda: fetch(srv.http_port, "/live/s.m3u8")[0] == 200, 20, interval=0.3, what="the writer's playlist")
+    base = api(srv, "/api/v1/streams")["streams"][0]["hls"]
+    requests, sent = base["requests"], base["send_bytes"]
+    for _ in range(4):  # fresh connections: both workers serve
+        status, _, text = fetch(srv.http_port, "/live/s.m3u8")
+        assert status == 200
+        requests, sent = requests + 1, sent + len(text)
+        for uri in [ln for ln in text.decode().split("\n") if ln and not ln.startswith("#")]:
+            status, _, body = fetch(srv.http_port, f"/live/{uri}")
+            assert status == 200 and body[:1] == b"\x47"
+            requests, sent = requests + 1, sent + len(body)
+    fetch(srv.http_port, "/live/s.m3u8", method="HEAD")  # a request, no body
+    fetch(srv.http_port, "/live/other-0.ts")  # another stream's file
     requests += 1
     for _ in range(3):  # whichever worker answers, the same sums
         (stream,) = api(srv, "/api/v1/streams")["streams"]
-        assert stream["hls"] == {"requests": requests, "send_bytes": sent}
+        assert (stream["hls"]["requests"], stream["hls"]["send_bytes"]) == (requests, sent)
+        assert stream["hls"]["segments"] >= 1  # the writer's figures are there too
     status, _, body = fetch(srv.exporter_port, "/metrics")
     samples = {(s.name, s.labels.get("stream")): s.value for fam in text_string_to_metric_families(body.decode())
                for s in fam.samples}
