@@ -267,6 +267,8 @@ class Worker:
             self.hub.sample_rates()
             self.ctx.refresh_bytes()
             expire_viewers(self.ctx)
+            for slot, sent in self.ctx.hls.take_all_pending().items():
+                self.channel.send(m.HlsBytes(slot, sent))
             self.channel.send(m.Heartbeat(dict(self.ctx.counters)))
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
@@ -302,6 +304,9 @@ class Worker:
     def handle_hls_visited(self, msg: m.HlsVisited) -> None:
         state = self.ctx.hls.visit(msg.ctx, msg.sent, time.monotonic())
         self.channel.send(m.HlsVisitAnswer(msg.origin, msg.req, state.value))
+
+    def handle_hls_sent(self, msg: m.HlsSent) -> None:
+        self.ctx.hls.add_sent(msg.sent)
 
     def handle_hls_visit_result(self, msg: m.HlsVisitResult) -> None:
         self.channel.resolve(msg.req, msg)

@@ -80,6 +80,12 @@ def test_viewers_live_on_their_owner_and_collect_bytes_served_elsewhere() -> Non
     two.count("k", 500)
     assert one.visit(ctx, two.take_pending(ctx), 102.0) is Visit.ALIVE and viewer.sent == 500
     assert two.take_pending(ctx) == 0 and two.figures() == {"k": [1, 500]}
+    two.served(ctx, 1, 300)
+    two.served(sign(SECRET, "3-9", "k"), 3, 7)
+    owed = two.take_all_pending()
+    assert owed == {1: {ctx: 300}, 3: {sign(SECRET, "3-9", "k"): 7}} and two.take_all_pending() == {}
+    one.add_sent(owed[1])
+    assert viewer.sent == 800
     assert one.expired(105.0) == [] and one.expired(106.5) == [viewer]
     assert one.visit(ctx, 0, 107.0) is Visit.UNKNOWN
     kicked: list[HlsViewer] = []

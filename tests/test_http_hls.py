@@ -3,8 +3,10 @@ their types, caching and validators over HTTP and HTTPS, CORS (`crossdomain`) on
 HTTP-FLV, and SRS's `hls_ctx` viewers: variant playlist, `hls-play` clients across workers,
 timeout with one `on_stop`, refusals as 403.
 
-The files are written by the test itself (segments and playlists of a fake stream), so serving
-is tested on its own; every request is a fresh connection, so either worker may answer.
+Most files are written by the test itself (segments and playlists of a fake stream), so serving
+is tested on its own; the last tests publish with ffmpeg and serve what the HLS writer wrote
+(every URI of the live playlist from both workers, ffmpeg playing through the variant, viewers
+leaving with one on_stop each). Every request is a fresh connection, so either worker may answer.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -352,3 +355,59 @@ def test_hls_requests_and_bytes_per_stream_are_summed_over_workers(srs_server: A
                for s in fam.samples}
     assert samples[("srs_stream_hls_requests_total", "s")] == requests
     assert samples[("srs_stream_hls_send_bytes_total", "s")] == sent
+
+
+# ---- with the writer ----------------------------------------------------------------------------
+
+
+def test_live_stream_every_uri_from_every_worker_viewers_listed_then_gone_with_on_stop(
+        srs_server: Any, tmp_path: Path, clients: Clients, hooks: HookServer) -> None:
+    hls_path = tmp_path / "hls"
+    rules = (f"security {{ enabled on; deny play 127.0.0.7; allow play all; allow publish all; }}\n"
+             f"http_hooks {{ enabled on; on_play {hooks.url('play')}; on_stop {hooks.url('stop')}; }}")
+    srv = start(srs_server, tmp_path, hls_vhost(hls_path, "hls_fragment 1;", vhost_extra=rules, window=3))
+    clients.publish(f"{srv.url}/live/s")
+    wait_for(lambda: (hls_path / "live/s.m3u8").exists() and (hls_path / "live/s.m3u8").read_text().count(".ts") >= 2,
+             30, interval=0.3, what="the writer's playlist")
+    before = {w["slot"]: w["hls_requests"] for w in api(srv, "/api/v1/summaries")["data"]["workers"]}
+    # viewers admitted by both workers (SO_REUSEPORT picks the worker of each new connection)
+    ctxs: list[str] = []
+    while len({c.split("-")[0] for c in ctxs}) < 2:
+        assert len(ctxs) < 40, "one worker answered every request"
+        ctxs.append(ctx_of(fetch(srv.http_port, "/live/s.m3u8")[2])[1])
+    # a real player goes through the variant and decodes the stream
+    player = clients.spawn(["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-i",
+                            f"http://127.0.0.1:{srv.http_port}/live/s.m3u8", "-t", "3", "-f", "null", "-"],
+                           stderr=subprocess.PIPE)
+    # every URI of each viewer's live playlist answers 200 on fresh connections (either worker)
+    for ctx in ctxs:
+        status, _, text = fetch(srv.http_port, f"/live/s.m3u8?hls_ctx={ctx}")
+        assert status == 200 and b"#EXT-X-TARGETDURATION" in text
+        uris = [ln for ln in text.decode().split("\n") if ln and not ln.startswith("#")]
+        assert uris and all(u.endswith(f"?hls_ctx={ctx}") for u in uris)
+        for uri in uris:
+            for _ in range(3):
+                status, headers, body = fetch(srv.http_port, f"/live/{uri}")
+                assert status == 200 and body[:1] == b"\x47" and headers["content-type"] == "video/mp2t", uri
+    after = {w["slot"]: w["hls_requests"] for w in api(srv, "/api/v1/summaries")["data"]["workers"]}
+    assert all(after[slot] > before[slot] for slot in before), (before, after)
+    _, err = player.communicate(timeout=60)
+    assert player.returncode == 0 and not err.strip(), err
+    # one hls-play client per viewer, whichever workers it reached; each counts as a player
+    ids = sorted(c.rsplit("-", 1)[0] for c in ctxs)
+    listed = hls_clients(srv)
+    assert set(ids) <= {c["id"] for c in listed} and len(listed) == len({c["id"] for c in listed})
+    (stream,) = api(srv, "/api/v1/streams")["streams"]
+    assert stream["players"] >= len(ctxs)
+    # refused by security before anything else: 403, no viewer, no hook
+    with socket.create_connection(("127.0.0.1", srv.http_port), timeout=10, source_address=("127.0.0.7", 0)) as s:
+        s.sendall(b"GET /live/s.m3u8 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 403 ")
+    assert not [b for b in hooks.bodies("on_play") if b["ip"] == "127.0.0.7"]
+    # nobody asks any more: every viewer leaves within twice hls_window, with one on_stop each
+    wait_for(lambda: not hls_clients(srv), 20, interval=0.5, what="the viewers leaving")
+    plays = sorted(b["client_id"] for b in hooks.bodies("on_play"))
+    wait_for(lambda: len(hooks.bodies("on_stop")) >= len(plays), 5, what="on_stop")
+    time.sleep(1.5)
+    assert sorted(b["client_id"] for b in hooks.bodies("on_stop")) == plays
+    assert set(ids) <= set(plays)

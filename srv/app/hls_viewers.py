@@ -12,7 +12,8 @@ the server's secret, made by the master before it forks any worker) binds it to 
 Any worker checks a ctx alone, with no round trip, and knows its owner. The viewer's record
 (API client `hls-play`, bytes, liveness, kick) lives only on its owner; another worker that
 serves the viewer's playlist asks the owner through the master whether the viewer is still
-there (`HlsVisit`) and reports the segment bytes it sent since (`pending`). So one viewer is
+there (`HlsVisit`); the segment bytes it sends the viewer go to the owner once a second
+(`HlsBytes`, from `pending`) or with the next visit, whichever comes first. So one viewer is
 one client in `/api/v1/clients` whichever workers it hits, and a kicked or timed-out one is
 known as such everywhere.
 
@@ -32,7 +33,7 @@ from typing import Any
 from srv.app.http_hooks import HookRequest
 
 SIGNATURE_CHARS = 16  # hex digits of the HMAC kept in a ctx (64 bits)
-PENDING_KEEP = 600.0  # seconds bytes owed to another worker's viewer are kept without a visit
+TRAFFIC_KEEP = 600.0  # seconds a quiet stream's HLS counts are kept
 
 
 class Visit(Enum):
@@ -104,8 +105,8 @@ class HlsViewers:
         self.secret = secret
         self.slot = slot
         self.viewers: dict[str, HlsViewer] = {}  # ctx -> viewer, admitted here
-        # ctx of another worker's viewer -> [bytes sent since its last playlist request, when]
-        self.pending: dict[str, list[float]] = {}
+        # ctx of another worker's viewer -> bytes sent to it, not yet told to its owner
+        self.pending: dict[str, int] = {}
         # stream key -> [HLS requests answered, body bytes sent, when last], for the API/exporter
         self.traffic: dict[str, list[float]] = {}
 
@@ -130,9 +131,7 @@ class HlsViewers:
             if viewer is not None:
                 viewer.sent += nbytes
         else:
-            entry = self.pending.setdefault(ctx, [0, 0.0])
-            entry[0] += nbytes
-            entry[1] = time.monotonic()
+            self.pending[ctx] = self.pending.get(ctx, 0) + nbytes
 
     def count(self, key: str, nbytes: int) -> None:
         """One HLS request of stream `key` answered with `nbytes` of body."""
@@ -147,17 +146,28 @@ class HlsViewers:
         return {key: [int(e[0]), int(e[1])] for key, e in self.traffic.items()}
 
     def take_pending(self, ctx: str) -> int:
-        return int(self.pending.pop(ctx, [0, 0.0])[0])
+        return self.pending.pop(ctx, 0)
+
+    def take_all_pending(self) -> dict[int, dict[str, int]]:
+        """Every byte owed to other workers' viewers: {owner slot: {ctx: bytes}}."""
+        out: dict[int, dict[str, int]] = {}
+        for ctx, nbytes in self.pending.items():
+            out.setdefault(int(ctx.split("-", 1)[0]), {})[ctx] = nbytes
+        self.pending.clear()
+        return out
+
+    def add_sent(self, sent: dict[str, int]) -> None:
+        """Bytes other workers sent to viewers of this one (`take_all_pending` there)."""
+        for ctx, nbytes in sent.items():
+            viewer = self.viewers.get(ctx)
+            if viewer is not None:
+                viewer.sent += nbytes
 
     def expired(self, now: float) -> list[HlsViewer]:
         """Remove and return the viewers with no playlist request for their timeout."""
         gone = [v for v in self.viewers.values() if now - v.seen > v.timeout]
         for v in gone:
             del self.viewers[v.ctx]
-        # bytes owed to a viewer that never came back here: it has timed out at its owner
-        stale = [ctx for ctx, (_, when) in self.pending.items() if now - when > PENDING_KEEP]
-        for ctx in stale:
-            del self.pending[ctx]
-        for key in [k for k, e in self.traffic.items() if now - e[2] > PENDING_KEEP]:
+        for key in [k for k, e in self.traffic.items() if now - e[2] > TRAFFIC_KEEP]:
             del self.traffic[key]  # a stream gone quiet: its counters restart if it comes back
         return gone

@@ -107,7 +107,8 @@ class Api:
                             "cpu_percent": round(fig["cpu_percent"], 2),
                             "mem_kbyte": int(fig["rss"] / 1024),
                             "clients": int(snap.get("clients_total", 0)),
-                            "streams": len(snap.get("streams", []))})
+                            "streams": len(snap.get("streams", [])),
+                            "hls_requests": int(snap.get("counters", {}).get("hls_requests", 0))})
         CPU.forget({mpid} | {int(w["pid"]) for w in m.get("workers", [])})
         vm, swap = psutil.virtual_memory(), psutil.swap_memory()
         load = os.getloadavg()

@@ -41,6 +41,12 @@ VISIT_TIMEOUT = 1.0  # seconds a request waits for another worker's word on a vi
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 
 
+def count(ctx: ConnectionContext, key: str, nbytes: int) -> None:
+    """One HLS answer: for its stream (API, exporter) and for this worker (`hls_requests`)."""
+    ctx.hls.count(key, nbytes)
+    ctx.counters["hls_requests"] += 1
+
+
 def read_file(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
@@ -60,7 +66,7 @@ async def serve_hls(conn: HttpConnection, host: str, path: str, query: list[tupl
         await _playlist_with_ctx(conn, host, path, query, url)
         return True
     sent = await static.serve(conn, vhost.hls.path, path, ctx.loop, [(b"Cache-Control", hls.cache_control(url))])
-    ctx.hls.count(url.key, sent)
+    count(ctx, url.key, sent)
     given = params.get(CTX_PARAM)
     owner = owner_of(ctx.hls.secret, given, url.key) if given and url.key else None
     if owner is not None and given:
@@ -108,7 +114,7 @@ async def _playlist_with_ctx(conn: HttpConnection, host: str, path: str, query: 
                 body = hls.with_ctx(text, given)
                 conn.respond(200, body, PLAYLIST_TYPE, [(b"Cache-Control", hls.PRIVATE)])
                 sent = 0 if conn.head_request else len(body)
-            ctx.hls.count(url.key, sent)
+            count(ctx, url.key, sent)
             ctx.hls.served(given, owner[0], sent)
             return
     await _new_viewer(conn, host, path, query, url)
@@ -146,7 +152,7 @@ async def _new_viewer(conn: HttpConnection, host: str, path: str, query: list[tu
     body = hls.variant(path, viewer.ctx, query)
     conn.respond(200, body, PLAYLIST_TYPE, [(b"Cache-Control", hls.PRIVATE)])
     viewer.sent += 0 if conn.head_request else len(body)
-    ctx.hls.count(url.key, 0 if conn.head_request else len(body))
+    count(ctx, url.key, 0 if conn.head_request else len(body))
 
 
 def expire_viewers(ctx: ConnectionContext) -> None:

@@ -625,6 +625,11 @@ class Arbiter:
         else:
             self.send(target, m.HlsVisited(w.slot, msg.req, msg.ctx, msg.sent))
 
+    def handle_hls_bytes(self, w: WorkerProc, msg: m.HlsBytes) -> None:
+        target = self._worker_in(msg.slot)
+        if target is not None:
+            self.send(target, m.HlsSent(msg.sent))
+
     def handle_hls_visit_answer(self, w: WorkerProc, msg: m.HlsVisitAnswer) -> None:
         target = self._worker_in(msg.origin)
         if target is not None:

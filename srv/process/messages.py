@@ -132,6 +132,14 @@ class HlsVisit(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class HlsBytes(Message):
+    """Segment bytes this worker sent to HLS viewers of worker `slot` ({ctx: bytes}), once a second."""
+
+    slot: int
+    sent: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
 class HlsVisitAnswer(Message):
     """The owner's answer to HlsVisited, for the worker `origin` that asked (`state`: a
     `srv.app.hls_viewers.Visit` value)."""
@@ -230,16 +238,23 @@ class HlsVisited(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class HlsSent(Message):
+    """HlsBytes, relayed to the viewers' owner."""
+
+    sent: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
 class HlsVisitResult(Message):
     req: int
     state: str
 
 
 TO_MASTER: tuple[type[Message], ...] = (Heartbeat, Ready, Claim, Release, Snapshot, Stats, KickRequest, Reload,
-                                        Admit, Leave, Ban, HlsVisit, HlsVisitAnswer)
+                                        Admit, Leave, Ban, HlsVisit, HlsVisitAnswer, HlsBytes)
 TO_WORKER: tuple[type[Message], ...] = (Streams, Published, Unpublished, ClaimResult, StatsRequest,
                                         SnapshotReply, Kick, Config, ReloadResult, AdmitResult,
-                                        Banned, HlsVisited, HlsVisitResult)
+                                        Banned, HlsVisited, HlsVisitResult, HlsSent)
 
 # ---- dispatch ------------------------------------------------------------------------------
 
