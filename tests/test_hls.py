@@ -21,8 +21,10 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def hls_vhost(path: Path, extra: str = "", window: float = 8, dispose: float = 0, vhost_extra: str = "") -> str:
+    # the files as the writer wrote them: SRS's hls_ctx playlists are tests/test_http_hls.py's
+    ctx = "" if "hls_ctx" in extra else "hls_ctx off; "
     return (f"vhost __defaultVhost__ {{ hls {{ enabled on; hls_fragment 2; hls_window {window}; "
-            f"hls_path {path}; hls_dispose {dispose}; {extra} }} {vhost_extra} }}\n")
+            f"hls_path {path}; hls_dispose {dispose}; {ctx}{extra} }} {vhost_extra} }}\n")
 
 
 def fetch(url: str) -> tuple[int, bytes]:
