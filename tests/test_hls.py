@@ -3,6 +3,7 @@ package reading what the HTTP server serves from hls_path."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 import urllib.error
@@ -325,3 +326,59 @@ def test_cleanup_off_keeps_every_segment_file(
     assert p.media_sequence >= 3  # segments left the playlist...
     time.sleep(5)  # ...longer ago than RFC 8216's grace
     assert len(list((tmp_path / "srs" / "live").glob("*.ts"))) == p.media_sequence + len(p.segments)
+
+
+def publish_tags(s: Server, name: str, tags: list[Any], shift: Callable[[int], int]) -> None:
+    """Publish FLV tags as a raw RTMP client, timestamps rewritten by `shift`, as fast as the
+    socket takes them; unpublish once they are all out."""
+    from rtmp_tools import RtmpTestClient
+
+    from srv.rtmp.messages import Message
+
+    async def run() -> None:
+        c = RtmpTestClient(s.port)
+        await c.open()
+        status = await c.publish(name)
+        assert status.code == "NetStream.Publish.Start", status
+        for t in tags:
+            c.send(Message(t.tag_type, 1, shift(t.timestamp) & 0xFFFFFFFF, t.payload))
+        await c.drain()
+        await asyncio.sleep(1)
+        await c.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("case", ["wrap", "jump_back"])
+def test_timestamps_that_wrap_or_jump_back_still_play(
+        srs_server: Callable[..., Server], tmp_path: Path, case: str) -> None:
+    from media_tools import encode_h264_aac_flv
+
+    from srv.media.flv import read_flv_file
+
+    tags = list(read_flv_file(encode_h264_aac_flv(tmp_path / "in.flv", seconds=8)))
+    s = start_hls(srs_server, tmp_path)
+    if case == "wrap":
+        publish_tags(s, "s", tags, lambda ts: ts + (1 << 32) - 3000)  # past 2^32 ms at 3 s
+    else:
+        publish_tags(s, "s", tags, lambda ts: ts if ts < 3000 else ts - 2500)  # back 2.5 s at 3 s
+    p = ended(s)
+    assert all(0 < seg.duration <= 2.5 for seg in p.segments)
+    assert any(seg.discontinuity for seg in p.segments) == (case == "jump_back")
+    assert decode_errors(f"http://127.0.0.1:{s.http_port}/live/s.m3u8") == ""
+
+
+def test_a_gop_longer_than_the_fragment_is_said_once(
+        srs_server: Callable[..., Server], clients: Clients, tmp_path: Path) -> None:
+    s = start_hls(srs_server, tmp_path)
+    args = publish_args(f"{s.url}/live/s", 12)
+    args[args.index("-g") + 1] = "100"  # a keyframe every 4 s, fragment 2 s
+    clients.spawn(args, stdout=subprocess.DEVNULL)
+    s.wait_log("longer than", timeout=30)
+    hls = wait_for(lambda: (h := api_hls(s)) is not None and h["long_gop"] and h)
+    assert hls["gop"] == 4.0
+    status, metrics = fetch(f"http://127.0.0.1:{s.exporter_port}/metrics")
+    assert 'srs_hls_long_gop{app="live",stream="s",vhost="__defaultVhost__"} 1.0' in metrics.decode()
+    p = ended(s)
+    assert p.target_duration == 2  # constant, even though the segments cannot keep to it
+    assert s.log_text().count("longer than hls_fragment") == 1

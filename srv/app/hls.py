@@ -237,10 +237,11 @@ class HlsWriter:
         seg = self.segmenter
         if seg.long_gop and not self.said_long_gop:
             self.said_long_gop = True
-            log.warning("hls %s: the stream's GOP (%.1fs between keyframes) is longer than the target "
-                        "duration %ds: segments will last a GOP; set the encoder's keyframe interval to "
-                        "at most hls_fragment (%gs), e.g. ffmpeg -g", self.name, seg.gop, seg.target,
-                        self.hls.fragment)
+            limit = self.hls.fragment * self.hls.td_ratio
+            log.warning("hls %s: the stream's GOP (%.2fs between keyframes) is longer than hls_fragment * "
+                        "hls_td_ratio (%gs): segments last a GOP (target duration %ds); set the encoder's "
+                        "keyframe interval to at most %gs (ffmpeg -g, OBS keyframe interval)", self.name,
+                        seg.gop, limit, seg.target, limit)
         if seg.fallback and not self.said_fallback:
             self.said_fallback = True
             log.warning("hls %s: %s; writing fMP4 segments for this stream", self.name, seg.fallback)
