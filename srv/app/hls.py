@@ -277,29 +277,38 @@ class HlsWriter:
                      lambda: self._lost())
 
     def _playlist_for(self, cut: Cut) -> Playlist:
-        p = self.playlist
-        if p is not None:
-            return p
         version = VERSION_FMP4 if self.segmenter.fmp4 else VERSION_TS
-        old = self.previous
-        if old is not None and old.version == version:
-            p = old  # a republish goes on with the playlist, after a discontinuity
-            p.ended = False
-            cut.discontinuity = True
-            for s in p.segments:
-                s.path = self._path_of(s.uri)
-                s.map_path = self._path_of(s.map_uri) if s.map_uri else ""
-            self.inits = 1  # the old init (if any) keeps its name; ours gets one of its own
-        else:
-            seconds = self.hls.fragment * (self.hls.td_ratio if cut.has_video else self.hls.aof_ratio)
-            p = Playlist(target_duration(seconds), version)
-        if old is not None:
+        p = self.playlist
+        if p is not None and p.version == version:
+            return p
+        # a new playlist: the first publish, or another format than the one taken over
+        seconds = self.hls.fragment * (self.hls.td_ratio if cut.has_video else self.hls.aof_ratio)
+        new = Playlist(target_duration(seconds), version)
+        old = p or self.previous
+        if old is not None:  # its numbers go on, so no file a player may still read is overwritten
             self.file_seq = max(self.file_seq, old.next_seq, _max_file_seq(old))
-            if p is not old:  # another format: a new playlist, whose numbers still go on
-                p.media_sequence = old.next_seq
-        self.segmenter.target = p.target_duration
-        self.playlist = p
-        return p
+            new.media_sequence = old.next_seq
+        if p is not None:
+            self._retire(p.segments, p.duration)
+        self.segmenter.target = new.target_duration
+        self.playlist = new
+        return new
+
+    def _resume(self, old: Playlist) -> None:
+        """A republish goes on with the playlist the last publish left (on any worker), after a
+        discontinuity; it is written back at once without EXT-X-ENDLIST, so the old writer's
+        hls_dispose sees it was taken over."""
+        old.ended = False
+        for s in old.segments:
+            s.path = self._path_of(s.uri)
+            s.map_path = self._path_of(s.map_uri) if s.map_uri else ""
+        self.inits = 1  # the old init (if any) keeps its name; ours gets one of its own
+        self.file_seq = max(self.file_seq, old.next_seq, _max_file_seq(old))
+        self.gap = True
+        self.playlist = old
+        self.segmenter.target = old.target_duration
+        if old.segments:
+            self._write_playlist()
 
     def _init_for(self, cut: Cut, seq: int) -> tuple[str, bytes] | None:
         if cut.init is None:
@@ -471,8 +480,10 @@ class HlsWriter:
             return None
 
     def _prepared(self, text: str | None) -> None:
-        self.previous = parse(text) if text else None
+        old = self.previous = parse(text) if text else None
         self.loaded = True
+        if old is not None and old.version == (VERSION_FMP4 if self.hls.use_fmp4 else VERSION_TS):
+            self._resume(old)
         early, self.early = self.early, []
         for cut in early:
             self._cut(cut)
