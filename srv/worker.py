@@ -33,6 +33,7 @@ from setproctitle import setproctitle
 
 from srv import log as srvlog
 from srv.app.hub import StreamHub
+from srv.cluster.role import ProxyRole
 from srv.conf.listen import ListenSpec
 from srv.conf.model import ServerConfig
 from srv.http.hls_serve import expire_viewers
@@ -188,6 +189,7 @@ class Worker:
         self.internal: asyncio.base_events.Server | None = None
         self.incoming_fds: list[int] = []
         self.stopping: Stop | None = None
+        self.proxy: ProxyRole | None = None
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
@@ -199,6 +201,8 @@ class Worker:
                                  master_pid=self.master_pid, secret=SERVER_SECRET)
         self._wire_hub()
         dvr.recover(self.ctx)  # what crashed workers were recording
+        if self.config.proxy.enabled:
+            self.proxy = ProxyRole(self.ctx, self.config.proxy, self.master_pid)
         self.install_signals(loop)
         try:
             for spec, sock in self.listen_socks.items():
@@ -217,6 +221,8 @@ class Worker:
         await self.ctx.disk.drain()  # the files the stopped recordings were finishing
         self.ctx.disk.close()
         await self.ctx.hooks.aclose()
+        if self.proxy is not None:
+            await self.proxy.aclose()
         return 0
 
     def _wire_hub(self) -> None:
@@ -232,6 +238,10 @@ class Worker:
 
     async def start_listener(self, spec: ListenSpec, sock: socket.socket) -> None:
         def protocol(client: tuple[str, int] | None = None) -> asyncio.Protocol:
+            if self.proxy is not None:  # proxy { }: relay to origins (docs/cluster.md)
+                relayed = self.proxy.protocol(spec)
+                if relayed is not None:
+                    return relayed
             if spec.kind == "rtmp":
                 return RtmpServerProtocol(self.ctx, client=client)
             return HttpConnection(self.ctx, spec.services, client=client)

@@ -231,7 +231,7 @@ def test_syntax_error_is_raised_as_config_errors_too(tmp_path: Path) -> None:
 def test_every_shipped_conf_loads_without_errors_or_warnings(name: str) -> None:
     config = load(str(ROOT / "conf" / name), {})
     assert config.warnings == ()
-    assert "__defaultVhost__" in config.vhosts
+    assert "__defaultVhost__" in config.vhosts or config.proxy.enabled  # a proxy's origins have the vhosts
 
 
 def test_shipped_default_conf_matches_the_documented_setup() -> None:
@@ -251,6 +251,16 @@ def test_shipped_configs_keep_the_api_and_exporter_local(name: str) -> None:
     config = load(str(ROOT / "conf" / name), {})
     for service in (config.http_api, config.exporter):
         assert not service.enabled or service.listen.host == "127.0.0.1", (name, service)
+
+
+def test_a_proxy_needs_no_vhost_but_memory_needs_one_worker(tmp_path: Path) -> None:
+    path = tmp_path / "p.conf"
+    path.write_text("workers 2;\nproxy { enabled on; load_balancer memory; }\n")
+    with pytest.raises(ConfigErrors) as info:
+        load(str(path), {})
+    assert "proxy load_balancer memory keeps origins and streams in one process, but workers is 2" in str(info.value)
+    path.write_text("workers 1;\nproxy { enabled on; load_balancer memory; }\n")
+    assert load(str(path), {}).warnings == ()
 
 
 def test_forward_sample_confs_use_distinct_ports_and_pid_files() -> None:

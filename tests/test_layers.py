@@ -37,10 +37,11 @@ ALLOWED: dict[str, set[str]] = {
     "app": _BOTTOM,
     "net": {"app"} | _BOTTOM,
     "http": {"net", "app", "media", "conf"},  # stream descriptions come decoded: no RTMP here
+    "cluster": {"net", "app"} | _BOTTOM,  # the origin-cluster proxy: relays beside net's protocols
     "process": {"http", "net", "app"} | _BOTTOM,
-    "worker": {"process", "http", "net", "app"} | _BOTTOM,
-    "master": {"worker", "process", "http", "net", "app"} | _BOTTOM,
-    "cli": {"master", "worker", "process", "http", "net", "app"} | _BOTTOM,
+    "worker": {"process", "cluster", "http", "net", "app"} | _BOTTOM,
+    "master": {"worker", "process", "cluster", "http", "net", "app"} | _BOTTOM,
+    "cli": {"master", "worker", "process", "cluster", "http", "net", "app"} | _BOTTOM,
 }
 TOP_LEVEL = {"worker": "worker", "worker_context": "worker", "cli": "cli", "__main__": "cli",
              "log": "base", "__init__": "base"}

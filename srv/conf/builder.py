@@ -128,6 +128,11 @@ class _Builder:
                                          first.get("exporter"), first.get("rtmps")) if d is not None)
                 self.error(where, "a listen address has proxy_protocol, but proxy_protocol_trusted is not set: "
                                   "name the load balancers allowed to send PROXY headers")
+            proxy = built.proxy
+            if proxy.enabled and proxy.load_balancer == "memory" and built.workers > 1:
+                self.error(first.get("proxy") or first["workers"],
+                           f"proxy load_balancer memory keeps origins and streams in one process, but "
+                           f"workers is {built.workers}: set workers 1, or load_balancer redis")
             api = built.http_api
             ports = [api.listen] + ([api.https.listen] if api.https.enabled else [])  # HTTPS is the same API
             exposed = [ep for ep in ports if not is_loopback(ep.host)]
@@ -207,7 +212,7 @@ def build(directives: list[Directive], path: str) -> tuple[ServerConfig | None, 
     if builder.errors or config is _INVALID:
         return None, builder.errors, builder.warnings
     assert isinstance(config, ServerConfig)
-    if not config.vhosts:
+    if not config.vhosts and not config.proxy.enabled:  # a proxy relays: the origins have the vhosts
         builder.warnings.append(
             f"{path}: no vhost is defined, so every client is rejected (add: vhost {DEFAULT_VHOST} {{ }})"
         )

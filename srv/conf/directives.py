@@ -28,6 +28,7 @@ from srv.conf.model import (
     HttpServerConfig,
     PerIpConfig,
     PlayConfig,
+    ProxyConfig,
     PublishConfig,
     RawApiConfig,
     RtmpsConfig,
@@ -93,6 +94,8 @@ _SERVER = [
     Spec("rtmps", (MAIN,), None, nargs=(0, 0), block=True, doc="RTMP over TLS (SRS 7)."),
     Spec("heartbeat", (MAIN,), None, nargs=(0, 0), block=True,
          doc="POST this server's identity and ports to a URL on an interval (SRS; docs/cluster.md)."),
+    Spec("proxy", (MAIN,), None, nargs=(0, 0), block=True,
+         doc="srv: run as an origin-cluster proxy in front of registered origins (docs/cluster.md)."),
     Spec("vhost", (MAIN,), v.vhost_name, nargs=(1, 1), block=True, multiple=True, field="vhosts",
          arg_field="name", example="__defaultVhost__",
          doc="a virtual host; __defaultVhost__ serves names no other vhost matches."),
@@ -188,6 +191,27 @@ _HEARTBEAT = [
          doc="a label for this server, sent as device_id."),
     Spec("ports", ("heartbeat",), v.flag, default="off", example="on",
          doc="send the listen endpoints (rtmp, http, api): an origin-cluster proxy needs them."),
+]
+
+# --- proxy { }: ProxyConfig (srv; SRS 7's srs-proxy environment, as directives) -------------
+_PROXY = [
+    Spec("enabled", ("proxy",), v.flag, default="off", example="on",
+         doc="this server is a proxy: RTMP and HTTP clients are relayed to the origin of their stream."),
+    Spec("system_api", ("proxy",), v.endpoint, default="12025", example="12025",
+         doc="[ip:]port of the register API (POST /api/v1/srs/register), SRS's PROXY_SYSTEM_API."),
+    Spec("load_balancer", ("proxy",), v.choice("memory", "redis"), default="redis", example="redis",
+         doc="where origins and stream owners live: memory (one proxy with one worker) or redis."),
+    Spec("redis_host", ("proxy",), v.string, default="127.0.0.1"),
+    Spec("redis_port", ("proxy",), v.port, default="6379"),
+    Spec("redis_password", ("proxy",), v.string, default='""', example="change-me",
+         doc="never logged."),
+    Spec("redis_db", ("proxy",), v.integer(0, 1_000_000), default="0"),
+    Spec("stream_ttl", ("proxy",), v.seconds(1.0, 3600.0), default="10",
+         doc="seconds a stream's owner key lives unless its proxy refreshes it (every third of it)."),
+    Spec("server_ttl", ("proxy",), v.seconds(1.0, 86400.0), default="30",
+         doc="seconds an origin stays listed without a heartbeat (give it 3 heartbeat intervals)."),
+    Spec("play_wait", ("proxy",), v.seconds(0.0, 3600.0), default="10",
+         doc="seconds a player of a stream nobody publishes waits for its publisher."),
 ]
 
 # --- vhost { }: VhostConfig ---------------------------------------------------------------
@@ -456,6 +480,7 @@ SECTIONS: dict[str, type[Any]] = {
     "rtmps": RtmpsConfig,
     "exporter": ExporterConfig,
     "heartbeat": HeartbeatConfig,
+    "proxy": ProxyConfig,
     "vhost": VhostConfig,
     "vhost.play": PlayConfig,
     "vhost.publish": PublishConfig,
@@ -471,8 +496,8 @@ SECTIONS: dict[str, type[Any]] = {
 }
 
 REGISTRY = Registry(
-    [*_SERVER, *_HTTP_API, *_HTTP_SERVER, *_RTMPS, *_EXPORTER, *_HEARTBEAT, *_VHOST, *_PLAY, *_PUBLISH,
-     *_FORWARD, *_HTTP_REMUX, *_HLS, *_DVR, *_SECURITY, *_SIGNED_URL, *_PER_IP, *_HTTP_HOOKS,
+    [*_SERVER, *_HTTP_API, *_HTTP_SERVER, *_RTMPS, *_EXPORTER, *_HEARTBEAT, *_PROXY, *_VHOST, *_PLAY,
+     *_PUBLISH, *_FORWARD, *_HTTP_REMUX, *_HLS, *_DVR, *_SECURITY, *_SIGNED_URL, *_PER_IP, *_HTTP_HOOKS,
      *_CLUSTER],
     SECTIONS,
 )

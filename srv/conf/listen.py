@@ -18,7 +18,7 @@ from srv.conf.model import Endpoint, ServerConfig
 class ListenSpec:
     kind: str  # "rtmp" | "http"
     endpoint: Endpoint
-    services: frozenset[str] = frozenset()  # for http: {"api", "server", "exporter"}
+    services: frozenset[str] = frozenset()  # for http: {"api", "server", "exporter", "register"}
     proxy_protocol: bool = False
     tls: tuple[str, str] | None = None  # (cert, key) files: rtmps:// or https://
 
@@ -43,6 +43,9 @@ def listen_specs(config: ServerConfig) -> list[ListenSpec]:
         if section.enabled:
             http.setdefault(section.listen, set()).add(service)
             proxied.setdefault(section.listen, set()).add(section.listen.proxy_protocol)
+    if getattr(config, "proxy", None) is not None and config.proxy.enabled:  # the register API (docs/cluster.md)
+        http.setdefault(config.proxy.system_api, set()).add("register")
+        proxied.setdefault(config.proxy.system_api, set()).add(False)
     rtmp_eps = {s.endpoint for s in specs}
     for ep, services in http.items():
         if ep in rtmp_eps:

@@ -134,6 +134,26 @@ class HeartbeatConfig:
 
 
 @dataclass(frozen=True)
+class ProxyConfig:
+    """srv's ``proxy { }`` (SRS 7's srs-proxy, configured here rather than by environment): the
+    server runs as an origin-cluster proxy. Its RTMP and HTTP listeners relay clients to the
+    origin that owns each stream; ``system_api`` serves the register API origins heartbeat to.
+    ``load_balancer`` keeps origins and stream owners in this process (memory: one proxy, one
+    worker) or in Redis (several proxies). TTLs are seconds (docs/cluster.md)."""
+
+    enabled: bool = False
+    system_api: Endpoint = Endpoint("0.0.0.0", 12025)
+    load_balancer: str = "redis"  # "memory" or "redis" (SRS's PROXY_LOAD_BALANCER_TYPE)
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6379
+    redis_password: str = field(default="", repr=False)
+    redis_db: int = 0
+    stream_ttl: float = 10.0
+    server_ttl: float = 30.0
+    play_wait: float = 10.0
+
+
+@dataclass(frozen=True)
 class PlayConfig:
     gop_cache: bool = True
     gop_cache_max_frames: int = 2500
@@ -433,6 +453,7 @@ class ServerConfig:
     per_ip: PerIpConfig = PerIpConfig()
     rtmps: RtmpsConfig = RtmpsConfig()
     heartbeat: HeartbeatConfig = HeartbeatConfig()
+    proxy: ProxyConfig = ProxyConfig()
     vhosts: Mapping[str, VhostConfig] = field(default_factory=VhostMap)
     warnings: tuple[str, ...] = ()
 

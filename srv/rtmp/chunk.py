@@ -176,9 +176,33 @@ class ChunkDecoder:
         self._need = need - pos
         return out
 
-    def _parse(self, buf: bytes | bytearray, out: list[Message]) -> tuple[int, int]:
-        """Consume every complete chunk of ``buf``; return where parsing stopped and the
-        length ``buf`` must reach to progress (0 when all was consumed)."""
+    def feed_until(
+        self, data: bytes, stop: Callable[[Message], bool]
+    ) -> tuple[list[Message], int]:
+        """Like :meth:`feed`, but stop right after the first message ``stop`` accepts.
+
+        Returns the messages completed and how many bytes of ``data`` were consumed; when a
+        message stopped the parse, the bytes after it are the caller's (the decoder keeps
+        none of them). A relay uses it to find where an answer ends in a byte stream.
+        """
+        before = len(self._pending)
+        buf = bytes(self._pending) + data
+        out: list[Message] = []
+        pos, need = self._parse(buf, out, stop)
+        if out and stop(out[-1]):
+            self._pending = bytearray()
+            self._need = 0
+            return out, pos - before
+        self._pending = bytearray(buf[pos:])
+        self._need = need - pos
+        return out, len(data)
+
+    def _parse(
+        self, buf: bytes | bytearray, out: list[Message], stop: Callable[[Message], bool] | None = None
+    ) -> tuple[int, int]:
+        """Consume every complete chunk of ``buf`` (up to the first message ``stop`` accepts);
+        return where parsing stopped and the length ``buf`` must reach to progress (0 when all
+        was consumed)."""
         pos = 0
         n = len(buf)
         streams = self._streams
@@ -216,6 +240,8 @@ class ChunkDecoder:
             if msg.type_id == MessageType.SET_CHUNK_SIZE or msg.type_id == MessageType.ABORT:
                 self._apply_control(msg)
             out.append(msg)
+            if stop is not None and stop(msg):
+                return pos, 0
         return pos, 0
 
     _cs: _ChunkStream  # the chunk stream of the chunk whose header _header just committed
