@@ -18,6 +18,8 @@ Scenarios:
   dvr       srv only: what recording costs (DVR, FLV and MP4) with 1, 20 and 100 published
             streams (the source, published by this process): worker CPU with and without DVR,
             the difference per stream and per published Mb/s.
+  proxy     srv only: N players straight to an origin vs N players through an srv proxy
+            (proxy { }, docs/cluster.md): the proxy's CPU per relayed GB beside the origin's.
   profile   srv only (not in the default set): py-spy on the worker while N players connect
             and in steady state; top functions by self and inclusive samples.
 """
@@ -381,6 +383,8 @@ async def run_once(opts: argparse.Namespace, src: float) -> dict[str, Any]:
                 r["tls"] = await tls_cost(opts, src)
             if "dvr" in opts.scenarios:
                 r["dvr"] = await dvr_cost(opts, src)
+            if "proxy" in opts.scenarios:
+                r["proxy"] = await proxy_cost(opts, src)
             if "httpflv" in opts.scenarios:
                 if not srv_has("httpflv"):
                     log("srv: HTTP-FLV not implemented yet (srv/http is empty): skipped")
@@ -461,6 +465,21 @@ async def tls_cost(opts: argparse.Namespace, src: float) -> dict[str, Any]:
     return out
 
 
+async def proxy_cost(opts: argparse.Namespace, src: float) -> dict[str, Any]:
+    """N players on an origin directly, then N players through a proxy in front of one: what the
+    relay costs per GB it moves (the proxy's CPU), and what the origin spends meanwhile."""
+    log(f"srv: {opts.point_n} players straight to the origin")
+    direct = await point(sv.SrvServer(core=SERVER_CORE), opts, src, opts.point_n, probes=0)
+    log(f"srv: {opts.point_n} players through a proxy")
+    proxy = sv.SrvProxy(core=SERVER_CORE)
+    relayed = await point(proxy, opts, src, opts.point_n, probes=0)
+    gb_per_s = relayed["gbps"] / 8
+    origin_cpu = proxy.origin_cpu() / opts.window
+    relayed["origin_cpu"] = round(origin_cpu, 3)
+    relayed["origin_cpu_s_per_gb"] = round(origin_cpu / gb_per_s, 3) if gb_per_s > 0 else None
+    return {"direct": direct, "proxied": relayed}
+
+
 async def forward(opts: argparse.Namespace, src: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k in (0, 1, 2):
@@ -511,7 +530,7 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
                       f"cpu/GB {fmt(s['cpu_s_per_gb'])} rss {s['rss_mib']} MiB "
                       f"client cpu {s['client_cpu']:.2f} dropped {s['dropped']}")
         srv = res.get("srv", {})
-        for key in ("mw", "workers", "forward", "httpflv", "tls"):
+        for key in ("mw", "workers", "forward", "httpflv", "tls", "proxy"):
             val = srv.get(key)
             if isinstance(val, dict):
                 print(f"  srv {key}:")
@@ -520,7 +539,8 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
                           f"{m['delivery']:.3f} cpu {m['server_cpu']:.2f} lat p50/p95 "
                           f"{fmt(m.get('latency_ms_p50'))}/{fmt(m.get('latency_ms_p95'))} ms"
                           + (f" KiB/player {m['rss_per_player_kib']} connect {m['connect_seconds']} s"
-                             if key == "tls" else ""))
+                             if key == "tls" else "")
+                          + (f" origin cpu/GB {fmt(m.get('origin_cpu_s_per_gb'))}" if "origin_cpu" in m else ""))
             elif val:
                 print(f"  srv {key}: {val}")
 
@@ -555,7 +575,7 @@ def markdown(runs: list[dict[str, Any]]) -> str:
                            f"| {fmt(st['cpu_s_per_gb'])} | {st['rss_mib']} | {st['client_cpu']} |")
         srv = res.get("srv", {})
         rows = []
-        for key in ("mw", "workers", "forward", "httpflv", "tls"):
+        for key in ("mw", "workers", "forward", "httpflv", "tls", "proxy"):
             val = srv.get(key)
             if isinstance(val, dict):
                 for k, m in val.items():
@@ -595,7 +615,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--server", default="all", help="srv|nginx|nms|all or a comma list")
     ap.add_argument("--scenario", default="",
-                    help="comma list of capacity,latency,mw,workers,forward,httpflv,tls,dvr "
+                    help="comma list of capacity,latency,mw,workers,forward,httpflv,tls,dvr,proxy "
                          "(default: all; --quick: capacity,latency)")
     ap.add_argument("--steps", default="", help="comma list of player counts")
     ap.add_argument("--runs", type=int, default=1)
@@ -613,7 +633,7 @@ def main() -> None:
         print(markdown(json.loads(Path(opts.report).read_text())["runs"]))
         return
     opts.servers = ["srv", "nginx", "nms"] if opts.server == "all" else opts.server.split(",")
-    default_sc = "capacity,latency" if opts.quick else "capacity,latency,mw,workers,forward,httpflv,tls"
+    default_sc = "capacity,latency" if opts.quick else "capacity,latency,mw,workers,forward,httpflv,tls,proxy"
     opts.scenarios = (opts.scenario or default_sc).split(",")
     opts.dvr_streams = [int(x) for x in opts.dvr_streams.split(",")]
     opts.steps = ([int(x) for x in opts.steps.split(",")] if opts.steps

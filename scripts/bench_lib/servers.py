@@ -134,6 +134,7 @@ class SrvServer(Server):
     tls: bool = False  # also serve RTMPS (a self-signed certificate made with openssl)
     tls_port: int = 0
     dvr: str = ""  # record every stream: "flv" or "mp4" (DVR, session plan) under workdir/dvr
+    extra_conf: str = ""  # more top-level directives (a heartbeat { } to a proxy)
 
     def rtmps_url(self, stream: str = "s") -> str:
         return f"rtmps://127.0.0.1:{self.tls_port}/{self.app}/{stream}"
@@ -169,10 +170,55 @@ class SrvServer(Server):
             f"pid {self.workdir}/srv.pid;\n"
             "daemon off;\nmax_connections 20000;\n"
             f"srs_log_tank file;\nsrs_log_file {self.workdir}/srv.log;\nsrs_log_level warn;\n"
-            f"workers {self.workers_n};\n{http}"
+            f"workers {self.workers_n};\n{http}{self.extra_conf}"
             "vhost __defaultVhost__ {\n    " + "\n    ".join(vhost) + "\n}\n"
         )
         return [str(TOP / "objs" / "srs"), "-c", str(conf)]
+
+
+@dataclass
+class SrvProxy(Server):
+    """An srv origin-cluster proxy (memory balancer, one worker) with one srv origin behind it.
+
+    `sample()` is the proxy's tree only (what relaying costs); each sample also takes the
+    origin's, so `origin_cpu()` gives the origin's CPU seconds over the last measured window.
+    """
+
+    name: str = "srv-proxy"
+    origin: SrvServer | None = None
+    origin_samples: list[dict[str, float]] = field(default_factory=list)
+
+    def command(self) -> list[str]:
+        api = free_port()
+        self.origin = SrvServer(name="srv-origin", core=self.core, extra_conf=(
+            f"heartbeat {{ enabled on; interval 0.5; url http://127.0.0.1:{api}/api/v1/srs/register; ports on; }}\n"))
+        conf = self.workdir / "proxy.conf"
+        conf.write_text(
+            f"listen 127.0.0.1:{self.port};\npid {self.workdir}/proxy.pid;\ndaemon off;\nmax_connections 20000;\n"
+            f"srs_log_tank file;\nsrs_log_file {self.workdir}/proxy.log;\nsrs_log_level warn;\nworkers 1;\n"
+            f"proxy {{ enabled on; system_api 127.0.0.1:{api}; load_balancer memory; }}\n")
+        return [str(TOP / "objs" / "srs"), "-c", str(conf)]
+
+    def start(self) -> None:
+        super().start()
+        assert self.origin is not None
+        self.origin.start()
+        time.sleep(2)  # a few heartbeats: the origin is registered before the publisher comes
+
+    def sample(self) -> dict[str, float]:
+        if self.origin is not None:
+            self.origin_samples.append(self.origin.sample())
+        return super().sample()
+
+    def origin_cpu(self) -> float:
+        """The origin's CPU seconds between the last two samples (one measured window)."""
+        a, b = self.origin_samples[-2:]
+        return b["cpu"] - a["cpu"]
+
+    def stop(self) -> None:
+        super().stop()
+        if self.origin is not None:
+            self.origin.stop()
 
 
 @dataclass
