@@ -171,7 +171,8 @@ def test_api_gives_the_config_test_result_and_the_last_reload(srs_server) -> Non
 
 
 def test_clients_page_through_a_thousand_with_a_total(srs_server) -> None:
-    srv = srs_server(workers=2, http=True, settings={"max_connections": "2000"})
+    # 1000 TCP clients that never shake hands: they stay for handshake_timeout
+    srv = srs_server(workers=2, http=True, settings={"max_connections": "2000", "handshake_timeout": "300000"})
     socks = []
     try:
         for _ in range(1000):

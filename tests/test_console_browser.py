@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import urllib.request
 from typing import Any
 
@@ -152,3 +153,35 @@ def test_console_player_plays_hls_with_hls_js_in_chromium(srs_server, clients: C
     assert snap["url"].endswith("live/cam.m3u8"), snap
     browser.screenshot("player-hls")
     assert browser.console_errors() == []
+
+
+def test_console_pages_through_a_thousand_clients(srs_server, browser: Browser) -> None:
+    # 1000 TCP clients that never shake hands: they stay for handshake_timeout
+    srv: Server = srs_server(workers=2, http=True, settings={"max_connections": "2000", "handshake_timeout": "300000"})
+    socks = []
+    try:
+        for _ in range(1000):
+            socks.append(socket.create_connection(("127.0.0.1", srv.port), timeout=10))
+        wait_for(lambda: api(srv, "clients")["total"] == 1000, 30, what="1000 clients")
+        browser.open(f"http://127.0.0.1:{srv.api_port}/console/#clients")
+
+        def shows(first: int, last: int) -> bool:
+            return texts(browser, "#cl-range") == [f"{first}–{last} of 1000"] and \
+                len(texts(browser, "#cl-table tbody tr")) == last - first + 1
+
+        wait_for(lambda: shows(1, 100), 15, what="the first page of 100")
+        browser.js("document.querySelector('#cl-next').click();")
+        wait_for(lambda: shows(101, 200), 10, what="the second page")
+        browser.js("const s = document.querySelector('#cl-size'); s.value = '500';"
+                   "s.dispatchEvent(new Event('change'));")
+        wait_for(lambda: shows(1, 500), 10, what="a page of 500")
+        browser.js("document.querySelector('#cl-next').click();")
+        wait_for(lambda: shows(501, 1000), 10, what="the last page of 500")
+        assert browser.js("return document.querySelector('#cl-next').disabled") is True
+        ids = texts(browser, "#cl-table tbody tr td:first-child")
+        assert len(set(ids)) == 500
+        browser.screenshot("clients-1000")
+        assert browser.console_errors() == []
+    finally:
+        for s in socks:
+            s.close()

@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import signal
+import socket
 import subprocess
 from typing import Any
 
@@ -72,6 +73,12 @@ def test_every_line_is_json_with_connection_stream_and_event_and_no_secret(srs_s
     assert "video" in {s["codec_type"] for s in
                        ffprobe(f"http://127.0.0.1:{srv.http_port}/live/cam.flv")["streams"]}
     wait_for(lambda: len(events(json_lines(srv), "close")) >= 2, 10, what="both players' close lines")
+    with socket.create_connection(("127.0.0.1", srv.http_port), timeout=10) as bad:  # HTTP lines name the client too
+        bad_client = f"127.0.0.1:{bad.getsockname()[1]}"
+        bad.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        bad.recv(1024)
+    wait_for(lambda: [ln for ln in events(json_lines(srv), "error") if ln.get("client") == bad_client], 10,
+             what="the bad request's line with its client")
     wait_for(lambda: "forward" in {ln["event"] for ln in json_lines(srv)}, 10, what="a forward line")
     srv.stop(signal.SIGQUIT)
 

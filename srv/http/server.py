@@ -160,10 +160,12 @@ class HttpConnection(asyncio.Protocol):
         if self.closed or self.player is not None or self.busy:
             return
         if self.conn.their_state is h11.IDLE and not self.conn.trailing_data[0]:
-            log.log(srvlog.INFO, "%s: idle http connection closed", self.peer)
+            log.log(srvlog.INFO, "%s: idle http connection closed", self.peer,
+                    extra=srvlog.event("close", client=self.peer))
         else:
             self.ctx.reject("http_timeout")
-            log.warning("%s: request not received within %.0fs; closing", self.peer, HEADER_TIMEOUT)
+            log.warning("%s: request not received within %.0fs; closing", self.peer, HEADER_TIMEOUT,
+                        extra=srvlog.event("error", client=self.peer))
         self._close()
 
     def _next_events(self) -> None:
@@ -279,7 +281,7 @@ class HttpConnection(asyncio.Protocol):
     def _bad_request(self, e: h11.RemoteProtocolError) -> None:
         status = e.error_status_hint or 400
         self.ctx.reject("http_bad_request")
-        log.warning("%s: bad http request (%s); closing", self.peer, e)
+        log.warning("%s: bad http request (%s); closing", self.peer, e, extra=srvlog.event("error", client=self.peer))
         if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE) and self.transport is not None:
             body = f"{status} {e}\n".encode()
             head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nServer: {SERVER.decode()}\r\n"
@@ -368,7 +370,8 @@ class HttpConnection(asyncio.Protocol):
         if why is None:
             return True
         self.ctx.reject("api_auth")
-        log.warning("%s: api %s %s refused: %s", self.peer, method, srvlog.redact_url(path), why)
+        log.warning("%s: api %s %s refused: %s", self.peer, method, srvlog.redact_url(path), why,
+                    extra=srvlog.event("refuse", client=self.peer))
         self.respond(401, b"401 unauthorized\n", "text/plain; charset=utf-8",
                      [(b"WWW-Authenticate", auth.CHALLENGE)])
         return False
