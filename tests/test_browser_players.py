@@ -19,6 +19,7 @@ from typing import Any
 from urllib.error import HTTPError
 from urllib.parse import quote
 
+import pytest
 from browser import Browser
 from conftest import Clients, Server, wait_for
 
@@ -51,15 +52,16 @@ def snapshot(browser: Browser) -> dict[str, Any]:
 
 
 def wait_playing(browser: Browser, timeout: float = 30) -> dict[str, Any]:
-    """The first snapshot with decoded frames and a moving picture."""
-    first = snapshot(browser)
-
+    """The first snapshot after which the picture moved and frames were decoded within a second."""
     def moving() -> dict[str, Any] | None:
-        s = snapshot(browser)
-        return s if s["frames"] > 0 and s["currentTime"] > first["currentTime"] + 0.5 else None
+        a = snapshot(browser)
+        time.sleep(1)
+        b = snapshot(browser)
+        ok = b["frames"] > a["frames"] and b["currentTime"] > a["currentTime"] and not b["ended"]
+        return b if ok else None
 
     try:
-        return wait_for(moving, timeout, interval=0.5, what="the player to start playing")  # type: ignore[no-any-return]
+        return wait_for(moving, timeout, interval=0, what="the player to play")  # type: ignore[no-any-return]
     except AssertionError:
         browser.screenshot("not-playing")
         raise AssertionError(f"not playing after {timeout}s: {snapshot(browser)}") from None
@@ -96,10 +98,20 @@ def republish(clients: Clients, publisher: subprocess.Popen[bytes], url: str) ->
 
 
 def assert_survives_republish(browser: Browser, clients: Clients, publisher: subprocess.Popen[bytes],
-                              url: str) -> None:
+                              url: str, hls: bool = False) -> None:
+    """After the publisher reconnects the picture moves on with frames of the new publisher.
+
+    HLS: what is on screen is known to come from the new publisher once its
+    EXT-X-PROGRAM-DATE-TIME is later than the reconnect (the player first plays out what it
+    had buffered, and may have to wait out an EXT-X-ENDLIST)."""
     before = snapshot(browser)
     republish(clients, publisher, url)
-    time.sleep(3)
+    back = time.time() * 1000
+    if hls:
+        wait_for(lambda: (snapshot(browser)["programDate"] or 0) > back, timeout=60, interval=0.5,
+                 what="a picture of the new publisher (EXT-X-PROGRAM-DATE-TIME after the reconnect)")
+    else:
+        time.sleep(3)
     wait_playing(browser, timeout=40)
     samples = watch(browser, 10)
     browser.screenshot("after-republish")
@@ -176,3 +188,27 @@ def test_http_flv_plays_in_chromium_with_mpegts_js_and_survives_a_republish(  # 
     assert start["kind"] == "flv"
     assert_plays(browser, watch(browser, 20), "flv-20s")
     assert_survives_republish(browser, clients, publisher, url)
+
+
+# ---- HLS with hls.js ---------------------------------------------------------------------------
+
+
+def hls_vhost(path: Path, extra: str = "") -> str:
+    return (f"vhost __defaultVhost__ {{ hls {{ enabled on; hls_fragment 2; hls_window 10; hls_path {path}; "
+            f"hls_dispose 0; {extra} }} }}\n")
+
+
+@pytest.mark.parametrize("fmp4", [False, True], ids=["ts", "fmp4"])
+def test_hls_plays_in_chromium_with_hls_js_and_survives_a_republish(  # type: ignore[no-untyped-def]
+        srs_server, clients: Clients, browser: Browser, fmp4: bool) -> None:
+    server = srs_server(http=True, workers=2, body=hls_vhost(Path("."), "hls_use_fmp4 on;" if fmp4 else ""))
+    url = f"{server.url}/live/browser"
+    publisher = clients.publish(url)
+    m3u8_url = f"http://127.0.0.1:{server.http_port}/live/browser.m3u8"
+    wait_for(lambda: get(m3u8_url)[0] == 200 and get(m3u8_url)[2].count(b"#EXTINF") >= 2, timeout=30,
+             what="a playlist with two segments")
+    open_player(browser, server, m3u8_url)
+    start = wait_playing(browser, timeout=40)
+    assert start["kind"] == "hls"
+    assert_plays(browser, watch(browser, 20), "hls-20s")
+    assert_survives_republish(browser, clients, publisher, url, hls=True)

@@ -1,15 +1,19 @@
 // srv's player page: plays the stream named by ?url= in a <video>, HTTP-FLV with mpegts.js and
 // HLS with hls.js (both vendored, see ../vendor/vendor.json), and shows what it is doing.
 //
-// A live player must outlive its publisher: when the publisher reconnects, an HTTP-FLV response
-// restarts its timestamps and an HLS playlist gets a discontinuity. hls.js follows those by
-// itself; on top of that, for both players, a fatal error or a picture that stands still for
-// STALL_MS while the stream should play tears the player down and builds it again (`reloads`).
+// A live player must outlive its publisher. When the publisher reconnects, an HTTP-FLV response
+// goes on with new sequence headers and restarted timestamps (mpegts.js follows them), and an
+// HLS playlist gets a discontinuity (hls.js follows it). When the publisher stops, the playlist
+// ends (EXT-X-ENDLIST) and hls.js plays what is left and stops for good: the page then polls the
+// playlist every POLL_MS and starts again once it is live. On top of that, a fatal error, an
+// HTTP-FLV response that ends, or a picture that stands still for STALL_MS while the stream should
+// play tears the player down and builds it again (`reloads`).
 // window.srvPlayer.snapshot() returns the numbers shown, for tests and scripts.
 "use strict";
 
 const STALL_MS = 6000;       // currentTime unchanged that long while playing: reload
 const RELOAD_DELAY_MS = 1000;
+const POLL_MS = 2000;        // an ended HLS stream: how often to look for its next publisher
 
 const video = document.getElementById("video");
 const params = new URLSearchParams(location.search);
@@ -22,6 +26,7 @@ const state = {
   lastTime: -1,
   lastMove: Date.now(),
   reloadTimer: null,
+  ended: false,        // the stream ended (EXT-X-ENDLIST played out): waiting for a publisher
 };
 
 function guessKind(url) {
@@ -53,6 +58,7 @@ function startFlv(url) {
     logError(true, type, details + (info && info.msg ? `: ${info.msg}` : ""));
     scheduleReload();
   });
+  player.on(mpegts.Events.LOADING_COMPLETE, () => scheduleReload());  // the server closed the response
   player.attachMediaElement(video);
   player.load();
   const played = player.play();
@@ -70,7 +76,7 @@ function startHls(url) {
     logError(true, "unsupported", "hls.js needs Media Source Extensions");
     return null;
   }
-  const hls = new Hls({ liveDurationInfinity: true, lowLatencyMode: false });
+  const hls = new Hls({ liveDurationInfinity: true, lowLatencyMode: false, debug: params.has("debug") });
   let mediaRecoveries = 0;
   hls.on(Hls.Events.ERROR, (_event, data) => {
     logError(data.fatal, data.type, data.details);
@@ -87,8 +93,32 @@ function startHls(url) {
   return hls;
 }
 
+async function waitForLive() {
+  // EXT-X-ENDLIST was played out: the stream is back once its playlist no longer ends
+  if (!state.ended) return;
+  try {
+    const response = await fetch(state.url, { cache: "no-store" });
+    const text = response.ok ? await response.text() : "";
+    if (text.includes("#EXTINF") && !text.includes("#EXT-X-ENDLIST")) {
+      state.ended = false;
+      scheduleReload();
+      return;
+    }
+  } catch (e) {
+    // not there yet: keep looking
+  }
+  setTimeout(waitForLive, POLL_MS);
+}
+
+function onEnded() {
+  if (state.kind !== "hls" || state.ended) return;
+  state.ended = true;
+  waitForLive();
+}
+
 function start() {
   state.kind = guessKind(state.url);
+  state.ended = false;
   state.lastTime = -1;
   state.lastMove = Date.now();
   state.player = state.kind === "hls" ? startHls(state.url) : startFlv(state.url);
@@ -151,6 +181,10 @@ function snapshot() {
     height: video.videoHeight,
     buffered: bufferedAhead(),
     latency: latency(),
+    ended: state.ended || video.ended,
+    // HLS: EXT-X-PROGRAM-DATE-TIME of the picture shown (ms since the epoch), when listed
+    programDate: state.kind === "hls" && state.player && state.player.playingDate
+      ? state.player.playingDate.getTime() : null,
     reloads: state.reloads,
     errors: state.errors.slice(),
   };
@@ -159,7 +193,9 @@ function snapshot() {
 function watchdog() {
   if (!state.url) return;
   const now = Date.now();
-  if (video.currentTime !== state.lastTime) {
+  if (state.ended || video.ended) {
+    state.lastMove = now;  // not a stall: the stream ended and may come back
+  } else if (video.currentTime !== state.lastTime) {
     state.lastTime = video.currentTime;
     state.lastMove = now;
   } else if (state.kind === "flv" && video.buffered.length) {
@@ -167,7 +203,7 @@ function watchdog() {
     const last = video.buffered.length - 1;
     if (video.currentTime < video.buffered.start(last)) video.currentTime = video.buffered.start(last);
   }
-  if (video.paused && video.readyState >= 2) video.play().catch(() => {});
+  if (video.paused && !video.ended && video.readyState >= 2) video.play().catch(() => {});
   if (now - state.lastMove > STALL_MS && state.reloadTimer === null) {
     logError(false, "stall", `no progress for ${Math.round((now - state.lastMove) / 1000)}s; reloading`);
     state.lastMove = now;
@@ -175,7 +211,8 @@ function watchdog() {
   }
   const s = snapshot();
   const show = (id, text) => { document.getElementById(id).textContent = text; };
-  show("s-state", `${s.paused ? "paused" : "playing"}, readyState ${s.readyState}, ${s.width}x${s.height}`);
+  const what = s.ended ? "ended, waiting for the publisher" : s.paused ? "paused" : "playing";
+  show("s-state", `${what}, readyState ${s.readyState}, ${s.width}x${s.height}`);
   show("s-time", s.currentTime.toFixed(2));
   show("s-frames", String(s.frames));
   show("s-dropped", String(s.dropped));
@@ -184,6 +221,7 @@ function watchdog() {
   show("s-reloads", String(s.reloads));
 }
 
+video.addEventListener("ended", onEnded);
 document.getElementById("url").value = state.url;
 document.getElementById("form").addEventListener("submit", (ev) => {
   ev.preventDefault();
