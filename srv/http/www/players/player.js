@@ -27,6 +27,7 @@ const state = {
   lastMove: Date.now(),
   reloadTimer: null,
   ended: false,        // the stream ended (EXT-X-ENDLIST played out): waiting for a publisher
+  mediaUrl: "",        // HLS: the media playlist hls.js reads
 };
 
 function guessKind(url) {
@@ -88,6 +89,7 @@ function startHls(url) {
     }
   });
   hls.on(Hls.Events.MANIFEST_PARSED, () => { video.play().catch(() => {}); });
+  hls.on(Hls.Events.LEVEL_LOADED, (_event, data) => { state.mediaUrl = data.details.url; });
   hls.loadSource(url);
   hls.attachMedia(video);
   return hls;
@@ -97,7 +99,9 @@ async function waitForLive() {
   // EXT-X-ENDLIST was played out: the stream is back once its playlist no longer ends
   if (!state.ended) return;
   try {
-    const response = await fetch(state.url, { cache: "no-store" });
+    // the media playlist hls.js last read (with hls_ctx it names this viewer; the URL given
+    // may be a variant playlist that makes a new viewer at each request)
+    const response = await fetch(state.mediaUrl || state.url, { cache: "no-store" });
     const text = response.ok ? await response.text() : "";
     if (text.includes("#EXTINF") && !text.includes("#EXT-X-ENDLIST")) {
       state.ended = false;
@@ -119,6 +123,7 @@ function onEnded() {
 function start() {
   state.kind = guessKind(state.url);
   state.ended = false;
+  state.mediaUrl = "";
   state.lastTime = -1;
   state.lastMove = Date.now();
   state.player = state.kind === "hls" ? startHls(state.url) : startFlv(state.url);
