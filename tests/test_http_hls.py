@@ -29,6 +29,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_http_methods import exchange, head_of, request
 from tls_certs import Authority
 
+from srv.app.access import make_token
+
 PLAYLIST = ("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n"
             "#EXTINF:2.000,\ns-0.ts\n#EXTINF:2.000,\ns-1.ts\n")
 FMP4_PLAYLIST = ("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n#EXT-X-MAP:URI=\"f-init.mp4\"\n"
@@ -411,3 +413,27 @@ def test_live_stream_every_uri_from_every_worker_viewers_listed_then_gone_with_o
     time.sleep(1.5)
     assert sorted(b["client_id"] for b in hooks.bodies("on_stop")) == plays
     assert set(ids) <= set(plays)
+
+
+def test_hls_signed_url_and_a_ban_after_refused_tokens(srs_server: Any, tmp_path: Path) -> None:
+    hls_path = tmp_path / "hls"
+    write_stream(hls_path)
+    signed = "signed_url { enabled on; publish off; play on; key k1 s3cret; }"
+    srv = start(srs_server, tmp_path, "per_ip { ban_after 2; ban_window 60; ban_time 60; }\n"
+                + hls_vhost(hls_path, vhost_extra=signed))
+    token = make_token("k1", "s3cret", "play", "__defaultVhost__", "live", "s", int(time.time()) + 600)
+    # a valid token: a viewer, whose variant carries the token on to its playlist requests
+    status, _, body = fetch(srv.http_port, f"/live/s.m3u8?token={token}")
+    uri, ctx = ctx_of(body)
+    assert status == 200 and uri == f"/live/s.m3u8?hls_ctx={ctx}&token={token}"
+    assert fetch(srv.http_port, uri)[0] == 200
+    # no token, a forged one: 403, and each counts toward the ban (3 refusals: one worker saw 2)
+    status, _, body = fetch(srv.http_port, "/live/s.m3u8")
+    assert status == 403 and b"signed_url: play needs a token" in body
+    for _ in range(2):
+        status, _, body = fetch(srv.http_port, f"/live/s.m3u8?token={token[:-2]}xx")
+        assert status == 403 and (b"signed_url" in body or b"banned" in body)
+    # banned now, on every worker (the master tells them all): even a good token is refused
+    wait_for(lambda: all(fetch(srv.http_port, f"/live/s.m3u8?token={token}")[0] == 403 for _ in range(4)), 5,
+             what="the ban on every worker")
+    assert b"banned" in fetch(srv.http_port, f"/live/s.m3u8?token={token}")[2]
