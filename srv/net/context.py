@@ -109,6 +109,8 @@ class IpSlot:
     """What a client admitted by the per_ip limits holds (this worker's count, the master's when
     the limits are shared): everything it holds is given back once, when the client ends."""
 
+    __slots__ = ("_releases",)
+
     def __init__(self) -> None:
         self._releases: list[Callable[[], None]] = []
 

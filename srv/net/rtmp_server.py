@@ -69,6 +69,15 @@ class Role(enum.Enum):
 
 
 class RtmpServerProtocol(asyncio.Protocol):
+    # One per connection, thousands per worker: slots, not a dict. CPython shares an instance
+    # dict's keys only up to 29 attributes; past that every connection carries its own ~1.5 KiB
+    # dict (it did: 7.2 KiB per player instead of 5.4, docs/performance.md).
+    __slots__ = ("app", "cid", "client", "close_reason", "closed", "connect_params", "consumer", "ctx",
+                 "deadline", "held_data", "in_handshake", "internal", "ip", "ip_slot", "key", "last_media",
+                 "log", "media_seen", "notified", "page_url", "params", "pending_bytes", "pending_media",
+                 "recv_bytes", "role", "send_bytes", "session", "source", "started", "stream", "stream_id",
+                 "tc_url", "timer", "transport", "unpublished", "url", "vhost", "wait")
+
     def __init__(self, ctx: ConnectionContext, internal: bool = False,
                  client: tuple[str, int] | None = None) -> None:
         self.ctx = ctx

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 
 class PublisherWait:
+    __slots__ = ("loop", "timeout_ms", "expire", "handle")
+
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout_ms: int,
                  expire: Callable[[str], None]) -> None:
         self.loop = loop

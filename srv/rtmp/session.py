@@ -122,7 +122,7 @@ class ServerSession(RtmpConnection):
             if not self._handshake.done:
                 return []
             self.state = ServerState.WAIT_CONNECT
-            data = self._handshake.leftover
+            data, self._handshake.leftover = self._handshake.leftover, b""  # not kept for the connection's life
             self.bytes_received -= len(data)
             if not data:
                 return []
