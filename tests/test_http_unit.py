@@ -146,13 +146,12 @@ def test_the_hub_describes_a_stream_once_per_header_change_and_ships_only_that(
     through a real RtmpServerProtocol, metadata both held while the publish is decided and live."""
     import asyncio
 
-    from test_rtmp_robustness import FakeTransport
+    from test_rtmp_robustness import attach_client
 
     from srv.app.hub import StreamHub
     from srv.conf.loader import load
     from srv.media.metadata import AudioDescription, StreamDescription, VideoDescription
     from srv.net.rtmp_server import RtmpServerProtocol
-    from srv.rtmp.client import ClientSession
     from srv.rtmp.messages import Message
     from srv.worker_context import WorkerContext
 
@@ -180,16 +179,7 @@ def test_the_hub_describes_a_stream_once_per_header_change_and_ships_only_that(
     try:
         hub = StreamHub(config, 1, Registry(), loop)  # type: ignore[arg-type]
         conn = RtmpServerProtocol(WorkerContext(1, config, hub, loop, None))  # type: ignore[arg-type]
-        transport = FakeTransport()
-        conn.connection_made(transport)  # type: ignore[arg-type]
-        client = ClientSession("live", "rtmp://127.0.0.1/live")
-        client.start()
-
-        def exchange() -> None:
-            conn.data_received(client.data_to_send())
-            client.receive_data(b"".join(transport.out))
-            transport.out.clear()
-
+        transport, client, exchange = attach_client(conn)
         for step in range(6):
             if step == 4:
                 client.create_stream()

@@ -12,12 +12,11 @@ import gc
 import tracemalloc
 from pathlib import Path
 
-from test_rtmp_robustness import FakeTransport
+from test_rtmp_robustness import attach_client
 
 from srv.app.hub import StreamHub
 from srv.conf.loader import load
 from srv.net.rtmp_server import RtmpServerProtocol
-from srv.rtmp.client import ClientSession
 from srv.worker_context import WorkerContext
 
 # Before the fix a playing connection kept ~6.1 KiB here (its instance dict alone 1.5 KiB: past
@@ -27,16 +26,7 @@ MAX_BYTES_PER_PLAYER = 5000
 
 def _play(ctx: WorkerContext) -> RtmpServerProtocol:
     conn = RtmpServerProtocol(ctx)
-    transport = FakeTransport()
-    conn.connection_made(transport)
-    client = ClientSession("live", "rtmp://127.0.0.1/live")
-    client.start()
-
-    def exchange() -> None:
-        conn.data_received(client.data_to_send())
-        client.receive_data(b"".join(transport.out))
-        transport.out.clear()
-
+    transport, client, exchange = attach_client(conn)
     for _ in range(4):
         exchange()
     client.create_stream()

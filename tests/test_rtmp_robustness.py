@@ -12,7 +12,9 @@ import socket
 import struct
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from conftest import Clients, codecs, ffprobe
 from rtmp_tools import RtmpTestClient, run
@@ -22,6 +24,7 @@ from test_rtmp_live import decode_errors, duration, publishing, record
 from srv.media.codec import parse_video
 from srv.rtmp import events as ev
 from srv.rtmp.chunk import encode_message
+from srv.rtmp.client import ClientSession
 from srv.rtmp.handshake import ClientHandshake
 from srv.rtmp.messages import Message
 
@@ -220,13 +223,28 @@ class FakeTransport:
         pass
 
 
+def attach_client(conn: Any) -> tuple[FakeTransport, ClientSession, Callable[[], None]]:
+    """A ClientSession wired to a server connection over a FakeTransport; `exchange()` passes
+    what the client has to send to the server and the server's answer back."""
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    client = ClientSession("live", "rtmp://127.0.0.1/live")
+    client.start()
+
+    def exchange() -> None:
+        conn.data_received(client.data_to_send())
+        client.receive_data(b"".join(transport.out))
+        transport.out.clear()
+
+    return transport, client, exchange
+
+
 def test_an_internal_error_costs_only_that_connection(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
     """A bug hit while handling one client's bytes (here: the hub raising on play) is logged
     with its traceback and closes that connection; nothing escapes into the event loop."""
     from srv.app.hub import StreamHub
     from srv.conf.loader import load
     from srv.net.rtmp_server import RtmpServerProtocol
-    from srv.rtmp.client import ClientSession
     from srv.worker_context import WorkerContext
 
     conf = tmp_path / "x.conf"
