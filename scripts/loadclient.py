@@ -337,6 +337,173 @@ class Publisher(asyncio.Protocol):
             self.transport.abort()
 
 
+#: Chunk size of the ingest publishers (announced with Set Chunk Size after connect).
+INGEST_CHUNK = 4096
+#: SO_SNDBUF of an ingest publisher: small, so a server that reads too slowly shows up as bytes
+#: waiting in the client (lag), not hidden in a multi-megabyte kernel buffer.
+INGEST_SNDBUF = 64 * 1024
+_CSID = {8: 4, 9: 6, 18: 5}
+
+
+class IngestFleet:
+    """Many publishers of one FLV file, each in real time, from one process (the ingest bench).
+
+    The file is chunked once per loop of it (message stream 1, fmt 0 headers, INGEST_CHUNK
+    chunks) and every publisher writes the same bytes at their times: after its handshake a
+    publisher costs the client one `write` per tick, so the client is not the bottleneck.
+    A publisher's lag = bytes it could not hand to the kernel yet / the file's byte rate: a
+    server that keeps it at real time keeps that near 0.
+    """
+
+    def __init__(self, flv_path: str, tick: float = 0.01) -> None:
+        self.tags = [t for t in read_flv_file(flv_path)]
+        # the next loop starts after the file's last timestamp (audio may end after the last tag)
+        self.duration_ms = max(t.timestamp for t in self.tags) + 40
+        self.tick = tick
+        self.publishers: list[IngestPublisher] = []
+        self._loops: dict[int, list[tuple[float, bytes]]] = {}
+        self.byte_rate = sum(len(b) for _, b in self.chunks(1)) / (self.duration_ms / 1000)
+        self.task: asyncio.Task[None] | None = None
+
+    def chunks(self, loop_no: int) -> list[tuple[float, bytes]]:
+        """(seconds from the publish start, chunked bytes) of every message of one loop."""
+        got = self._loops.get(loop_no)
+        if got is None:
+            from srv.rtmp import amf0
+
+            got = []
+            offset = loop_no * self.duration_ms
+            for tag in self.tags:
+                if tag.tag_type not in _CSID:
+                    continue
+                is_header = tag.tag_type == 18 or (len(tag.payload) > 1 and tag.payload[1] == 0)
+                if loop_no and is_header:
+                    continue
+                payload = amf0.encode("@setDataFrame") + tag.payload if tag.tag_type == 18 else tag.payload
+                ts = tag.timestamp + offset
+                got.append((ts / 1000, encode(Message(tag.tag_type, 1, ts, payload), INGEST_CHUNK,
+                                              _CSID[tag.tag_type])))
+            self._loops = {n: c for n, c in self._loops.items() if n >= loop_no - 1}
+            self._loops[loop_no] = got
+        return got
+
+    async def add(self, urls: list[str], timeout: float = 30.0) -> None:
+        """Connect and publish one stream per URL; return once all publish (raise otherwise)."""
+        loop = asyncio.get_running_loop()
+        new = []
+        for u in urls:
+            url = RtmpUrl.parse(u)
+            _, p = await loop.create_connection(lambda url=url: IngestPublisher(self, url), url.host, url.port)
+            new.append(p)
+        await asyncio.wait_for(asyncio.gather(*(p.started for p in new)), timeout)
+        self.publishers += new
+        if self.task is None:
+            self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            now = time.monotonic()
+            for p in self.publishers:
+                p.pump(now)
+            await asyncio.sleep(self.tick)
+
+    def lag(self) -> list[float]:
+        """Each publisher's worst lag (seconds) since the last call, and start counting again."""
+        out = [p.max_lag for p in self.publishers]
+        for p in self.publishers:
+            p.max_lag = 0.0
+        return out
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        for p in self.publishers:
+            p.close()
+
+
+class IngestPublisher(asyncio.Protocol):
+    """One publisher of an IngestFleet: RTMP up to Publish.Start, then the fleet's bytes."""
+
+    def __init__(self, fleet: IngestFleet, url: RtmpUrl) -> None:
+        self.fleet = fleet
+        self.url = url
+        self.session = ClientSession(url.app, url.tc_url, out_chunk_size=INGEST_CHUNK)
+        self.transport: asyncio.Transport | None = None
+        self.started = asyncio.get_running_loop().create_future()
+        self.t0 = 0.0
+        self.loop_no = 0
+        self.index = 0
+        self.bytes_sent = 0
+        self.max_lag = 0.0
+        self.failed = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, INGEST_SNDBUF)
+        self.session.start()
+        self._flush()
+
+    def _flush(self) -> None:
+        out = self.session.data_to_send()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out)
+
+    def data_received(self, data: bytes) -> None:
+        for e in self.session.receive_data(data):
+            if isinstance(e, ev.Connected):
+                self.session.release_stream(self.url.stream)
+                self.session.fc_publish(self.url.stream)
+                self.session.create_stream()
+            elif isinstance(e, ev.StreamCreated):
+                self.session.publish(self.url.stream)
+            elif isinstance(e, ev.StatusEvent) and not self.started.done():
+                if e.code == "NetStream.Publish.Start":
+                    if self.session.stream_id != 1:
+                        self.started.set_exception(RuntimeError(f"stream id {self.session.stream_id}, not 1"))
+                        return
+                    self.t0 = time.monotonic()
+                    self.started.set_result(True)
+                elif e.level == "error":
+                    self.started.set_exception(RuntimeError(f"publish: {e.code} {e.description}"))
+        self._flush()  # acknowledgements, pongs
+
+    def pump(self, now: float) -> None:
+        """Write every message due by `now`, in one write."""
+        if not self.t0 or self.transport is None or self.transport.is_closing():
+            return
+        fleet = self.fleet
+        elapsed = now - self.t0
+        chunks = fleet.chunks(self.loop_no)
+        out = []
+        while True:
+            while self.index < len(chunks) and chunks[self.index][0] <= elapsed:
+                out.append(chunks[self.index][1])
+                self.index += 1
+            if self.index < len(chunks):
+                break
+            self.loop_no += 1
+            self.index = 0
+            chunks = fleet.chunks(self.loop_no)
+        if out:
+            data = b"".join(out)
+            self.transport.write(data)
+            self.bytes_sent += len(data)
+        lag = self.transport.get_write_buffer_size() / fleet.byte_rate
+        if lag > self.max_lag:
+            self.max_lag = lag
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.failed = f"connection lost: {exc}" if exc else "closed by the server"
+        if not self.started.done():
+            self.started.set_exception(RuntimeError(f"publisher {self.failed}"))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
 def _insecure_tls() -> ssl.SSLContext:
     """One client context for every TLS player (the bench's self-signed certificate)."""
     global _TLS

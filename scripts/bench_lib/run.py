@@ -20,6 +20,11 @@ Scenarios:
             the difference per stream and per published Mb/s.
   proxy     srv only: N players straight to an origin vs N players through an srv proxy
             (proxy { }, docs/cluster.md): the proxy's CPU per relayed GB beside the origin's.
+  ingest    every server (not in the default set): N publishers of the source from this process
+            (scripts/loadclient.py IngestFleet: pre-chunked, real time), with 0 and with 1 player
+            per stream, N stepped (--ingest-steps) until a publisher falls behind (> 1 s of its
+            bytes waiting in the client), a player stalls (< 90 % of its stream in the window)
+            or the server's CPU passes 95 %; CPU-s per ingested GB at each N.
   profile   srv only (not in the default set): py-spy on the worker while N players connect
             and in steady state; top functions by self and inclusive samples.
 """
@@ -357,6 +362,8 @@ async def run_once(opts: argparse.Namespace, src: float) -> dict[str, Any]:
         if "latency" in opts.scenarios:
             log(f"{name}: latency at N={opts.point_n}")
             r["latency"] = await point(sv.make(name, core=SERVER_CORE), opts, src, opts.point_n)
+        if "ingest" in opts.scenarios:
+            r["ingest"] = await ingest(name, opts)
         if name == "srv":
             if "profile" in opts.scenarios:
                 log(f"srv: profile at N={opts.point_n}")
@@ -421,6 +428,67 @@ async def publishing(server: sv.Server, streams: int, window: float, warmup: flo
         for pub in pubs:
             pub.close()
         server.stop()
+
+
+async def ingest_step(server: sv.Server, n: int, players: int, window: float, warmup: float) -> dict[str, Any]:
+    """n streams published by one IngestFleet, `players` (0 or 1) counting players on each."""
+    loop = asyncio.get_running_loop()
+    server.start()
+    fleet = lc.IngestFleet(str(SOURCE))
+    watchers: list[lc.RtmpPlayer] = []
+    try:
+        urls = [server.rtmp_url(f"in{i}") for i in range(n)]
+        for i in range(0, n, 20):
+            await fleet.add(urls[i:i + 20])
+        for u in urls if players else []:
+            url = lc.RtmpUrl.parse(u)
+            _, p = await loop.create_connection(lambda url=url: lc.RtmpPlayer(url), url.host, url.port)
+            watchers.append(p)
+        await asyncio.wait_for(asyncio.gather(*(p.ready for p in watchers)), 60)
+        await asyncio.sleep(warmup)
+        fleet.lag()
+        a, t0 = server.sample(), time.monotonic()
+        sent0 = sum(p.bytes_sent for p in fleet.publishers)
+        got0 = [p.bytes for p in watchers]
+        await asyncio.sleep(window)
+        b, t1 = server.sample(), time.monotonic()
+        seconds = t1 - t0
+        sent = sum(p.bytes_sent for p in fleet.publishers) - sent0
+        lag = fleet.lag()
+        delivery = [(p.bytes - g) / (fleet.byte_rate * seconds) for p, g in zip(watchers, got0, strict=True)]
+        cpu = b["cpu"] - a["cpu"]
+        behind = sum(1 for x, p in zip(lag, fleet.publishers, strict=True) if x > 1.0 or p.failed)
+        stalled = sum(1 for d in delivery if d < 0.9) + sum(1 for p in watchers if p.closed)
+        return {"publishers": n, "players": len(watchers), "behind": behind, "stalled": stalled,
+                "lag_max_s": round(max(lag), 3), "ingest_mbps": round(sent * 8 / seconds / 1e6, 1),
+                "server_cpu": round(cpu / seconds, 3),
+                "cpu_s_per_gb": round(cpu / (sent / 1e9), 2) if sent else None,
+                "delivery_min": round(min(delivery), 3) if delivery else None,
+                "rss_mib": round(b["rss"] / 2**20, 1)}
+    finally:
+        for w in watchers:
+            w.close()
+        fleet.close()
+        server.stop()
+        await asyncio.sleep(0.5)
+
+
+async def ingest(name: str, opts: argparse.Namespace) -> dict[str, Any]:
+    """Publisher capacity and CPU per ingested GB, with 0 and with 1 player per stream."""
+    out: dict[str, Any] = {}
+    for players in (0, 1):
+        steps = []
+        cap = 0
+        for n in opts.ingest_steps:
+            log(f"{name}: ingest {n} publishers, {players} player(s) each")
+            m = await ingest_step(sv.make(name, core=SERVER_CORE), n, players, opts.window, opts.warmup)
+            log(f"  {m}")
+            steps.append(m)
+            if m["behind"] or m["stalled"] or m["server_cpu"] > 0.95:
+                break
+            cap = n
+        out[f"players_{players}"] = {"capacity": cap, "steps": steps}
+    return out
 
 
 async def dvr_cost(opts: argparse.Namespace, src: float) -> dict[str, Any]:
@@ -529,6 +597,13 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
                       f"{s['delivery_p5']:.3f}) {s['gbps']:6.2f} Gb/s cpu {s['server_cpu']:.2f} "
                       f"cpu/GB {fmt(s['cpu_s_per_gb'])} rss {s['rss_mib']} MiB "
                       f"client cpu {s['client_cpu']:.2f} dropped {s['dropped']}")
+        for name, r in res.items():
+            for k, v in r.get("ingest", {}).items():
+                print(f"  {name:6} ingest, {k.replace('_', ' ')}: capacity {v['capacity']} publishers")
+                for m in v["steps"]:
+                    print(f"    N={m['publishers']:4} behind {m['behind']} stalled {m['stalled']} lag max "
+                          f"{m['lag_max_s']} s {m['ingest_mbps']} Mb/s cpu {m['server_cpu']:.2f} "
+                          f"cpu/GB {fmt(m['cpu_s_per_gb'])} rss {m['rss_mib']} MiB")
         srv = res.get("srv", {})
         for key in ("mw", "workers", "forward", "httpflv", "tls", "proxy"):
             val = srv.get(key)
@@ -615,7 +690,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--server", default="all", help="srv|nginx|nms|all or a comma list")
     ap.add_argument("--scenario", default="",
-                    help="comma list of capacity,latency,mw,workers,forward,httpflv,tls,dvr,proxy "
+                    help="comma list of capacity,latency,mw,workers,forward,httpflv,tls,dvr,proxy,ingest "
                          "(default: all; --quick: capacity,latency)")
     ap.add_argument("--steps", default="", help="comma list of player counts")
     ap.add_argument("--runs", type=int, default=1)
@@ -626,6 +701,7 @@ def main() -> None:
     ap.add_argument("--rcvlowat", type=int, default=lc.COUNTING_RCVLOWAT,
                     help="SO_RCVLOWAT of counting players (0: read every segment, like a "
                          "real player; costs the load client far more CPU)")
+    ap.add_argument("--ingest-steps", default="40,100,200,400", help="publisher counts for the ingest scenario")
     ap.add_argument("--dvr-streams", default="1,20,100", help="published stream counts for the dvr scenario")
     ap.add_argument("--report", metavar="RESULTS_JSON", help="print markdown tables and exit")
     opts = ap.parse_args()
@@ -636,6 +712,7 @@ def main() -> None:
     default_sc = "capacity,latency" if opts.quick else "capacity,latency,mw,workers,forward,httpflv,tls,proxy"
     opts.scenarios = (opts.scenario or default_sc).split(",")
     opts.dvr_streams = [int(x) for x in opts.dvr_streams.split(",")]
+    opts.ingest_steps = [int(x) for x in opts.ingest_steps.split(",")]
     opts.steps = ([int(x) for x in opts.steps.split(",")] if opts.steps
                   else QUICK_STEPS if opts.quick else FULL_STEPS)
     opts.window = opts.window or (LOOP_SECONDS if opts.quick else 2 * LOOP_SECONDS)
