@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import resource
@@ -42,7 +43,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 _TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -253,7 +254,42 @@ class FlvPlayer(Player):
         self.header = b""
 
 
-class Publisher(asyncio.Protocol):
+def publish_step(e: ev.Event, session: ClientSession, stream: str) -> TypeGuard[ev.StatusEvent]:
+    """Take a publisher's session one step towards publishing `stream`; True for a status."""
+    if isinstance(e, ev.Connected):
+        session.release_stream(stream)
+        session.fc_publish(stream)
+        session.create_stream()
+    elif isinstance(e, ev.StreamCreated):
+        session.publish(stream)
+    return isinstance(e, ev.StatusEvent)
+
+
+class PublishingProtocol(asyncio.Protocol):
+    """What both publishers share: TCP_NODELAY (and a send buffer size), the session's bytes out."""
+
+    session: ClientSession
+    transport: asyncio.Transport | None
+    bytes_sent: int
+    sndbuf = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.sndbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
+        self.session.start()
+        self._flush()
+
+    def _flush(self) -> None:
+        out = self.session.data_to_send()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out)
+            self.bytes_sent += len(out)
+
+
+class Publisher(PublishingProtocol):
     """Publishes an FLV file in real time (looped), remembering when each video message left."""
 
     def __init__(self, url: RtmpUrl, flv_path: str) -> None:
@@ -266,27 +302,9 @@ class Publisher(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.bytes_sent = 0
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.session.start()
-        self._flush()
-
-    def _flush(self) -> None:
-        out = self.session.data_to_send()
-        if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(out)
-            self.bytes_sent += len(out)
-
     def data_received(self, data: bytes) -> None:
         for e in self.session.receive_data(data):
-            if isinstance(e, ev.Connected):
-                self.session.release_stream(self.url.stream)
-                self.session.fc_publish(self.url.stream)
-                self.session.create_stream()
-            elif isinstance(e, ev.StreamCreated):
-                self.session.publish(self.url.stream)
-            elif isinstance(e, ev.StatusEvent):
+            if publish_step(e, self.session, self.url.stream):
                 if e.code == "NetStream.Publish.Start" and self.task is None:
                     self.task = asyncio.ensure_future(self._pump())
                     if not self.started.done():
@@ -393,7 +411,7 @@ class IngestFleet:
         new = []
         for u in urls:
             url = RtmpUrl.parse(u)
-            _, p = await loop.create_connection(lambda url=url: IngestPublisher(self, url), url.host, url.port)
+            _, p = await loop.create_connection(functools.partial(IngestPublisher, self, url), url.host, url.port)
             new.append(p)
         await asyncio.wait_for(asyncio.gather(*(p.started for p in new)), timeout)
         self.publishers += new
@@ -421,8 +439,10 @@ class IngestFleet:
             p.close()
 
 
-class IngestPublisher(asyncio.Protocol):
+class IngestPublisher(PublishingProtocol):
     """One publisher of an IngestFleet: RTMP up to Publish.Start, then the fleet's bytes."""
+
+    sndbuf = INGEST_SNDBUF
 
     def __init__(self, fleet: IngestFleet, url: RtmpUrl) -> None:
         self.fleet = fleet
@@ -437,28 +457,9 @@ class IngestPublisher(asyncio.Protocol):
         self.max_lag = 0.0
         self.failed = ""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, INGEST_SNDBUF)
-        self.session.start()
-        self._flush()
-
-    def _flush(self) -> None:
-        out = self.session.data_to_send()
-        if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(out)
-
     def data_received(self, data: bytes) -> None:
         for e in self.session.receive_data(data):
-            if isinstance(e, ev.Connected):
-                self.session.release_stream(self.url.stream)
-                self.session.fc_publish(self.url.stream)
-                self.session.create_stream()
-            elif isinstance(e, ev.StreamCreated):
-                self.session.publish(self.url.stream)
-            elif isinstance(e, ev.StatusEvent) and not self.started.done():
+            if publish_step(e, self.session, self.url.stream) and not self.started.done():
                 if e.code == "NetStream.Publish.Start":
                     if self.session.stream_id != 1:
                         self.started.set_exception(RuntimeError(f"stream id {self.session.stream_id}, not 1"))
