@@ -27,6 +27,9 @@ Scenarios:
             or the server's CPU passes 95 %; CPU-s per ingested GB at each N.
   profile   srv only (not in the default set): py-spy on the worker while N players connect
             and in steady state; top functions by self and inclusive samples.
+  hls       srv and nginx-rtmp (`hls on;`): HLS muxing cost per published Mb/s (K publishers,
+            HLS off vs on) and serving cost (CPU-s per delivered GB at 200 and 1000 fetchers);
+            see bench_lib/hls.py.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/ for loa
 
 import loadclient as lc  # noqa: E402
 
+from bench_lib import hls  # noqa: E402
 from bench_lib import servers as sv  # noqa: E402
 from srv.media.flv import read_flv_file  # noqa: E402
 
@@ -402,6 +406,17 @@ async def run_once(opts: argparse.Namespace, src: float) -> dict[str, Any]:
                         s = sv.SrvServer(core=SERVER_CORE, http_flv=True)
                         r["httpflv"][proto] = await point(s, opts, src, opts.point_n, proto, 0)
         res[name] = r
+    hls_servers = [n for n in opts.servers if n in ("srv", "nginx")]
+    if "hls" in opts.scenarios and hls_servers:
+        log(f"hls muxing: {hls_servers}, {opts.hls_publishers} publishers, HLS off then on")
+        mux = await hls.muxing(sys.modules[__name__], hls_servers, opts.hls_publishers, opts.window,
+                               opts.warmup, log)
+        log(f"hls serving: {hls_servers}, fetchers {opts.hls_steps}")
+        serve = await hls.serving(sys.modules[__name__], hls_servers, opts.hls_steps, src, opts.window,
+                                  opts.warmup, log)
+        for name in hls_servers:
+            res[name]["hls_muxing"] = mux[name]
+            res[name]["hls_serving"] = serve[name]
     return res
 
 
@@ -604,6 +619,7 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
                     print(f"    N={m['publishers']:4} behind {m['behind']} stalled {m['stalled']} lag max "
                           f"{m['lag_max_s']} s {m['ingest_mbps']} Mb/s cpu {m['server_cpu']:.2f} "
                           f"cpu/GB {fmt(m['cpu_s_per_gb'])} rss {m['rss_mib']} MiB")
+        print_hls(res)
         srv = res.get("srv", {})
         for key in ("mw", "workers", "forward", "httpflv", "tls", "proxy"):
             val = srv.get(key)
@@ -618,6 +634,30 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
                           + (f" origin cpu/GB {fmt(m.get('origin_cpu_s_per_gb'))}" if "origin_cpu" in m else ""))
             elif val:
                 print(f"  srv {key}: {val}")
+
+
+def hls_rows(res: dict[str, Any]) -> list[str]:
+    """Markdown rows: per server, HLS muxing cost and serving cost at each fetcher count."""
+    rows = []
+    for name, r in res.items():
+        mux, serve = r.get("hls_muxing"), r.get("hls_serving")
+        if not mux:
+            continue
+        cells = " | ".join(f"{fmt(m.get('cpu_s_per_gb'))} ({m['delivery']:.3f}, {m['gbps']} Gb/s)"
+                           for m in (serve or {}).values())
+        rows.append(f"| {name} | {mux['off']['cpu']} / {mux['on']['cpu']} | {mux['on']['published_mbps']} "
+                    f"| {fmt(mux['core_pct_per_mbps'])} | {fmt(mux['core_pct_per_2mbps_stream'])} | {cells} |")
+    return rows
+
+
+def print_hls(res: dict[str, Any]) -> None:
+    rows = hls_rows(res)
+    if rows:
+        steps = next(iter(r["hls_serving"] for r in res.values() if r.get("hls_serving")))
+        print("  hls: server | CPU HLS off / on | published Mb/s | % core per Mb/s | % core per 2 Mb/s "
+              "| " + " | ".join(f"CPU-s/GB (delivery, Gb/s) @{n} fetchers" for n in steps))
+        for row in rows:
+            print("  " + row)
 
 
 def markdown(runs: list[dict[str, Any]]) -> str:
@@ -662,6 +702,13 @@ def markdown(runs: list[dict[str, Any]]) -> str:
         if rows:
             out += ["", "| srv variant | N | delivery | server CPU | CPU-s/GB | latency p50 / p95 ms |",
                     "|---|---|---|---|---|---|", *rows]
+        hls_table = hls_rows(res)
+        if hls_table:
+            steps = next(iter(r["hls_serving"] for r in res.values() if r.get("hls_serving")))
+            out += ["", "| HLS | server CPU, HLS off / on (cores) | published Mb/s | % of a core per Mb/s "
+                    "| % of a core per 2 Mb/s stream | "
+                    + " | ".join(f"serving CPU-s/GB (delivery, Gb/s) @{n} fetchers" for n in steps) + " |",
+                    "|---|---|---|---|---|" + "---|" * len(steps), *hls_table]
     return "\n".join(out)
 
 
@@ -690,7 +737,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--server", default="all", help="srv|nginx|nms|all or a comma list")
     ap.add_argument("--scenario", default="",
-                    help="comma list of capacity,latency,mw,workers,forward,httpflv,tls,dvr,proxy,ingest "
+                    help="comma list of capacity,latency,mw,workers,forward,httpflv,tls,dvr,proxy,ingest,hls "
                          "(default: all; --quick: capacity,latency)")
     ap.add_argument("--steps", default="", help="comma list of player counts")
     ap.add_argument("--runs", type=int, default=1)
@@ -704,12 +751,16 @@ def main() -> None:
     ap.add_argument("--ingest-steps", default="40,100,200,400", help="publisher counts for the ingest scenario")
     ap.add_argument("--dvr-streams", default="1,20,100", help="published stream counts for the dvr scenario")
     ap.add_argument("--report", metavar="RESULTS_JSON", help="print markdown tables and exit")
+    ap.add_argument("--hls-publishers", type=int, default=4, help="publishers for the HLS muxing cost")
+    ap.add_argument("--hls-steps", default="200,1000", help="HLS fetcher counts for the serving cost")
     opts = ap.parse_args()
+    opts.hls_steps = [int(x) for x in opts.hls_steps.split(",")]
     if opts.report:
         print(markdown(json.loads(Path(opts.report).read_text())["runs"]))
         return
     opts.servers = ["srv", "nginx", "nms"] if opts.server == "all" else opts.server.split(",")
-    default_sc = "capacity,latency" if opts.quick else "capacity,latency,mw,workers,forward,httpflv,tls,proxy"
+    default_sc = ("capacity,latency" if opts.quick
+                  else "capacity,latency,mw,workers,forward,httpflv,tls,proxy,hls")
     opts.scenarios = (opts.scenario or default_sc).split(",")
     opts.dvr_streams = [int(x) for x in opts.dvr_streams.split(",")]
     opts.ingest_steps = [int(x) for x in opts.ingest_steps.split(",")]

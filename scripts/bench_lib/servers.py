@@ -135,6 +135,7 @@ class SrvServer(Server):
     tls_port: int = 0
     dvr: str = ""  # record every stream: "flv" or "mp4" (DVR, session plan) under workdir/dvr
     extra_conf: str = ""  # more top-level directives (a heartbeat { } to a proxy)
+    hls: bool = False  # write HLS (2 s fragments, 10 s window) into workdir/html, served over HTTP
 
     def rtmps_url(self, stream: str = "s") -> str:
         return f"rtmps://127.0.0.1:{self.tls_port}/{self.app}/{stream}"
@@ -158,6 +159,13 @@ class SrvServer(Server):
             self.http_port = self.http_port or free_port()
             http = f"http_server {{ enabled on; listen 127.0.0.1:{self.http_port}; }}\n"
             vhost.append("http_remux { enabled on; mount [vhost]/[app]/[stream].flv; }")
+        if self.hls:
+            self.http_port = self.http_port or free_port()
+            html = self.workdir / "html"
+            http += f"http_server {{ enabled on; listen 127.0.0.1:{self.http_port}; dir {html}; }}\n"
+            # hls_ctx off: plain files, as nginx-rtmp serves them (no per-viewer playlist)
+            vhost.append(f"hls {{ enabled on; hls_fragment 2; hls_window 10; hls_path {html}; "
+                         "hls_dispose 0; hls_ctx off; }")
         if self.tls:
             self.tls_port = self.tls_port or free_port()
             subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -226,6 +234,7 @@ class NginxServer(Server):
     """Debian's nginx + libnginx-mod-rtmp: one worker process, sends each message at once."""
 
     name: str = "nginx"
+    hls: bool = False  # `hls on;` (2 s fragments, 10 s playlist) and nginx's http serving it
 
     def install(self) -> None:
         if shutil.which("nginx") and os.path.exists(NGINX_RTMP_MODULE):
@@ -236,6 +245,15 @@ class NginxServer(Server):
 
     def command(self) -> list[str]:
         conf = self.workdir / "nginx.conf"
+        app, http = "live on;", ""
+        if self.hls:
+            self.http_port = self.http_port or free_port()
+            html = self.workdir / "html"
+            html.mkdir(parents=True, exist_ok=True)  # nginx-rtmp makes hls_path, not its parents
+            app += (f" hls on; hls_path {html / self.app}; hls_fragment 2s; hls_playlist_length 10s;")
+            http = ("http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;\n"
+                    "  types { application/vnd.apple.mpegurl m3u8; video/mp2t ts; }\n"
+                    f"  server {{ listen 127.0.0.1:{self.http_port}; root {html}; }} }}\n")
         conf.write_text(
             f"load_module {NGINX_RTMP_MODULE};\n"
             "worker_processes 1;\ndaemon off;\nmaster_process on;\n"
@@ -243,7 +261,7 @@ class NginxServer(Server):
             f"pid {self.workdir}/nginx.pid;\nerror_log {self.workdir}/error.log warn;\n"
             "events { worker_connections 20000; }\n"
             f"rtmp {{ server {{ listen 127.0.0.1:{self.port}; "
-            f"application {self.app} {{ live on; }} }} }}\n"
+            f"application {self.app} {{ {app} }} }} }}\n{http}"
         )
         return ["nginx", "-p", str(self.workdir), "-c", str(conf)]
 
