@@ -382,3 +382,20 @@ def test_a_gop_longer_than_the_fragment_is_said_once(
     p = ended(s)
     assert p.target_duration == 2  # constant, even though the segments cannot keep to it
     assert s.log_text().count("longer than hls_fragment") == 1
+
+
+def test_a_quick_republish_keeps_what_it_took_over_from_the_dispose(
+        srs_server: Callable[..., Server], clients: Clients, tmp_path: Path) -> None:
+    # hls_dispose 1: the old writer (on either worker) disposes before the new one has a segment
+    s = start_hls(srs_server, tmp_path, workers=2, dispose=1, window=30)
+    url = f"{s.url}/live/s"
+    clients.spawn(publish_args(url, 5), stdout=subprocess.DEVNULL)
+    first = ended(s)
+    clients.spawn(publish_args(url, 5), stdout=subprocess.DEVNULL)
+    wait_for(lambda: (p := playlist(s)) is not None and not p.is_endlist, timeout=15)
+    time.sleep(2)  # past the old writer's dispose
+    p = ended(s)
+    old = [seg.uri for seg in first.segments]
+    assert [seg.uri for seg in p.segments[:len(old)]] == old  # went on with the playlist
+    for seg in p.segments:
+        assert fetch(f"http://127.0.0.1:{s.http_port}/live/{seg.uri}")[0] == 200, seg.uri
