@@ -702,6 +702,14 @@ def markdown(runs: list[dict[str, Any]]) -> str:
         if rows:
             out += ["", "| srv variant | N | delivery | server CPU | CPU-s/GB | latency p50 / p95 ms |",
                     "|---|---|---|---|---|---|", *rows]
+        ingest_rows = [f"| {name} | {k.split('_')[1]} | {m['publishers']} | {m['ingest_mbps']} | {m['behind']} "
+                       f"| {m['stalled']} | {m['lag_max_s']} | {m['server_cpu']} | {fmt(m['cpu_s_per_gb'])} "
+                       f"| {m['rss_mib']} |"
+                       for name, r in res.items() for k, v in r.get("ingest", {}).items() for m in v["steps"]]
+        if ingest_rows:
+            out += ["", "| server | players per stream | publishers | Mb/s ingested | behind | stalled | max lag s "
+                    "| server CPU | CPU-s per ingested GB | RSS MiB |", "|---|---|---|---|---|---|---|---|---|---|",
+                    *ingest_rows]
         hls_table = hls_rows(res)
         if hls_table:
             steps = next(iter(r["hls_serving"] for r in res.values() if r.get("hls_serving")))
