@@ -231,7 +231,7 @@ class Worker:
 
         self.hub.make_pull = make_pull
         self.hub.make_forwarder = lambda src, dest, fw: Forwarder(self.ctx, src, dest, fw)
-        self.hub.make_edge_pull = lambda src: EdgePull(self.ctx, src)
+        self.hub.make_edge_pull = lambda src, params: EdgePull(self.ctx, src, params)
         self.hub.make_edge_push = lambda src: EdgePush(self.ctx, src)
         self.hub.recorders["hls"] = lambda src: start_hls(self.ctx, src)
         self.hub.recorders["dvr"] = lambda src: dvr.make_recorder(self.ctx, src)

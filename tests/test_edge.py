@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 from conftest import Clients, Server, ffprobe, free_port, wait_for
 from rtmp_tools import RtmpTestClient, run
 
+from srv.app.access import make_token
 from srv.rtmp import events as ev
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +47,21 @@ def origin(srs_server: Callable[..., Server], name: str, ip: str, body: str = "v
     s.port = port
     s.ip = ip  # type: ignore[attr-defined]
     return s
+
+
+def stream_entry(server: Server, name: str = "s") -> dict[str, Any]:
+    return next(s for s in api(server, "/api/v1/streams?count=100")["streams"] if s["name"] == name)
+
+
+def edge_state(server: Server) -> tuple[str, str] | None:
+    """(origin, state) of the edge's pull of live/s as /api/v1/streams shows it."""
+    e = stream_entry(server)["edge"]
+    return (e["origin"], e["state"]) if e else None
+
+
+def metrics_text(server: Server) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.exporter_port}/metrics", timeout=5) as r:
+        return r.read().decode()
 
 
 def edge_conf(*origins: Server, extra: str = "") -> str:
@@ -107,10 +124,16 @@ def test_fifty_players_on_a_two_worker_edge_make_one_origin_connection_and_survi
     assert len(clients_of(a, "rtmp-play")) == 1
     assert clients_of(b, "rtmp-play") == []
 
+    # the API and the exporter name the origin the edge pulls from
+    wait_for(lambda: edge_state(edge) == (f"{a.ip}:{a.port}", "pulling"), 10, what="the edge object at origin A")
+    assert stream_entry(edge)["edge"]["origins"] == [f"{a.ip}:{a.port}", f"{b.ip}:{b.port}"]
+    switches = stream_entry(edge)["edge"]["switches"]
+
     before = watch.last()["bytes"]
     decoded = len(frames.lines)
     kill_server(a)
     killed = time.monotonic()
+    killed_at = time.time()
 
     def all_resumed() -> bool:
         now = watch.last()
@@ -124,6 +147,14 @@ def test_fifty_players_on_a_two_worker_edge_make_one_origin_connection_and_survi
     wait_for(lambda: len(frames.lines) > decoded + 50, 15, what="ffmpeg decoding on after the switch")
     assert decoder.poll() is None
     assert len(clients_of(b, "rtmp-play")) == 1  # still one connection for the host
+    wait_for(lambda: edge_state(edge) == (f"{b.ip}:{b.port}", "pulling"), 5, what="the edge object at origin B")
+    moved = stream_entry(edge)["edge"]
+    assert moved["switches"] == switches + 1 and moved["reconnects"] >= 1, moved
+    assert moved["since"] / 1000 >= killed_at - 1, moved
+    text = metrics_text(edge)
+    assert (f'srs_edge_state{{app="live",origin="{b.ip}:{b.port}",state="pulling",stream="s",'
+            f'vhost="__defaultVhost__"}} 1.0') in text, text
+    assert 'srs_edge_switches_total{app="live",stream="s",vhost="__defaultVhost__"} 1.0' in text
 
     # the last player leaves: the edge's pull at the origin closes
     players.terminate()
@@ -206,3 +237,56 @@ def test_reloading_the_origin_list_moves_the_pull_and_keeps_the_players(
              what="players receiving from origin B")
     assert watch.last()["alive"] == 10
     assert {c["id"] for c in clients_of(edge, "rtmp-play")} == ids  # the same connections
+
+
+SECRET = "edge-test-secret"
+SIGNED = f"vhost __defaultVhost__ {{ signed_url {{ enabled on; publish off; play on; key k1 {SECRET}; }} }}\n"
+
+
+def test_the_edge_pull_shows_a_signed_origin_the_first_players_token(
+        srs_server: Callable[..., Server], clients: Clients) -> None:
+    a = origin(srs_server, "origin-a", "127.0.0.2", body=SIGNED)
+    plain = srs_server(edge_conf(a), workers=1, name="edge", http=True)
+    checked = srs_server(edge_conf(a, extra="token_traverse on;").replace(
+        "} }", "} http_remux { enabled on; mount [vhost]/[app]/[stream].flv; } }"),
+        workers=1, name="edge-traverse", http=True)
+    clients.publish(rtmp(a, "live/s"))
+    token = make_token("k1", SECRET, "play", "__defaultVhost__", "live", "s", int(time.time()) + 600)
+    # token_traverse off: the first player's token goes upstream with the edge's pull, so the
+    # origin plays it to the edge; a player without one then rides the same pull (the edge
+    # cannot check it: docs/cluster.md)
+    run(_token_then_bare(plain.port, token))
+    # token_traverse on: the origin is asked with each player's own params first
+    refused = run(_request_play(checked.port, "s"))
+    assert refused.level == "error" and "signed_url: play needs a token" in refused.description, refused
+    status = urllib.request.Request(f"http://127.0.0.1:{checked.http_port}/live/s.flv")
+    try:
+        urllib.request.urlopen(status, timeout=15)
+        raise AssertionError("a tokenless HTTP-FLV play through the edge was admitted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 403
+    probe = ffprobe(f"http://127.0.0.1:{checked.http_port}/live/s.flv?token={token}")
+    assert {s["codec_type"] for s in probe["streams"]} == {"video", "audio"}
+    assert "token traverse" in checked.log_text()
+    assert token not in a.log_text() and token not in checked.log_text()  # logs show query values as ***
+
+
+async def _token_then_bare(port: int, token: str) -> None:
+    good = RtmpTestClient(port)
+    await good.open()
+    await good.play(f"s?token={token}")
+    await good.expect(ev.MediaMessage, timeout=15)
+    bare = RtmpTestClient(port)
+    await bare.open()
+    await bare.play("s")
+    await bare.expect(ev.MediaMessage, timeout=15)
+    await bare.close()
+    await good.close()
+
+
+async def _request_play(port: int, name: str) -> ev.StatusEvent:
+    c = RtmpTestClient(port)
+    await c.open()
+    status: ev.StatusEvent = await c.request_play(name)
+    await c.close()
+    return status

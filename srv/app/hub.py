@@ -12,7 +12,9 @@
   the worker that wins starts the host's ONE pull from an origin (an `EdgeHandle` feeding the
   source), the others pull from that worker as from a publisher. The edge pull stops
   EDGE_LINGER seconds after the last consumer of its source (local players and other workers'
-  pulls alike) has gone, and the claim is released. A publish on an edge is pushed to an
+  pulls alike) has gone, and the claim is released. The pull passes the params of the first
+  player of the stream on this worker (`edge_params`: its token) to the origin; later players'
+  params are offered to it for when the origin refuses those. A publish on an edge is pushed to an
   origin (`make_edge_push`, one more forwarder); a publish of a stream this worker is pulling
   from an origin is refused, as SRS's edge does.
 - Each time a source's metadata or sequence headers change, the hub describes the stream
@@ -86,7 +88,8 @@ class StreamHub:
         self.edges: dict[str, EdgeHandle] = {}  # streams this worker pulls from an origin
         self.claiming: set[str] = set()  # edge streams asked of the master, no answer yet
         self.lingering: dict[str, asyncio.TimerHandle] = {}
-        self.make_edge_pull: Callable[[LiveSource], EdgeHandle] | None = None
+        self.make_edge_pull: Callable[[LiveSource, dict[str, str]], EdgeHandle] | None = None
+        self.edge_params: dict[str, dict[str, str]] = {}  # edge stream -> its first local player's params
         self.make_edge_push: Callable[[LiveSource], Forwarding] | None = None
 
     # ---- sources ---------------------------------------------------------------------------------
@@ -109,6 +112,7 @@ class StreamHub:
     def _drop_source(self, src: LiveSource) -> None:
         if self.sources.get(src.key) is src:
             del self.sources[src.key]
+            self.edge_params.pop(src.key, None)
         self._stop_pull(src.key)
         self._stop_edge(src.key)
 
@@ -179,14 +183,20 @@ class StreamHub:
     # ---- play ------------------------------------------------------------------------------------
 
     def play(self, key: str, vhost: VhostConfig, sink: Sink, encoding: Encoding,
-             internal: bool = False) -> Consumer:
-        """Attach a player. `internal` players are other workers pulling: never pull for them."""
+             internal: bool = False, params: dict[str, str] | None = None) -> Consumer:
+        """Attach a player. `internal` players are other workers pulling: never pull for them.
+        `params`: the player's query (an edge passes the first player's to the origin)."""
         src = self.source(key, vhost)
         consumer = src.add_consumer(sink, encoding, internal=internal)
         linger = self.lingering.pop(key, None)
         if linger is not None:
             linger.cancel()
         if not internal:
+            if src.vhost.cluster.edge:
+                self.edge_params.setdefault(key, dict(params or {}))
+                edge = self.edges.get(key)
+                if edge is not None and params:
+                    edge.offer_params(params)
             self._ensure_upstream(key)
         return consumer
 
@@ -247,7 +257,7 @@ class StreamHub:
                 self.registry.release(key)  # nobody to pull for any more
             return
         log.log(srvlog.INFO, "edge %s: this worker pulls it from an origin for the host", key)
-        self.edges[key] = self.make_edge_pull(src)
+        self.edges[key] = self.make_edge_pull(src, self.edge_params.get(key, {}))
 
     def _linger_over(self, key: str) -> None:
         self.lingering.pop(key, None)
@@ -262,6 +272,7 @@ class StreamHub:
         edge = self.edges.pop(key, None)
         if edge is None:
             return
+        self.edge_params.pop(key, None)  # the next pull takes its next first player's
         edge.stop()
         src = self.sources.get(key)
         if src is not None and src.publisher is edge:
@@ -369,4 +380,12 @@ class StreamHub:
             src.sample_rates(now)
 
     def stats(self) -> list[dict[str, Any]]:
-        return [s.stats() for s in self.sources.values()]
+        """Each source's figures; a stream this worker pulls from an origin adds `edge`."""
+        out = []
+        for s in self.sources.values():
+            fig = s.stats()
+            edge = self.edges.get(s.key)
+            if edge is not None:
+                fig["edge"] = edge.stats()
+            out.append(fig)
+        return out

@@ -184,6 +184,7 @@ class Api:
             # the writer's figures (origin worker), and what every worker served of it
             "hls": {**s.hls, "requests": s.hls_requests, "send_bytes": s.hls_bytes},
             "dvr": dict(s.dvr) or {"state": "off"},
+            "edge": edge_entry(s.edge),
             "flv": self.flv_url(s),
             "workers": s.workers,
         }
@@ -303,3 +304,14 @@ def forward_entry(f: dict[str, Any]) -> dict[str, Any]:
             "messages_sent": f.get("messages_sent", 0), "messages_dropped": f.get("messages_dropped", 0),
             "bytes_sent": f.get("bytes_sent", 0), "reconnects": f.get("reconnects", 0),
             "connected_since": f.get("connected_since"), "last_error": f.get("last_error", "")}
+
+
+def edge_entry(e: dict[str, Any]) -> dict[str, Any] | None:
+    """An edge's pull of the stream from an origin (null when the stream is not pulled from one):
+    the current origin, state (connecting, pulling, backoff), since (Unix ms), switches
+    (failovers after playing), reconnects (attempts after the first), the listed origins."""
+    if not e:
+        return None
+    return {"origin": e.get("origin", ""), "state": e.get("state", "unknown"),
+            "since": int(float(e.get("since", 0)) * 1000), "switches": e.get("switches", 0),
+            "reconnects": e.get("reconnects", 0), "origins": list(e.get("origins") or [])}

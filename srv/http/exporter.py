@@ -152,6 +152,13 @@ class SnapshotCollector(Collector):
         f_bytes = CounterMetricFamily("srs_forward_sent_bytes", "Bytes sent to the destination.", labels=flabels)
         f_rec = CounterMetricFamily("srs_forward_reconnects", "Reconnections to the destination.",
                                     labels=flabels)
+        e_state = GaugeMetricFamily("srs_edge_state", "An edge's pull from an origin (1 for the current "
+                                    "origin and state: connecting, pulling, backoff).",
+                                    labels=labels + ["origin", "state"])
+        e_switch = CounterMetricFamily("srs_edge_switches", "Origin failovers of an edge pull that was playing.",
+                                       labels=labels)
+        e_recon = CounterMetricFamily("srs_edge_reconnects", "Attempts of an edge pull after its first.",
+                                      labels=labels)
         streams = sorted(self.view.streams.values(), key=lambda s: s.key)
         for s in streams[:MAX_STREAMS]:
             lv = [s.vhost, s.app, s.name]
@@ -163,6 +170,10 @@ class SnapshotCollector(Collector):
             dropped.add_metric(lv, s.dropped)
             hls_req.add_metric(lv, s.hls_requests)
             hls_bytes.add_metric(lv, s.hls_bytes)
+            if s.edge:
+                e_state.add_metric(lv + [str(s.edge.get("origin", "")), str(s.edge.get("state", ""))], 1)
+                e_switch.add_metric(lv, _num(s.edge, "switches"))
+                e_recon.add_metric(lv, _num(s.edge, "reconnects"))
             for f in s.forwards:
                 fl = lv + [str(f.get("destination", ""))]
                 state = str(f.get("state", "unknown"))
@@ -173,7 +184,7 @@ class SnapshotCollector(Collector):
                 f_bytes.add_metric(fl, _num(f, "bytes_sent"))
                 f_rec.add_metric(fl, _num(f, "reconnects"))
         yield from (pub, players, recv, send, frames, dropped, hls_req, hls_bytes)
-        yield from (f_up, f_state, f_sent, f_drop, f_bytes, f_rec)
+        yield from (f_up, f_state, f_sent, f_drop, f_bytes, f_rec, e_state, e_switch, e_recon)
         yield from self.hls_metrics(streams[:MAX_STREAMS])
         yield GaugeMetricFamily("srs_streams_unlisted", "Streams left out of per-stream series.",
                                 value=max(0, len(streams) - MAX_STREAMS))

@@ -91,7 +91,7 @@ class FlvPlayer:
 
     def __init__(self, ctx: ConnectionContext, transport: asyncio.Transport, vhost: VhostConfig,
                  app: str, stream: str, ip: str, tc_url: str, chunked: bool, header_bytes: int,
-                 cid: str = "", hooked: HookRequest | None = None) -> None:
+                 cid: str = "", hooked: HookRequest | None = None, params: dict[str, str] | None = None) -> None:
         self.ctx = ctx
         self.transport = transport
         self.vhost = vhost
@@ -100,6 +100,7 @@ class FlvPlayer:
         self.key = stream_key(vhost.name, app, stream)
         self.ip = ip
         self.tc_url = tc_url  # scheme://host/app, as the player asked
+        self.params = dict(params or {})  # the URL's query (an edge passes it to the origin)
         self.chunked = chunked
         self.closed = False
         self.started = time.time()
@@ -121,7 +122,7 @@ class FlvPlayer:
         if self.guess is None:
             remux = self.vhost.http_remux
             self._send([FLV_HEADER(remux.has_audio, remux.has_video)])
-        self.consumer = self.ctx.hub.play(self.key, self.vhost, self, FLV)
+        self.consumer = self.ctx.hub.play(self.key, self.vhost, self, FLV, params=self.params)
         if self.consumer.source.publisher is None:
             self.wait.waiting()
 

@@ -43,7 +43,7 @@ from srv.http.exporter import render
 from srv.http.flv import FlvPlayer, match_mount
 from srv.http.hls_serve import serve_hls
 from srv.http.routes import Route, route
-from srv.net import hooks
+from srv.net import edge, hooks
 from srv.net.context import ConnectionContext, IpSlot
 from srv.net.refuse import record_refusal
 
@@ -460,6 +460,15 @@ class HttpConnection(asyncio.Protocol):
             return True
         cid, hooked = ctx.new_cid(), None
         tc_url = f"{self.scheme}://{host or '127.0.0.1'}/{app}"
+        if vhost.cluster.edge and vhost.cluster.token_traverse:  # the origin decides first
+            play = edge.with_query(stream, edge.upstream_query(query))
+            refusal = await edge.traverse(ctx, vhost.cluster, vhost.name, app, f"rtmp://{host or '127.0.0.1'}/{app}",
+                                          f"{self.ip} ({cid})", play=play)
+            if self.closed:
+                return True
+            if refusal is not None:
+                self.refuse(refusal, f"flv play {path}")
+                return True
         if hooks.wants(ctx, vhost.name, "on_play"):
             referer = next((v.decode("latin-1") for k, v in req.headers if k == b"referer"), "")
             hooked = HookRequest(cid, self.ip, vhost.name, app, tc_url, stream,
@@ -487,7 +496,7 @@ class HttpConnection(asyncio.Protocol):
             return True
         self.transport.write(head)
         self.player = FlvPlayer(ctx, self.transport, vhost, app, stream, self.ip, tc_url,
-                                chunked, len(head), cid, hooked)
+                                chunked, len(head), cid, hooked, query)
         self.transport.resume_reading()  # notice the client leaving; its bytes are ignored
         self.player.start()
         log.log(srvlog.TRACE, "%s flv-play %s start", self.peer, self.player.key,

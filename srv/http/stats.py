@@ -63,6 +63,7 @@ class StreamView:
     workers: list[int] = field(default_factory=list)
     hls_requests: int = 0  # HLS requests answered for the stream, summed over every worker
     hls_bytes: int = 0  # their body bytes
+    edge: dict[str, Any] = field(default_factory=dict)  # an edge's pull from an origin (srv/net/edge.py)
 
     @property
     def id(self) -> str:
@@ -124,6 +125,8 @@ class ServerView:
                     view = self.streams[key] = StreamView(key, vhost, app, name)
                 view.workers.append(slot)
                 kbps_in, kbps_out = s.get("kbps_30s", (0, 0))
+                if s.get("edge"):  # the one worker pulling it from an origin for the host
+                    view.edge = dict(s["edge"])
                 view.send_kbps += kbps_out
                 if s.get("origin") and s.get("publishing"):
                     view.recv_kbps = kbps_in

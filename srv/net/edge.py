@@ -5,7 +5,7 @@
   worker over the internal unix socket, so an origin sees one connection per edge host. It feeds
   the local source like a publisher (`origin=False`). Messages, on every (re)connection::
 
-      C0C1 ... connect(app, tcUrl rtmp://origin:port/app?vhost=V) -> createStream -> play(stream)
+      C0C1 ... connect(app, tcUrl rtmp://origin:port/app?vhost=V) -> createStream -> play(stream?params)
       <- onStatus NetStream.Play.Start, then onMetaData, sequence headers, the origin's GOP cache
          from its keyframe, live packets
 
@@ -13,6 +13,12 @@
   players keep their sockets in between (they wait, as for a republish), and the next
   connection's metadata, sequence headers and keyframe reach them as ordinary messages, with
   timestamps going on from the old ones (srv.app.source).
+- `params` (SRS: the client's param string goes upstream): the query of the player that made
+  this worker pull (its tcUrl's and stream's query, the stream's winning, `vhost` left out) rides
+  on the play's stream name, so an origin with `signed_url { play on; }` or an on_play hook that
+  checks a token admits the edge. Every (re)connection and failover reuses them; once an
+  origin refuses them (a token expired), the same origin is asked again at once with the
+  newest player's (`offer_params`), if it brought different ones.
 - Timings (SRS's edge ingester): CONNECT_TIMEOUT (5 s) from dialing to Play.Start, RECV_TIMEOUT
   (5 s) without media once playing, RETRY (3 s) before the next attempt; each attempt goes to
   the next origin, round-robin. srv beyond SRS: a connection that was playing fails over to the
@@ -21,7 +27,9 @@
 - `EdgePush`: a publish on the edge is pushed to an origin: a Forwarder whose destination is the
   next origin on every reconnect (SRS: the edge forwards the publish to the origin).
 - `traverse()` (`token_traverse on`): before a client is admitted, connect to an origin with
-  the client's tcUrl; the origin's `_error` refuses the client.
+  the client's tcUrl; the origin's `_error` refuses the client. Before a play is admitted, the
+  same with the play too (`stream?params`): the origin's play refusal (a signed URL, on_play)
+  refuses the player.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import logging
 import random
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 from srv import log as srvlog
 from srv.app.access import Refusal
@@ -56,7 +65,7 @@ TICK = 1.0
 
 class EdgeState(enum.Enum):
     CONNECTING = "connecting"
-    PLAYING = "playing"
+    PLAYING = "pulling"
     BACKOFF = "backoff"
     STOPPED = "stopped"
 
@@ -68,6 +77,16 @@ def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def upstream_query(params: dict[str, str]) -> str:
+    """A client's params as the edge passes them to an origin: the query, `vhost` left out
+    (the edge's `cluster { vhost }` decides that one)."""
+    return urlencode({k: v for k, v in params.items() if k != "vhost"})
+
+
+def with_query(name: str, query: str) -> str:
+    return f"{name}?{query}" if query else name
+
+
 def origin_vhost(cluster: ClusterConfig, vhost: str) -> str:
     """The vhost asked of the origin: `cluster { vhost }`, else the edge's own."""
     return cluster.vhost or vhost
@@ -76,11 +95,14 @@ def origin_vhost(cluster: ClusterConfig, vhost: str) -> str:
 class EdgePull:
     """The edge host's one play of `source` from an origin (see the module docstring)."""
 
-    def __init__(self, ctx: ConnectionContext, source: LiveSource) -> None:
+    def __init__(self, ctx: ConnectionContext, source: LiveSource, params: dict[str, str] | None = None) -> None:
         self.ctx = ctx
         self.source = source
         self.loop = ctx.loop
         self.closed = False  # Publisher: never "went away" while the hub waits
+        self.query = upstream_query(params or {})  # the first player's, passed to the origin
+        self.newest = self.query  # the newest player's: used once the origin refuses `query`
+        self.refused = False  # the last attempt was refused by the origin (not a network failure)
         self.vhost, self.app, self.stream = source.key.split("/", 2)
         self.state = CONNECTING
         self.state_since = time.monotonic()
@@ -90,7 +112,9 @@ class EdgePull:
         self.gen = 0
         self.fed = False  # this connection delivered media
         self.last_media = 0.0
-        self.switches = 0
+        self.switches = 0  # failovers of a pull that was playing
+        self.reconnects = 0  # attempts after the first
+        self.since = time.time()  # when the state began (the API's `since`)
         self.session: ClientSession | None = None
         self.proto: RtmpClientProtocol | None = None
         self.retry: asyncio.TimerHandle | None = None
@@ -127,20 +151,35 @@ class EdgePull:
         self.failures = 0
         self._fail(self.gen, "origin list reloaded", delay=0.0)
 
+    def offer_params(self, params: dict[str, str]) -> None:
+        """A new player of the stream on this worker: its params replace the pull's once an
+        origin refuses those it has."""
+        self.newest = upstream_query(params)
+
     def stats(self) -> dict[str, Any]:
-        return {"origin": self.origin, "state": self.state.value, "switches": self.switches}
+        return {"origin": self.origin, "state": self.state.value, "since": round(self.since, 3),
+                "switches": self.switches, "reconnects": self.reconnects,
+                "origins": list(self.cluster.origins)}
 
     # ---- connection ----------------------------------------------------------------------------
 
     def _set_state(self, state: EdgeState) -> None:
         self.state = state
         self.state_since = time.monotonic()
+        self.since = time.time()
 
     def _connect(self) -> None:
         self.retry = None
         origins = self.cluster.origins
         if self.state is STOPPED or not origins:
             return
+        if self.gen:
+            self.reconnects += 1
+        if self.refused and self.newest != self.query:
+            log.log(srvlog.TRACE, "edge %s: the origin refused the first player's params; "
+                    "using a newer player's", self.source.key)
+            self.query = self.newest
+        self.refused = False
         self.gen += 1
         gen = self.gen
         self.origin = origins[self.next_origin % len(origins)]
@@ -180,7 +219,7 @@ class EdgePull:
             self.last_media = time.monotonic()
             if src.publisher is None:
                 self._on_first_media()
-        if feed_source(src, self, e) or advance_play(self.session, self.stream, e):
+        if feed_source(src, self, e) or advance_play(self.session, with_query(self.stream, self.query), e):
             return
         if isinstance(e, ev.StatusEvent):
             if e.code == "NetStream.Play.Start":
@@ -190,8 +229,10 @@ class EdgePull:
                 if src.publisher is self:
                     src.on_unpublish()  # the origin's publisher left; wait on this connection
             elif e.level == "error":
+                self.refused = True
                 self._fail(gen, f"play refused: {e.code} {e.description}")
         elif isinstance(e, ev.ConnectFailed):
+            self.refused = True
             self._fail(gen, f"connect refused: {e.code} {e.description}")
         elif isinstance(e, ev.CommandFailed):
             self._fail(gen, f"{e.command} failed: {e.info}")
@@ -216,6 +257,11 @@ class EdgePull:
         if src.publisher is self:
             src.on_unpublish()
         was_fed, self.fed = self.fed, False
+        if delay is None and self.refused and self.newest != self.query:
+            # the origin refused these params (an expired token): the same origin, at once,
+            # with the newest player's
+            self.next_origin = (self.next_origin - 1) % max(1, len(self.cluster.origins))
+            delay = random.uniform(0, FAILOVER_JITTER)
         if delay is None:
             delay = self._retry_delay(was_fed)
         if was_fed:
@@ -277,15 +323,17 @@ class EdgePush(Forwarder):
 
 
 async def traverse(ctx: ConnectionContext, cluster: ClusterConfig, vhost: str, app: str,
-                   tc_url: str, client: str) -> Refusal | None:
+                   tc_url: str, client: str, play: str | None = None) -> Refusal | None:
     """`token_traverse on`: connect to the origins in turn with the client's tcUrl (and its
     query: the token); None once one accepts. An origin that answers `_error` refuses the
-    client; when none answers, the client is refused too (SRS: the edge cannot check it)."""
+    client; when none answers, the client is refused too (SRS: the edge cannot check it).
+    `play` (a player's `stream?params`, srv): the origin must also accept that play
+    (`NetStream.Play.Start`); its play refusal refuses the player."""
     if cluster.vhost and "vhost=" not in tc_url:
         tc_url += ("&" if "?" in tc_url else "?") + f"vhost={origin_vhost(cluster, vhost)}"
     errors = []
     for origin in cluster.origins:
-        answer = await _ask_origin(ctx, origin, app, tc_url)
+        answer = await _ask_origin(ctx, origin, app, tc_url, play)
         if answer is None:
             log.log(srvlog.INFO, "token traverse for %s: origin %s accepted", client, origin)
             return None
@@ -297,18 +345,28 @@ async def traverse(ctx: ConnectionContext, cluster: ClusterConfig, vhost: str, a
                    failed_auth=False)
 
 
-async def _ask_origin(ctx: ConnectionContext, origin: str, app: str, tc_url: str) -> tuple[bool, str] | None:
-    """None when `origin` accepts connect(app, tc_url); else (refused by it?, why)."""
+async def _ask_origin(ctx: ConnectionContext, origin: str, app: str, tc_url: str,
+                      play: str | None = None) -> tuple[bool, str] | None:
+    """None when `origin` accepts connect(app, tc_url) (and then `play`, if given); else
+    (refused by it?, why)."""
     loop = ctx.loop
     answer: asyncio.Future[tuple[bool, str] | None] = loop.create_future()
 
     def on_event(e: ev.Event) -> None:
         if answer.done():
             return
-        if isinstance(e, ev.Connected):
+        if isinstance(e, ev.Connected) and play is None:
             answer.set_result(None)
+        elif play is not None and advance_play(session, play, e):
+            return
         elif isinstance(e, ev.ConnectFailed):
             answer.set_result((True, f"{e.code} {e.description}".strip()))
+        elif isinstance(e, ev.StatusEvent) and e.code == "NetStream.Play.Start":
+            answer.set_result(None)
+        elif isinstance(e, ev.StatusEvent) and e.level == "error":
+            answer.set_result((True, f"{e.code} {e.description}".strip()))
+        elif isinstance(e, ev.CommandFailed):
+            answer.set_result((True, f"{e.command} failed: {e.info}"))
 
     def on_lost(why: str) -> None:
         if not answer.done():

@@ -589,6 +589,29 @@ class RtmpServerProtocol(asyncio.Protocol):
         self._cancel_deadline()
         self.stream_id = e.stream_id
         self.params = dict(e.params)
+        if not self.internal and self.vhost.cluster.edge and self.vhost.cluster.token_traverse:
+            self._cancel_deadline()
+            self.ctx.loop.create_task(self._guarded(self._traverse_play(e), "token traverse"))
+            return
+        self._play_hook(e)
+
+    async def _traverse_play(self, e: ev.PlayRequest) -> None:
+        """`token_traverse on` (an edge): the origin must accept this play, with this client's
+        tcUrl and params (a signed URL, an on_play hook), before it starts here."""
+        assert self.vhost is not None
+        tc_url = self.tc_url.partition("?")[0] + (f"?{urlencode(self.connect_params)}" if self.connect_params else "")
+        play = edge.with_query(e.stream_name, edge.upstream_query({**self.connect_params, **e.params}))
+        refusal = await edge.traverse(self.ctx, self.vhost.cluster, self.vhost.name, self.app, tc_url,
+                                      f"{self.ip} ({self.cid})", play=play)
+        if self.closed:
+            return
+        if refusal is not None:
+            self.refuse(e, refusal)
+            return
+        self._play_hook(e)
+        self.flush()
+
+    def _play_hook(self, e: ev.PlayRequest) -> None:
         if self._has_hook("on_play"):
             self._ask_then("on_play", e, lambda: self._start_play(e))
             return
@@ -600,7 +623,7 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.flush()
         tune_player_transport(self.transport)
         self.consumer = self.ctx.hub.play(self.key, self.vhost, self, rtmp_encoding(self.session.out_chunk_size),
-                                          internal=self.internal)
+                                          internal=self.internal, params={**self.connect_params, **e.params})
         if not self.internal:
             self.wait = PublisherWait(self.ctx.loop, self.vhost.play.wait_timeout, self.stop_waiting)
             if self.consumer.source.publisher is None:
