@@ -290,3 +290,35 @@ async def _request_play(port: int, name: str) -> ev.StatusEvent:
     status: ev.StatusEvent = await c.request_play(name)
     await c.close()
     return status
+
+
+def test_an_expired_first_token_gives_way_to_a_newer_players_on_reconnect(
+        srs_server: Callable[..., Server], clients: Clients) -> None:
+    a = origin(srs_server, "origin-a", "127.0.0.2", body=SIGNED)
+    b = origin(srs_server, "origin-b", "127.0.0.3", body=SIGNED)
+    edge = srs_server(edge_conf(a), workers=1, name="edge", http=True)
+    clients.publish(rtmp(a, "live/s"))
+    clients.publish(rtmp(b, "live/s"))
+    expires = int(time.time()) + 4
+
+    def decoder(token: str) -> Watch:
+        return Watch(clients.spawn(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-rw_timeout",
+                                    "20000000", "-i", f"{edge.url}/live/s?token={token}", "-map", "0:v",
+                                    "-f", "framemd5", "-"]))
+
+    first = decoder(make_token("k1", SECRET, "play", "__defaultVhost__", "live", "s", expires))
+    wait_for(lambda: len(first.lines) > 10, 20, what="the first player decoding")
+    later = decoder(make_token("k1", SECRET, "play", "__defaultVhost__", "live", "s", expires + 600))
+    wait_for(lambda: len(later.lines) > 10, 20, what="a later player decoding")
+    time.sleep(max(0.0, expires + 1 - time.time()))  # the first player's token has expired
+
+    # the pull reconnects (to origin B, by a reload): the first player's token is refused there,
+    # the later player's is asked with at once
+    edge.write_conf(edge_conf(b))
+    edge.send_signal(signal.SIGHUP)
+    wait_for(lambda: len(clients_of(b, "rtmp-play")) == 1, 10, what="the pull at origin B")
+    decoded = len(first.lines), len(later.lines)
+    wait_for(lambda: len(first.lines) > decoded[0] + 30 and len(later.lines) > decoded[1] + 30, 15,
+             what="both players decoding from origin B")
+    log = edge.log_text()
+    assert "signed_url: token expired" in log and "using a newer player's" in log
