@@ -117,6 +117,14 @@ def test_hls_files_come_from_hls_path_with_types_cache_and_validators(srs_server
     (hls_path / "live/s.m3u8").write_text(PLAYLIST + "#EXT-X-ENDLIST\n")
     status, _, body = fetch(srv.http_port, "/live/s.m3u8", headers={"If-None-Match": headers["etag"]})
     assert status == 200 and body.endswith(b"#EXT-X-ENDLIST\n")
+    # segments come from each worker's cache: a file written again is served new, a deleted one is 404
+    (hls_path / "live/s-1.ts").write_bytes(b"\x47" * 564)
+    (hls_path / "live/f-init.mp4").write_bytes(b"\0\0\0\x0cftypnew!")
+    (hls_path / "live/s-0.ts").unlink()
+    for _ in range(4):
+        assert fetch(srv.http_port, "/live/s-1.ts")[::2] == (200, b"\x47" * 564)
+        assert fetch(srv.http_port, "/live/f-init.mp4")[::2] == (200, b"\0\0\0\x0cftypnew!")
+        assert fetch(srv.http_port, "/live/s-0.ts")[0] == 404
     # the http_server dir is still served; nothing outside either folder is
     assert fetch(srv.http_port, "/page.html")[0] == 200
     (tmp_path / "secret.ts").write_bytes(b"secret")

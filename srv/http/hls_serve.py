@@ -8,7 +8,8 @@ are the HTTP connection's business: an HLS viewer holds none.) An admitted one b
 this worker and gets the variant playlist. A request with a valid ctx of another worker asks
 that worker (through the master) whether the viewer is still there; if the master or the
 owner does not answer within `VISIT_TIMEOUT`, the request is served (the ctx's signature
-already says this server admitted it). Segments are served to anyone, as SRS does; with a
+already says this server admitted it). Media and init segments come from the worker's
+`segcache` (one read for all their viewers). Segments are served to anyone, as SRS does; with a
 valid ctx their bytes are the viewer's.
 
 `expire_viewers` (the worker's heartbeat, once a second) ends viewers that made no playlist
@@ -27,7 +28,7 @@ from srv import log as srvlog
 from srv.app.access import check_access
 from srv.app.hls_viewers import HlsViewer, Visit, owner_of, sign
 from srv.app.http_hooks import HookRequest
-from srv.http import hls, static
+from srv.http import hls, segcache, static
 from srv.http.hls import CTX_PARAM, HlsUrl, Kind
 from srv.net import hooks
 from srv.net.context import ConnectionContext
@@ -65,7 +66,9 @@ async def serve_hls(conn: HttpConnection, host: str, path: str, query: list[tupl
     if url.kind is Kind.PLAYLIST and vhost.hls.ctx:
         await _playlist_with_ctx(conn, host, path, query, url)
         return True
-    sent = await static.serve(conn, vhost.hls.path, path, ctx.loop, [(b"Cache-Control", hls.cache_control(url))])
+    cache = segcache.SEGMENTS if url.kind is not Kind.PLAYLIST else None
+    sent = await static.serve(conn, vhost.hls.path, path, ctx.loop, [(b"Cache-Control", hls.cache_control(url))],
+                              cache)
     count(ctx, url.key, sent)
     given = params.get(CTX_PARAM)
     owner = owner_of(ctx.hls.secret, given, url.key) if given and url.key else None

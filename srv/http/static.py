@@ -15,7 +15,8 @@ ones of this version of srv whatever the document root holds (`packaged`).
 event loop, never holding it whole in memory nor blocking other sessions on the disk; the
 client's back-pressure paces it. Every file has a validator, `ETag` (inode, size and mtime) and
 `Last-Modified`; a conditional GET that matches (`If-None-Match`, else `If-Modified-Since`) is
-answered 304 with no body.
+answered 304 with no body. HLS segments come whole from the worker's `segcache` instead (one
+read for all the viewers of a new segment; the same validators).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote
+
+from srv.http.segcache import SegmentCache
 
 log = logging.getLogger("srv.http")
 
@@ -140,14 +143,17 @@ def not_modified(out: FileResponse, st: os.stat_result, etag: bytes) -> bool:
 
 
 async def serve(out: FileResponse, root: str, url_path: str, loop: asyncio.AbstractEventLoop,
-                headers: list[tuple[bytes, bytes]] | None = None) -> int:
+                headers: list[tuple[bytes, bytes]] | None = None, cache: SegmentCache | None = None) -> int:
     """Answer a GET or HEAD for a file of `root`: 200 with the file, 304, 403 or 404, with
-    `headers` added to a 200 or 304. The number of body bytes sent."""
+    `headers` added to a 200 or 304. The number of body bytes sent. With a `cache` (HLS
+    segments), the file comes whole from it and is written at once."""
     found = resolve(root, url_path)
     if found.status == 403:
         log.warning("%s: refused static path %r", out.peer, url_path)
         out.error(403, "forbidden")
         return 0
+    if cache is not None and found.status == 200:
+        return await _serve_cached(out, found, loop, headers, cache)
     try:
         f = open(found.path, "rb") if found.status == 200 else None
     except OSError:
@@ -179,3 +185,27 @@ async def serve(out: FileResponse, root: str, url_path: str, loop: asyncio.Abstr
             return sent
         out.end_body()
         return sent
+
+
+async def _serve_cached(out: FileResponse, found: Resolved, loop: asyncio.AbstractEventLoop,
+                        headers: list[tuple[bytes, bytes]] | None, cache: SegmentCache) -> int:
+    entry = await cache.get(found.path, loop)
+    if out.closed:
+        return 0
+    if entry is None:
+        out.error(404, "not found")
+        return 0
+    st, data = entry
+    extra = validators(st) + list(headers or [])
+    if not_modified(out, st, extra[0][1]):
+        out.start_body(304, found.content_type, -1, extra)
+        out.end_body()
+        return 0
+    out.start_body(200, found.content_type, len(data), extra)
+    if out.head_request or not data:
+        out.end_body()
+        return 0
+    out.body(data)  # the cache's bytes object: no copy on srv's side
+    out.end_body()
+    await out.drained()
+    return len(data)
