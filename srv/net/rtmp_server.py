@@ -21,7 +21,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -359,7 +359,7 @@ class RtmpServerProtocol(asyncio.Protocol):
                      srvlog.redact_url(e.tc_url), extra=srvlog.event("connect"))
         if not self.internal and vhost.cluster.edge and vhost.cluster.token_traverse:
             self._cancel_deadline()  # the origin has its own timeout; identify_timeout restarts after
-            self.ctx.loop.create_task(self._guarded(self._traverse(e), "token traverse"))
+            self.ctx.loop.create_task(self._guarded(lambda: self._traverse(e), "token traverse"))
             return
         self._connect_hook(e)
 
@@ -401,13 +401,14 @@ class RtmpServerProtocol(asyncio.Protocol):
             then()
             self.flush()
 
-        self.ctx.loop.create_task(self._guarded(ask(), hook))
+        self.ctx.loop.create_task(self._guarded(ask, hook))
 
-    async def _guarded(self, work: Any, what: str) -> None:
-        """Run `work` (a coroutine acting on this connection) as data_received would: bad input
-        from the client closes it with its reason; a bug costs this connection only."""
+    async def _guarded(self, work: Callable[[], Awaitable[None]], what: str) -> None:
+        """Run `work()` (a coroutine acting on this connection) as data_received would: bad input
+        from the client closes it with its reason; a bug costs this connection only. The coroutine
+        is made here, so a task cancelled before it starts (a stopping worker) leaves none unawaited."""
         try:
-            await work
+            await work()
         except ProtocolError as e:
             self.fail(f"protocol error: {e}")
         except Exception:
@@ -469,7 +470,7 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.params = dict(e.params)
         self.pending_media = []
         self.pending_bytes = 0
-        self.ctx.loop.create_task(self._guarded(self._start_publish(e), "publish"))
+        self.ctx.loop.create_task(self._guarded(lambda: self._start_publish(e), "publish"))
 
     async def _start_publish(self, e: ev.PublishRequest) -> None:
         assert self.vhost is not None
@@ -591,7 +592,7 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.params = dict(e.params)
         if not self.internal and self.vhost.cluster.edge and self.vhost.cluster.token_traverse:
             self._cancel_deadline()
-            self.ctx.loop.create_task(self._guarded(self._traverse_play(e), "token traverse"))
+            self.ctx.loop.create_task(self._guarded(lambda: self._traverse_play(e), "token traverse"))
             return
         self._play_hook(e)
 
