@@ -94,16 +94,37 @@ def _release_ports() -> Iterator[None]:
 # ---- process groups: nothing a test starts outlives it ---------------------------------------
 
 _groups: set[int] = set()  # process groups and sessions the tests started
+# pgid -> its leader's start time (jiffies since boot) when it was tracked: pids wrap (pid_max is
+# often 32768) and Linux may give a finished group's id to a new process, maybe another test's
+# server; a group whose leader now has another start time is not ours, and is never signalled
+_leader_start: dict[int, int] = {}
+
+
+def _start_time(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _reused(pgid: int) -> bool:
+    """Whether `pgid` now names another group than the one tracked (its leader was replaced)."""
+    then = _leader_start.get(pgid)
+    now = _start_time(pgid)
+    return then is not None and now is not None and now != then
 
 
 def track_group(pgid: int) -> None:
     """Count every process of group (or session) `pgid` as started by the tests."""
     _groups.add(pgid)
+    started = _start_time(pgid)
+    if started is not None:
+        _leader_start.setdefault(pgid, started)
 
 
 def group_members(ids: Iterable[int]) -> list[tuple[int, str]]:
     """Live (not zombie) processes whose process group or session is in `ids`: (pid, cmdline)."""
-    wanted = set(ids)
+    wanted = {pgid for pgid in ids if not _reused(pgid)}
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -121,7 +142,7 @@ def group_members(ids: Iterable[int]) -> list[tuple[int, str]]:
 
 def stop_groups(pgids: Iterable[int], grace: float = 5.0) -> None:
     """Stop every process of the groups `pgids`: SIGTERM to all, SIGKILL what is left after `grace` s."""
-    pgids = set(pgids)
+    pgids = {pgid for pgid in pgids if not _reused(pgid)}
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         live = {pgid for pgid in pgids if group_members([pgid])}
         for pgid in live:

@@ -80,3 +80,21 @@ def test_a_server_is_ready_when_it_says_so_whatever_it_logs(srs_server, clients:
     assert "ready" not in srv.log_text()
     clients.publish(f"{srv.url}/live/s")
     assert codecs(ffprobe(f"{srv.url}/live/s"))["video"]["codec_name"] == "h264"
+
+
+def test_a_process_group_id_reused_by_another_process_is_never_signalled() -> None:
+    """pids wrap: a tracked group that ended may have its id given to another test's server."""
+    import conftest
+
+    p = subprocess.Popen(["sleep", "30"], process_group=0)
+    conftest.track_group(p.pid)
+    try:
+        assert conftest.group_members([p.pid]) and not conftest._reused(p.pid)
+        conftest._leader_start[p.pid] -= 1  # as if the id now named a newer process than the tracked one
+        assert conftest._reused(p.pid) and conftest.group_members([p.pid]) == []
+        conftest.stop_groups([p.pid], grace=0.5)
+        assert p.poll() is None
+    finally:
+        conftest._leader_start[p.pid] += 1
+        conftest.stop_groups([p.pid], grace=2.0)
+    assert p.wait(5) is not None
