@@ -61,14 +61,16 @@ async def serve_hls(conn: HttpConnection, host: str, path: str, query: list[tupl
     if vhost is None or not vhost.enabled:
         return False
     url = hls.match_hls(vhost, path)
-    if url is None or static.resolve(vhost.hls.path, path).status != 200:
+    if url is None:
+        return False
+    found = static.resolve(vhost.hls.path, path)
+    if found.status != 200:
         return False
     if url.kind is Kind.PLAYLIST and vhost.hls.ctx:
         await _playlist_with_ctx(conn, host, path, query, url)
         return True
     cache = segcache.SEGMENTS if url.kind is not Kind.PLAYLIST else None
-    sent = await static.serve(conn, vhost.hls.path, path, ctx.loop, [(b"Cache-Control", hls.cache_control(url))],
-                              cache)
+    sent = await static.serve_found(conn, found, path, ctx.loop, [(b"Cache-Control", hls.cache_control(url))], cache)
     count(ctx, url.key, sent)
     given = params.get(CTX_PARAM)
     owner = owner_of(ctx.hls.secret, given, url.key) if given and url.key else None

@@ -147,7 +147,12 @@ async def serve(out: FileResponse, root: str, url_path: str, loop: asyncio.Abstr
     """Answer a GET or HEAD for a file of `root`: 200 with the file, 304, 403 or 404, with
     `headers` added to a 200 or 304. The number of body bytes sent. With a `cache` (HLS
     segments), the file comes whole from it and is written at once."""
-    found = resolve(root, url_path)
+    return await serve_found(out, resolve(root, url_path), url_path, loop, headers, cache)
+
+
+async def serve_found(out: FileResponse, found: Resolved, url_path: str, loop: asyncio.AbstractEventLoop,
+                      headers: list[tuple[bytes, bytes]] | None = None, cache: SegmentCache | None = None) -> int:
+    """`serve` for a path the caller already resolved (HLS checks the file before it answers)."""
     if found.status == 403:
         log.warning("%s: refused static path %r", out.peer, url_path)
         out.error(403, "forbidden")
