@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import signal
 import sys
 import time
+from collections.abc import Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from srv import __version__
@@ -146,14 +148,31 @@ def run(config: ServerConfig, conf_arg: str) -> int:
         logging.getLogger("srv.master").error("%s", e)
         return 1
     if config.daemon:
-        daemonize()
+        arbiter.on_started = daemonize()
     return arbiter.run()
 
 
-def daemonize() -> None:
-    """Classic double fork: the launcher returns at once, the master runs detached."""
+def daemonize(wait: float = 30.0) -> Callable[[], None]:
+    """Double fork: the master runs detached, and the launcher returns once the master has
+    written its own pid to the pid file (so a script that reads the pid file right after
+    `srs -c` finds the master's pid, not the launcher's). The launcher exits 1 if the master
+    dies first. Returns what the master calls once its pid is written."""
+    r, w = os.pipe2(os.O_CLOEXEC)
     if os.fork() > 0:
-        os._exit(0)
+        os.close(w)
+        deadline = time.monotonic() + wait
+        ok = False
+        while not ok and time.monotonic() < deadline:
+            ready, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            ok = os.read(r, 1) == b"1"
+            if not ok:  # EOF: the master is gone without saying it started
+                break
+        if not ok:
+            print("srs: the daemonized master did not start; see its log", file=sys.stderr)
+        os._exit(0 if ok else 1)
+    os.close(r)
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
@@ -162,6 +181,13 @@ def daemonize() -> None:
         os.dup2(fd, std)
     if fd > 2:
         os.close(fd)
+
+    def started() -> None:
+        try:
+            os.write(w, b"1")
+        finally:
+            os.close(w)
+    return started
 
 
 def raise_fd_limit() -> None:

@@ -51,9 +51,11 @@ def test_daemon_on_detaches_and_is_stopped_through_the_pid_file(tmp_path: Path, 
     master = 0
     try:
         assert launched.returncode == 0, launched.stderr
-        srv.wait_ready()
+        # the launcher returns once the master wrote its own pid: a script can read it at once
         master = int(srv.pid_file.read_text())
         track_group(os.getsid(master))  # its own session: the session-end check watches it too
+        assert psutil.Process(master).cmdline()[0] == f"srs: master process -c {srv.conf}"
+        srv.wait_ready()
         assert f"master pid {master}," in srv.log_text()  # the daemon's own pid, not the launcher's
         proc = psutil.Process(master)
         assert proc.cmdline()[0] == f"srs: master process -c {srv.conf}"

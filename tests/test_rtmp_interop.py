@@ -57,7 +57,9 @@ def test_ordinary_exits_are_logged_in_plain_words(srs_server, clients: Clients) 
 
     run(players())
     assert pub.wait(30) == 0
-    s.wait_log("closed (publisher, after unpublishing), client left,")
+    # ffmpeg closes right after deleteStream: with our answer still unread in its socket, its
+    # close is a reset, so either "client left," or "client left (connection reset)," is right
+    s.wait_log("closed (publisher, after unpublishing), client left")
     s.wait_log("closed (player), client left (connection reset),")
     s.wait_log("closed (player), client left,")
     time.sleep(0.3)

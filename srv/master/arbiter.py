@@ -28,6 +28,7 @@ import signal
 import socket
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,6 +124,7 @@ class Arbiter:
         self.worker_restarts = 0
         self.retired: dict[str, float] = {}  # counters of workers that are gone
         self.announced_ready = False
+        self.on_started: Callable[[], None] | None = None
         self.stopping: Stop | None = None
         self.stop_deadline = 0.0
         self.exit_code = 0
@@ -150,6 +152,9 @@ class Arbiter:
         setproctitle(f"srs: master process {self.title}")
         self.prepare()
         self.pidfile.write_pid()  # after a daemon fork the master's pid is a new one
+        if self.on_started is not None:  # the daemon launcher waits for this (before any fork)
+            self.on_started()
+            self.on_started = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for sig in HANDLED:

@@ -38,10 +38,12 @@ class PidFile:
         self.write_pid()
 
     def write_pid(self) -> None:
-        """(Re)write our pid: a daemonized master inherits the lock from the launcher."""
+        """(Re)write our pid: a daemonized master inherits the lock from the launcher. Written
+        before the truncation, so a reader never finds the file empty (a shorter pid over a longer
+        one leaves a stray newline for an instant, which int() reads the same)."""
         data = f"{os.getpid()}\n".encode()
-        os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, data, 0)
+        os.ftruncate(self.fd, len(data))
 
     def close_in_child(self) -> None:
         """Drop a forked child's copy of the descriptor. The flock belongs to the shared open
