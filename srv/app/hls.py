@@ -36,6 +36,7 @@ from typing import Any
 
 from srv import log as srvlog
 from srv.app.diskio import TEMP_SUFFIX, DiskLane, DiskPool, LaneFull, remove_quietly, write_atomic
+from srv.app.hls_ll import PartListener
 from srv.app.hls_playlist import VERSION_FMP4, VERSION_TS, Playlist, Segment, parse, render, target_duration, too_long
 from srv.app.hls_segmenter import Cut, Segmenter
 from srv.app.packet import FLV
@@ -100,7 +101,8 @@ class HlsWriter:
 
     def __init__(self, source: LiveSource, hls: HlsConfig, disk: DiskPool,
                  on_segment: Callable[[SegmentEvent], None] | None = None,
-                 disconnect: Callable[[str], None] | None = None) -> None:
+                 disconnect: Callable[[str], None] | None = None,
+                 on_part: PartListener | None = None) -> None:
         self.source = source
         self.hls = hls
         self.loop = source.loop
@@ -111,6 +113,7 @@ class HlsWriter:
         self.lane: DiskLane = disk.lane(f"hls {source.key}")
         self.on_segment = on_segment
         self.disconnect = disconnect
+        self.on_part = on_part  # LL-HLS notices (srv/app/hls_ll.py PartEvent)
         self.segmenter = Segmenter(hls, hls.use_fmp4)
         self.reader = FlvReader(check_previous_tag_size=False, file_header=False)
         self.playlist: Playlist | None = None
@@ -169,7 +172,7 @@ class HlsWriter:
         new = vhost.hls
         if not new.enabled or self.disabled:
             return False
-        placed = ("path", "m3u8_file", "ts_file", "init_file", "fmp4_file", "use_fmp4", "entry_prefix")
+        placed = ("path", "m3u8_file", "ts_file", "init_file", "fmp4_file", "use_fmp4", "entry_prefix", "ll", "part")
         if any(getattr(new, f) != getattr(self.hls, f) for f in placed):
             return False  # files elsewhere: the hub starts a new writer
         self.hls = new

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from srv.app.hls_ll import PartListener
 from srv.app.http_hooks import HookRequest
 
 SIGNATURE_CHARS = 16  # hex digits of the HMAC kept in a ctx (64 bits)
@@ -109,6 +110,9 @@ class HlsViewers:
         self.pending: dict[str, int] = {}
         # stream key -> [HLS requests answered, body bytes sent, when last], for the API/exporter
         self.traffic: dict[str, list[float]] = {}
+        # LL-HLS: told after each part and segment this worker's writers put on disk
+        # (srv/app/hls_ll.py PartEvent); set by the serving side, None: nobody listens
+        self.on_part: PartListener | None = None
 
     def open(self, viewer: HlsViewer) -> None:
         self.viewers[viewer.ctx] = viewer

@@ -16,18 +16,21 @@ at the first.  Rules (SRS-compatible where SRS has one):
 - ``http_api { auth { enabled on; } }`` needs a username and a password; an API listening
   beyond loopback without it is a warning (anyone who reaches it can kick and reload).
   SRS's access control (``security``, ``http_hooks``, ``http_api { auth }``) is enforced, so
-  those are ordinary blocks.
+  those are ordinary blocks;
+- ``hls_ll on`` (srv's LL-HLS) needs ``hls_part`` under the segment duration and fMP4: with
+  ``hls_use_fmp4 off`` it warns and builds ``use_fmp4`` on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from srv.conf import values as v
 from srv.conf.compat import upgrade_main, upgrade_vhost
 from srv.conf.directives import REGISTRY
 from srv.conf.errors import ConfigError, format_location
-from srv.conf.model import DEFAULT_VHOST, ServerConfig, VhostConfig, VhostMap, is_loopback
+from srv.conf.model import DEFAULT_VHOST, HlsConfig, ServerConfig, VhostConfig, VhostMap, is_loopback
 from srv.conf.parser import Directive
 from srv.conf.registry import MAIN, Spec
 from srv.conf.srs_known import srs_knows
@@ -148,9 +151,24 @@ class _Builder:
             flags = {"on", "off"} & set(built.allow_private)
             if flags and len(built.allow_private) > 1:
                 self.error(first["allow_private"], f'allow_private takes "{flags.pop()}" alone, or networks')
+        if context == "vhost.hls" and built.ll:
+            built = self.low_latency_hls(built, first)
         if context == "vhost.signed_url" and built.enabled and not built.keys:
             self.error(first["enabled"], 'signed_url is enabled but has no "key name secret;"')
         return built
+
+    def low_latency_hls(self, hls: HlsConfig, first: dict[str, Directive]) -> HlsConfig:
+        """``hls_ll on``: parts shorter than the segments, and fMP4 (LL-HLS parts are CMAF chunks)."""
+        limit = hls.fragment * hls.td_ratio
+        if hls.part >= limit:
+            self.error(first.get("hls_part") or first["hls_ll"],
+                       f"hls_part {hls.part:g} must be shorter than hls_fragment * hls_td_ratio ({limit:g} s)")
+        if not hls.use_fmp4:
+            self.warn(first.get("hls_use_fmp4") or first["hls_ll"],
+                      "hls_ll on needs fMP4 segments (LL-HLS parts are CMAF chunks): writing fMP4 "
+                      "as if hls_use_fmp4 were on")
+            hls = dataclasses.replace(hls, use_fmp4=True)
+        return hls
 
     # -- one directive -------------------------------------------------------------------
 

@@ -415,6 +415,11 @@ _HLS = [
          doc="fMP4 init segment path under hls_path."),
     Spec("hls_fmp4_file", _HLS_CTX, v.string, field="fmp4_file", default="[app]/[stream]-[seq].m4s",
          doc="fMP4 media segment path under hls_path."),
+    Spec("hls_ll", _HLS_CTX, v.flag, field="ll", default="off", example="on",
+         doc="Low-Latency HLS: partial segments, preload hints, blocking playlist reload, delta "
+             "playlists; needs fMP4 (srv, not SRS; docs/hls.md)."),
+    Spec("hls_part", _HLS_CTX, v.seconds(0.05, 5.0), field="part", default="0.2",
+         doc="LL-HLS part target duration in seconds, under hls_fragment * hls_td_ratio (srv)."),
 ]
 
 # --- vhost { dvr { } }: DvrConfig (SRS; fields drop the dvr_ prefix) ------------------------

@@ -307,6 +307,8 @@ class HlsConfig:
     use_fmp4: bool = False
     init_file: str = "[app]/[stream]-init.mp4"
     fmp4_file: str = "[app]/[stream]-[seq].m4s"
+    ll: bool = False  # srv: Low-Latency HLS (parts, blocking reload); implies fMP4
+    part: float = 0.2  # srv: part target duration (seconds) when ll
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,10 @@ writing through the worker's disk threads, and hands it two things only this lay
   with ``[server_id] [vhost] [app] [stream] [ts_url] [param]`` filled in, reading at most
   ``hls_nb_notify`` bytes of the answer), in the background and in order per stream: a slow
   hook server never holds a segment back;
-- ``hls_on_error disconnect``: ending the publisher's connection.
+- ``hls_on_error disconnect``: ending the publisher's connection;
+- LL-HLS (``hls_ll on``): each `PartEvent` (a part, a segment, the end) goes to the worker's
+  ``ctx.hls.on_part``, which the serving side sets to wake its blocked playlist requests here
+  and on the other workers.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 
 from srv import log as srvlog
 from srv.app.hls import HlsWriter, SegmentEvent
+from srv.app.hls_ll import PartEvent
 from srv.app.http_hooks import HookRequest
 from srv.app.paths import UnsafePath
 from srv.app.source import LiveSource
@@ -100,8 +104,13 @@ def start_hls(ctx: ConnectionContext, src: LiveSource) -> HlsWriter | None:
         if kick is not None:
             kick(reason)
 
+    def on_part(event: PartEvent) -> None:
+        listener = ctx.hls.on_part  # the serving side's, looked up at each event
+        if listener is not None:
+            listener(event)
+
     try:
-        return HlsWriter(src, hls, ctx.disk, HlsHooks(ctx, request, hls.nb_notify), disconnect)
+        return HlsWriter(src, hls, ctx.disk, HlsHooks(ctx, request, hls.nb_notify), disconnect, on_part)
     except UnsafePath as e:
         log.error("hls %s/%s: not written: %s", request.app, request.stream, e)
         return None
