@@ -3,6 +3,8 @@ the delta playlist of `_HLS_skip=YES`, the part cutter and the LL playlist model
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -10,9 +12,15 @@ import m3u8
 import pytest
 from conftest import SRS
 
-from srv.app.hls_ll import part_path, partial_path, render_delta, split_part
+from srv.app.diskio import DiskPool
+from srv.app.hls import HlsWriter
+from srv.app.hls_ll import PartEvent, part_path, partial_path, render_delta, split_part
+from srv.app.hls_playlist import VERSION_LL, LowLatency, Part, Playlist, Segment, parse, render
+from srv.app.hls_segmenter import Chunk, Cut, Event, Opening, Segmenter
 from srv.conf import ConfigErrors, load
 from srv.conf.model import HlsConfig
+from srv.media.flv import TAG_AUDIO, TAG_VIDEO, FlvTag, read_flv_file
+from tests.media_tools import encode_h264_aac_flv
 
 
 def _load_hls(tmp_path: Path, body: str) -> tuple[HlsConfig, tuple[str, ...]]:
@@ -125,3 +133,208 @@ def test_the_delta_playlist_is_the_playlist_when_nothing_can_be_skipped() -> Non
     plain = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.000,\ns-0.m4s\n"
     assert render_delta(plain) == plain
     assert "SKIPPED-SEGMENTS=1" in render_delta(ll_text(7))
+
+
+# ---- the part cutter ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tags(tmp_path_factory: pytest.TempPathFactory) -> list[FlvTag]:
+    path = encode_h264_aac_flv(tmp_path_factory.mktemp("ll") / "h264.flv", seconds=8)
+    return list(read_flv_file(path))
+
+
+def cut_ll(tags: list[FlvTag], hls: HlsConfig, part: float = 0.2) -> list[Event]:
+    seg = Segmenter(hls, True, part)
+    events: list[Event] = []
+    for t in tags:
+        events += seg.push(t.tag_type, t.timestamp, t.payload, 1e9 + t.timestamp / 1000)
+    return events + seg.finish_events()
+
+
+def segments_of(events: list[Event]) -> list[tuple[Opening, list[Chunk], Cut]]:
+    """Each segment's opening, chunks and cut, checking they come in that order."""
+    out: list[tuple[Opening, list[Chunk], Cut]] = []
+    opening: Opening | None = None
+    chunks: list[Chunk] = []
+    for e in events:
+        if isinstance(e, Opening):
+            assert opening is None and not chunks
+            opening = e
+        elif isinstance(e, Chunk):
+            assert opening is not None
+            chunks.append(e)
+        else:
+            assert opening is not None and chunks and chunks[-1].duration is not None
+            out.append((opening, chunks, e))
+            opening, chunks = None, []
+    assert opening is None
+    return out
+
+
+def test_segments_are_cut_into_parts_of_at_most_the_part_target(tags: list[FlvTag]) -> None:
+    segments = segments_of(cut_ll(tags, HlsConfig(fragment=1.0)))
+    assert len(segments) == 8
+    for opening, chunks, cut in segments:
+        assert opening.start == cut.start and opening.wall == cut.wall
+        ends = [c for c in chunks if c.duration is not None]
+        assert [c.part for c in ends] == list(range(len(ends)))  # parts numbered from 0, in order
+        assert all(c.part == e.part for c, e in zip(chunks, _owner(chunks), strict=True))
+        durations = [c.duration for c in ends]
+        assert all(d is not None and d <= 0.2 for d in durations) and len(ends) == 5, durations
+        assert sum(d for d in durations if d) == pytest.approx(cut.duration, abs=1e-9)
+        assert [c.independent for c in ends] == [True, False, False, False, False]  # 1 s GOP, 25 fps
+        assert b"".join(c.data for c in chunks) == cut.data  # the segment is its chunks
+        assert all(c.data[4:8] == b"moof" for c in chunks)
+        assert len(chunks) >= 20  # about a chunk per video frame
+    assert segments[0][0].init is not None and all(o.init is None for o, _, _ in segments[1:])
+    # dates follow the media timeline, not the moment each batch was read
+    assert [o.wall - segments[0][0].wall for o, _, _ in segments] == pytest.approx([float(i) for i in range(8)])
+
+
+def _owner(chunks: list[Chunk]) -> list[Chunk]:
+    """For each chunk, the chunk that ends its part."""
+    out, pending = [], []
+    for c in chunks:
+        pending.append(c)
+        if c.duration is not None:
+            out += [c] * len(pending)
+            pending = []
+    return out
+
+
+def test_a_part_never_passes_the_target_with_30_fps_timestamps(tags: list[FlvTag]) -> None:
+    # FLV's millisecond timestamps at 30 fps step 33/34 ms: parts end before the frame that
+    # would pass 0.2 s, and still sum to their segment
+    video = [t for t in tags if t.tag_type == TAG_VIDEO]
+    retimed = [dataclasses.replace(t, timestamp=(i * 1000) // 30) for i, t in enumerate(video)]
+    for _, chunks, cut in segments_of(cut_ll(retimed, HlsConfig(fragment=2.0))):
+        durations = [c.duration for c in chunks if c.duration is not None]
+        assert all(d is not None and 0.15 <= d <= 0.2 for d in durations[:-1]), durations
+        assert sum(d for d in durations if d) == pytest.approx(cut.duration, abs=1e-9)
+
+
+def test_audio_only_parts_are_all_independent(tags: list[FlvTag]) -> None:
+    audio = [t for t in tags if t.tag_type == TAG_AUDIO]
+    segments = segments_of(cut_ll(audio, HlsConfig(fragment=1.0, aof_ratio=2.1)))
+    assert segments
+    for _, chunks, cut in segments:
+        ends = [c for c in chunks if c.duration is not None]
+        assert all(c.independent for c in ends) and all(c.duration is not None and c.duration <= 0.2 for c in ends)
+        assert sum(c.duration or 0 for c in ends) == pytest.approx(cut.duration, abs=1e-9)
+
+
+def test_without_hls_ll_the_segmenter_answers_cuts_only(tags: list[FlvTag]) -> None:
+    events = cut_ll(tags, HlsConfig(fragment=1.0), part=0.0)
+    assert events and all(isinstance(e, Cut) for e in events)
+
+
+# ---- the LL playlist model ------------------------------------------------------------------
+
+
+def ll_playlist(n: int, open_parts: int = 2, ended: bool = False) -> Playlist:
+    p = Playlist(1, version=VERSION_LL, ll=LowLatency(0.2))
+    for i in range(n):
+        parts = [Part(f"s-{i}.{k}.m4s", 0.2, k == 0) for k in range(5)]
+        p.append(Segment(i, f"s-{i}.m4s", 1.0, program_date_time=1e9 + i, map_uri="s-init.mp4", parts=parts))
+    assert p.ll is not None
+    p.ll.open = Segment(n, "", 0.0, program_date_time=1e9 + n, map_uri="s-init.mp4",
+                        parts=[Part(f"s-{n}.{k}.m4s", 0.2, k == 0) for k in range(open_parts)])
+    p.ll.hint = f"s-{n}.{open_parts}.m4s"
+    p.ended = ended
+    return p
+
+
+def test_ll_playlists_render_server_control_parts_of_the_last_segments_and_a_hint() -> None:
+    text = render(ll_playlist(6))
+    parsed = m3u8.loads(text)
+    assert parsed.version == 9 and parsed.part_inf.part_target == 0.2
+    sc = parsed.server_control
+    assert (sc.can_block_reload, sc.part_hold_back, sc.can_skip_until) == ("YES", 0.6, 6.0)
+    assert [len(seg.parts) for seg in parsed.segments] == [0, 0, 0, 5, 5, 5, 2]
+    assert parsed.segments[-1].uri is None and parsed.preload_hint.uri == "s-6.2.m4s"
+    assert [bool(p.independent) for p in parsed.segments[3].parts] == [True, False, False, False, False]
+    assert text.count("#EXT-X-PROGRAM-DATE-TIME") == 7
+    # the segment under way without parts yet: only the hint
+    bare = render(ll_playlist(2, open_parts=0))
+    assert bare.endswith('#EXTINF:1.000,\ns-1.m4s\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI="s-2.0.m4s"\n')
+    ended = render(ll_playlist(6, ended=True))
+    assert "PRELOAD-HINT" not in ended and "s-6.0" not in ended and ended.endswith("#EXT-X-ENDLIST\n")
+
+
+def test_an_ll_playlist_reads_back_with_its_parts() -> None:
+    text = render(ll_playlist(4, ended=True))
+    back = parse(text)
+    assert back is not None and back.version == VERSION_LL and back.ll is not None and back.ll.part_target == 0.2
+    assert [len(s.parts) for s in back.segments] == [0, 5, 5, 5]
+    assert back.segments[1].parts[0] == Part("s-1.0.m4s", 0.2, True)
+    assert render(back) == text
+
+
+# ---- the writer's notices -------------------------------------------------------------------
+
+
+class _Source:
+    """What HlsWriter uses of a LiveSource."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.key = "__defaultVhost__/live/s"
+        self.loop = loop
+        self.prompt: bool | None = None
+
+    def add_consumer(self, sink: object, encoding: object, **kw: object) -> object:
+        self.prompt = bool(kw.get("prompt"))
+        return object()
+
+    def remove_consumer(self, consumer: object) -> None:
+        pass
+
+
+def test_the_writer_tells_each_part_once_it_and_the_playlist_naming_it_are_on_disk(tmp_path: Path) -> None:
+    flv = encode_h264_aac_flv(tmp_path.parent / "notices.flv", seconds=4).read_bytes()[13:]  # tags, as a sink gets them
+    root = tmp_path / "hls"
+    hls = HlsConfig(enabled=True, fragment=1.0, path=str(root), use_fmp4=True, ll=True, part=0.2, dispose=0)
+    seen: list[tuple[PartEvent, bool, list[tuple[int, int]], list[int], bool]] = []
+
+    def on_part(event: PartEvent) -> None:
+        """What a server would find on disk at this moment."""
+        text = (root / "live" / "s.m3u8").read_text()
+        p = m3u8.loads(text)
+        listed = [(p.media_sequence + i, k) for i, seg in enumerate(p.segments) for k in range(len(seg.parts))]
+        whole = [p.media_sequence + i for i, seg in enumerate(p.segments) if seg.uri]
+        final = root / "live" / f"s-{event.msn}.{event.part}.m4s"
+        exists = final.exists() or (event.kind == "chunk" and Path(str(final) + ".partial").exists())
+        seen.append((event, exists, listed, whole, p.is_endlist))
+
+    async def main() -> None:
+        disk = DiskPool(2)
+        writer = HlsWriter(_Source(asyncio.get_running_loop()), hls, disk, on_part=on_part)  # type: ignore[arg-type]
+        assert writer.source.prompt is True  # type: ignore[attr-defined]
+        for i in range(0, len(flv), 3000):
+            writer.write(flv[i:i + 3000])
+            await writer.lane.drain()
+        writer.stop()
+        await disk.drain()
+        await asyncio.sleep(0.05)
+        await disk.drain()
+        disk.close()
+
+    asyncio.run(main())
+    kinds = [e.kind for e, *_ in seen]
+    assert kinds[-1] == "ended" and kinds.count("ended") == 1 and seen[-1][4]
+    parts = [(e.msn, e.part) for e, *_ in seen if e.kind == "part"]
+    assert parts == sorted(parts) and len(parts) == len(set(parts)) == 20  # 4 s of 5 parts a second
+    for event, exists, listed, whole, _ in seen:
+        assert event.key == "__defaultVhost__/live/s" and event.m3u8_url == "live/s.m3u8"
+        assert event.m3u8_path == str(root / "live" / "s.m3u8")
+        if event.kind in ("part", "chunk"):
+            assert exists, event
+        if event.kind == "part":
+            assert (event.msn, event.part) in listed, (event, listed)
+        if event.kind == "segment":
+            assert event.msn in whole and event.part == 5, (event, whole)
+    chunks = [(e.msn, e.part) for e, *_ in seen if e.kind == "chunk"]
+    assert chunks and all(c in parts for c in chunks)  # every part grew before it was complete
+    segments = [e.msn for e, *_ in seen if e.kind == "segment"]
+    assert segments == [0, 1, 2, 3]
+    assert not list(root.rglob("*.partial")) and not list(root.rglob("*.tmp"))

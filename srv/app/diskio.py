@@ -11,6 +11,7 @@ The blocking helpers run inside jobs:
 - `write_atomic` writes ``path + TEMP_SUFFIX`` and renames it over ``path``: a reader sees the
   old file or the new one, never a part; a crash leaves only a temp file behind;
 - `sweep_temp` removes the temp files a crash left under a folder (run at start);
+- `append` adds bytes to a file that grows while it is read (an LL-HLS part under way);
 - `remove_quietly` deletes a file that may already be gone.
 """
 
@@ -128,6 +129,24 @@ def write_atomic(path: str, data: bytes | Iterable[bytes]) -> int:
         remove_quietly(temp)
         raise
     return written
+
+
+def append(path: str, data: bytes) -> int:
+    """Append `data` to `path` (created, with its folder, if need be); the bytes written. A
+    reader following the file may see an append half done: it forwards bytes, it does not
+    parse them."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    return len(data)
 
 
 def remove_quietly(path: str) -> bool:

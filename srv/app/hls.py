@@ -36,9 +36,21 @@ from typing import Any
 
 from srv import log as srvlog
 from srv.app.diskio import TEMP_SUFFIX, DiskLane, DiskPool, LaneFull, remove_quietly, write_atomic
-from srv.app.hls_ll import PartListener
-from srv.app.hls_playlist import VERSION_FMP4, VERSION_TS, Playlist, Segment, parse, render, target_duration, too_long
-from srv.app.hls_segmenter import Cut, Segmenter
+from srv.app.hls_ll import PARTIAL_SUFFIX, PartEvent, PartListener, part_path, split_part
+from srv.app.hls_parts import PartWriter
+from srv.app.hls_playlist import (
+    VERSION_FMP4,
+    VERSION_LL,
+    VERSION_TS,
+    LowLatency,
+    Playlist,
+    Segment,
+    parse,
+    render,
+    target_duration,
+    too_long,
+)
+from srv.app.hls_segmenter import Chunk, Cut, Event, Opening, Segmenter
 from srv.app.packet import FLV
 from srv.app.paths import VARIABLES, UnsafePath, expand, place_under, safe_name
 from srv.app.source import Consumer, LiveSource
@@ -49,6 +61,8 @@ log = logging.getLogger("srv.hls")
 
 #: upper bounds (seconds) of the segment duration histogram (API and exporter)
 DURATION_BUCKETS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 60.0)
+
+_PARTS = "\0parts"  # a path to delete ending so: the LL-HLS parts of that segment
 
 # the HLS writer of each playlist path in this worker, so a republish here cancels its dispose
 _writers: dict[str, HlsWriter] = {}
@@ -79,7 +93,8 @@ def stream_files(hls: HlsConfig, vhost: str, app: str, stream: str) -> tuple[str
 
 def temp_files(hls: HlsConfig, vhost: str = "", app: str = "", stream: str = "") -> list[str]:
     """The temp files a crash may have left under hls_path for a stream's playlist, init and
-    segments (every variable but the names is a wildcard; an empty name is one too)."""
+    segments, and LL-HLS parts under way (every variable but the names is a wildcard; an
+    empty name is one too)."""
     root = os.path.abspath(hls.path)
     names = {"[vhost]": vhost, "[app]": app, "[stream]": stream}
     found: set[str] = set()
@@ -88,10 +103,18 @@ def temp_files(hls: HlsConfig, vhost: str = "", app: str = "", stream: str = "")
         for variable in VARIABLES:
             name = names.get(variable, "")
             pattern = pattern.replace(variable, glob.escape(safe_name(name)) if name else "*")
-        for path in glob.glob(os.path.join(root, pattern.lstrip("/")) + TEMP_SUFFIX):
+        base = os.path.join(root, pattern.lstrip("/"))
+        for path in glob.glob(base + TEMP_SUFFIX) + glob.glob(part_path(base, "*") + PARTIAL_SUFFIX):
             if os.path.normpath(path).startswith(root + os.sep):
                 found.add(path)
     return sorted(found)
+
+
+def part_files(segment_path: str) -> list[str]:
+    """The LL-HLS part files of a segment on disk, complete or not (a blocking call)."""
+    found = glob.glob(part_path(glob.escape(segment_path), "*")) + glob.glob(
+        part_path(glob.escape(segment_path), "*") + PARTIAL_SUFFIX)
+    return [f for f in found if (split_part(f.removesuffix(PARTIAL_SUFFIX)) or ("", 0))[0] == segment_path]
 
 
 class HlsWriter:
@@ -114,12 +137,13 @@ class HlsWriter:
         self.on_segment = on_segment
         self.disconnect = disconnect
         self.on_part = on_part  # LL-HLS notices (srv/app/hls_ll.py PartEvent)
-        self.segmenter = Segmenter(hls, hls.use_fmp4)
+        self.segmenter = Segmenter(hls, hls.use_fmp4, hls.part if hls.ll else 0.0)
+        self.parts = PartWriter(self, hls.part) if hls.ll and hls.use_fmp4 else None  # LL-HLS
         self.reader = FlvReader(check_previous_tag_size=False, file_header=False)
         self.playlist: Playlist | None = None
         self.previous: Playlist | None = None  # read back from disk: the publish before
         self.loaded = False
-        self.early: list[Cut] = []  # segments cut before the old playlist was read
+        self.early: list[Event] = []  # what was cut before the old playlist was read
         self.file_seq = 0
         self.init_uri = ""
         self.init_path = ""
@@ -149,10 +173,12 @@ class HlsWriter:
             old.cancel_dispose()
         _writers[self.m3u8_path] = self
         self.consumer: Consumer | None = None
-        self._submit(self._prepare, self._prepared, lambda: self._prepared(None))
+        self.submit(self._prepare, self._prepared, lambda: self._prepared(None))
         log.log(srvlog.TRACE, "hls %s: writing %s (%s)", self.name, self.m3u8_path,
-                "fMP4" if hls.use_fmp4 else "MPEG-TS")
-        self.consumer = source.add_consumer(self, FLV, internal=True, label="hls writer")
+                ("LL-HLS fMP4" if self.parts else "fMP4") if hls.use_fmp4 else "MPEG-TS")
+        # LL-HLS: each message at once, so a part is on disk as soon as its last frame came
+        self.consumer = source.add_consumer(self, FLV, internal=True, label="hls writer",
+                                            prompt=self.parts is not None)
 
     # ---- Recording ---------------------------------------------------------------------------
 
@@ -163,10 +189,11 @@ class HlsWriter:
         self.stopping = True
         self._detach()
         if not self.disabled:
-            cut = self.segmenter.finish()
-            if cut is not None:
-                self._cut(cut)
-        self._maybe_end()
+            for event in self.segmenter.finish_events():
+                self._event(event)
+            if self.parts is not None and self.loaded:
+                self.parts.flush()
+        self.maybe_end()
 
     def reconfigure(self, vhost: VhostConfig) -> bool:
         new = vhost.hls
@@ -203,6 +230,8 @@ class HlsWriter:
             "errors": self.errors,
             "last_error": self.last_error,
             "writing": not self.disabled and not self.stopping,
+            "ll": self.parts is not None,
+            "parts": self.parts.parts if self.parts is not None else 0,
         }
 
     # ---- Sink --------------------------------------------------------------------------------
@@ -213,12 +242,14 @@ class HlsWriter:
         try:
             tags = self.reader.feed(data)
         except FlvError as e:  # our own source's bytes: not expected
-            self._fail(f"cannot read the stream: {e}")
+            self.fail(f"cannot read the stream: {e}")
             return
         wall = time.time()
         for tag in tags:
-            for cut in self.segmenter.push(tag.tag_type, tag.timestamp, tag.payload, wall):
-                self._cut(cut)
+            for event in self.segmenter.push(tag.tag_type, tag.timestamp, tag.payload, wall):
+                self._event(event)
+        if self.parts is not None and self.loaded:
+            self.parts.flush()
         self._say_once()
 
     def writelines(self, data: list[bytes]) -> None:
@@ -249,11 +280,21 @@ class HlsWriter:
             self.said_fallback = True
             log.warning("hls %s: %s; writing fMP4 segments for this stream", self.name, seg.fallback)
 
-    def _cut(self, cut: Cut) -> None:
+    def _event(self, event: Event) -> None:
         if not self.loaded:
-            self.early.append(cut)
-            return
-        p = self._playlist_for(cut)
+            self.early.append(event)
+        elif self.parts is None:
+            if isinstance(event, Cut):
+                self._cut(event)
+        elif isinstance(event, Chunk):
+            self.parts.chunk(event)
+        elif isinstance(event, Opening):
+            self.parts.opening(event)
+        else:
+            self.parts.cut(event)
+
+    def _cut(self, cut: Cut) -> None:
+        p = self.playlist_for(cut.has_video)
         seq = self.file_seq
         self.file_seq += 1
         template = self.hls.fmp4_file if self.segmenter.fmp4 else self.hls.ts_file
@@ -261,32 +302,39 @@ class HlsWriter:
             relative = expand(template, vhost=self.vhost, app=self.app, stream=self.stream, seq=seq,
                               duration_ms=round(cut.duration * 1000), now=cut.wall)
             path = place_under(self.hls.path, relative)
-            init = self._init_for(cut, seq) if self.segmenter.fmp4 else None
+            init = self.init_for(cut.init, seq, cut.wall) if self.segmenter.fmp4 else None
         except UnsafePath as e:
-            self._fail(str(e))
+            self.fail(str(e))
             return
-        segment = Segment(0, self._uri(path), cut.duration, path, cut.discontinuity or self.gap,
+        segment = Segment(0, self.uri(path), cut.duration, path, cut.discontinuity or self.gap,
                           cut.wall, self.init_uri, self.init_path)
         data = cut.data
 
         def job() -> int:
             written = 0
             if init is not None:
-                written += write_atomic(init[0], init[1])
-            return written + write_atomic(path, data)
+                written += self.write_file(init[0], init[1])
+            return written + self.write_file(path, data)
 
         self.inflight += 1
-        self._submit(job, lambda written: self._written(p, segment, seq, written),
+        self.submit(job, lambda written: self.written(p, segment, seq, written),
                      lambda: self._lost())
 
-    def _playlist_for(self, cut: Cut) -> Playlist:
-        version = VERSION_FMP4 if self.segmenter.fmp4 else VERSION_TS
+    def _version(self) -> int:
+        if self.parts is not None:
+            return VERSION_LL
+        return VERSION_FMP4 if self.segmenter.fmp4 else VERSION_TS
+
+    def playlist_for(self, has_video: bool) -> Playlist:
+        version = self._version()
         p = self.playlist
         if p is not None and p.version == version:
             return p
         # a new playlist: the first publish, or another format than the one taken over
-        seconds = self.hls.fragment * (self.hls.td_ratio if cut.has_video else self.hls.aof_ratio)
+        seconds = self.hls.fragment * (self.hls.td_ratio if has_video else self.hls.aof_ratio)
         new = Playlist(target_duration(seconds), version)
+        if self.parts is not None:
+            new.ll = LowLatency(self.hls.part)
         old = p or self.previous
         if old is not None:  # its numbers go on, so no file a player may still read is overwritten
             self.file_seq = max(self.file_seq, old.next_seq, _max_file_seq(old))
@@ -305,28 +353,33 @@ class HlsWriter:
         for s in old.segments:
             s.path = self._path_of(s.uri)
             s.map_path = self._path_of(s.map_uri) if s.map_uri else ""
+            for part in s.parts:
+                part.path = self._path_of(part.uri)
+        if self.parts is not None:
+            old.ll = LowLatency(self.hls.part)
         self.inits = 1  # the old init (if any) keeps its name; ours gets one of its own
         self.file_seq = max(self.file_seq, old.next_seq, _max_file_seq(old))
         self.gap = True
         self.playlist = old
         self.segmenter.target = old.target_duration
         if old.segments:
-            self._write_playlist()
+            self.write_playlist()
 
-    def _init_for(self, cut: Cut, seq: int) -> tuple[str, bytes] | None:
-        if cut.init is None:
+    def init_for(self, init: bytes | None, seq: int, wall: float) -> tuple[str, bytes] | None:
+        """Where a new init segment goes (its name made current), with its bytes; None: no new one."""
+        if init is None:
             return None
         relative = expand(self.hls.init_file, vhost=self.vhost, app=self.app, stream=self.stream, seq=seq,
-                          now=cut.wall)
+                          now=wall)
         if self.inits and "[seq]" not in self.hls.init_file:
             stem, ext = os.path.splitext(relative)
             relative = f"{stem}-{seq}{ext}"  # segments still listed keep the init they were made with
         self.inits += 1
         path = place_under(self.hls.path, relative)
-        self.init_path, self.init_uri = path, self._uri(path)
-        return path, cut.init
+        self.init_path, self.init_uri = path, self.uri(path)
+        return path, init
 
-    def _uri(self, path: str) -> str:
+    def uri(self, path: str) -> str:
         relative = os.path.relpath(path, self.m3u8_dir)
         prefix = self.hls.entry_prefix
         if prefix:
@@ -344,8 +397,11 @@ class HlsWriter:
         except UnsafePath:
             return ""
 
-    def _written(self, p: Playlist, segment: Segment, seq: int, written: int) -> None:
-        self.inflight -= 1
+    def written(self, p: Playlist, segment: Segment, seq: int, written: int,
+                after: Callable[[], None] | None = None) -> None:
+        """A segment is on disk (`written` bytes): list it; `after` once the playlist is."""
+        if self.parts is None:
+            self.inflight -= 1
         if self.errors and self.last_error:
             log.log(srvlog.TRACE, "hls %s: writing again after %d errors", self.name, self.errors)
             self.last_error = ""
@@ -361,18 +417,18 @@ class HlsWriter:
                           len(DURATION_BUCKETS))] += 1
         if too_long(segment.duration, p.target_duration):
             self.long_segments += 1
-        self._write_playlist()
+        self.write_playlist(after)
         if self.on_segment is not None:
             self.on_segment(SegmentEvent(
                 self.vhost, self.app, self.stream, seq, segment.duration,
                 os.path.join(self.hls.path, os.path.relpath(segment.path, os.path.abspath(self.hls.path))),
                 segment.uri, os.path.join(self.hls.path, self.m3u8_url), self.m3u8_url))
-        self._maybe_end()
+        self.maybe_end()
 
     def _lost(self) -> None:
         self.inflight -= 1
         self.gap = True
-        self._maybe_end()
+        self.maybe_end()
 
     def _retire(self, removed: list[Segment], listed: float) -> None:
         """Segments out of the window: their files go once a player that read the playlist just
@@ -382,6 +438,8 @@ class HlsWriter:
         still = {s.map_path for s in self.playlist.segments} if self.playlist else set()
         for s in removed:
             paths = [s.path] if s.path else []
+            if s.path and self.parts is not None:
+                paths.append(s.path + _PARTS)  # its parts, found when they are deleted
             if s.map_path and s.map_path not in still:
                 paths.append(s.map_path)
                 still.add(s.map_path)
@@ -400,19 +458,31 @@ class HlsWriter:
     def _remove(self, paths: list[str]) -> None:
         def job() -> None:
             for path in paths:
-                remove_quietly(path)
+                for each in part_files(path.removesuffix(_PARTS)) if path.endswith(_PARTS) else [path]:
+                    remove_quietly(each)
 
-        self._submit(job, lambda _: None, lambda: None, quiet=True)
+        self.submit(job, lambda _: None, lambda: None, quiet=True)
 
-    def _write_playlist(self) -> None:
+    def remove_parts(self, segment_path: str) -> None:
+        self._remove([segment_path + _PARTS])
+
+    def write_file(self, path: str, data: bytes) -> int:
+        """(In a disk job.) A file whole or not at all: temp + rename."""
+        return write_atomic(path, data)
+
+    def write_playlist(self, after: Callable[[], None] | None = None) -> None:
+        """Render the playlist and queue its write; `after` once it is in place."""
         p = self.playlist
         if p is None:
             return
+        if self.parts is not None:
+            self.parts.update(p)
         text = self.last_text = render(p)
         path = self.m3u8_path
-        self._submit(lambda: write_atomic(path, text.encode()), lambda _: None, lambda: None)
+        self.submit(lambda: write_atomic(path, text.encode()), lambda _: after() if after is not None else None,
+                    lambda: None)
 
-    def _maybe_end(self) -> None:
+    def maybe_end(self) -> None:
         if not self.stopping or self.stopped or self.inflight or not self.loaded or self.early:
             return
         self.stopped = True
@@ -422,10 +492,15 @@ class HlsWriter:
         if p is None:
             return
         p.ended = True
-        self._write_playlist()
+        self.write_playlist(self._tell_ended if self.parts is not None else None)
         log.log(srvlog.TRACE, "hls %s: ended after %d segments", self.name, self.segments)
         if self.hls.dispose > 0:
             self.dispose_timer = self.loop.call_later(self.hls.dispose, self._dispose)
+
+    def _tell_ended(self) -> None:
+        p = self.playlist
+        if self.on_part is not None and p is not None:
+            self.on_part(PartEvent("ended", self.source.key, self.m3u8_path, self.m3u8_url, p.next_seq, -1))
 
     def _forget(self) -> None:
         if _writers.get(self.m3u8_path) is self:
@@ -445,6 +520,7 @@ class HlsWriter:
         if p is None:
             return
         paths = [s.path for s in p.segments if s.path] + sorted({s.map_path for s in p.segments if s.map_path})
+        paths += [s.path + _PARTS for s in p.segments if s.path]
         for handle, later in self.deletions.values():
             handle.cancel()
             paths += later
@@ -459,7 +535,8 @@ class HlsWriter:
             except FileNotFoundError:
                 pass
             for path in [*paths, m3u8]:
-                remove_quietly(path)
+                for each in part_files(path.removesuffix(_PARTS)) if path.endswith(_PARTS) else [path]:
+                    remove_quietly(each)
             return True
 
         def done(removed: bool) -> None:
@@ -467,7 +544,7 @@ class HlsWriter:
             log.log(srvlog.TRACE, "hls %s: %s", self.name,
                     "disposed" if removed else "not disposed: the playlist was taken over")
 
-        self._submit(job, done, lambda: None)
+        self.submit(job, done, lambda: None)
 
     # ---- the disk ----------------------------------------------------------------------------
 
@@ -485,14 +562,16 @@ class HlsWriter:
     def _prepared(self, text: str | None) -> None:
         old = self.previous = parse(text) if text else None
         self.loaded = True
-        if old is not None and old.version == (VERSION_FMP4 if self.hls.use_fmp4 else VERSION_TS):
+        if old is not None and old.version == self._version():
             self._resume(old)
         early, self.early = self.early, []
-        for cut in early:
-            self._cut(cut)
-        self._maybe_end()
+        for event in early:
+            self._event(event)
+        if self.parts is not None:
+            self.parts.flush()
+        self.maybe_end()
 
-    def _submit(self, job: Callable[[], Any], done: Callable[[Any], None],
+    def submit(self, job: Callable[[], Any], done: Callable[[Any], None],
                 failed: Callable[[], None] | None = None, quiet: bool = False) -> None:
         try:
             future = self.lane.submit(job)
@@ -533,7 +612,7 @@ class HlsWriter:
             if action == "disconnect" and self.disconnect is not None:
                 self.disconnect(f"hls write failed: {why}")
 
-    def _fail(self, why: str) -> None:
+    def fail(self, why: str) -> None:
         self._error(why)
 
     def _detach(self) -> None:

@@ -14,6 +14,13 @@ true, where SRS and nginx-rtmp do not:
 - ``EXT-X-PROGRAM-DATE-TIME`` on every segment (wall-clock time of its first frame);
 - ``EXT-X-ENDLIST`` once the publisher stopped; version 3 for MPEG-TS, 7 for fMP4, whose
   segments name their init segment with ``EXT-X-MAP`` (again after each change).
+
+Low-Latency HLS (srv's ``hls_ll``, RFC 8216bis; a `Playlist` with `ll` set): version 9,
+``EXT-X-SERVER-CONTROL`` (CAN-BLOCK-RELOAD, PART-HOLD-BACK = 3 part targets, CAN-SKIP-UNTIL =
+6 target durations), ``EXT-X-PART-INF``; the last `PART_SEGMENTS` segments list their parts
+(``EXT-X-PART``, INDEPENDENT=YES on those that start on a keyframe) before their EXTINF; the
+segment under way (`LowLatency.open`) follows with its parts so far, then an
+``EXT-X-PRELOAD-HINT`` for the next part — neither once the playlist has ended.
 """
 
 from __future__ import annotations
@@ -24,6 +31,20 @@ from dataclasses import dataclass, field
 
 VERSION_TS = 3
 VERSION_FMP4 = 7
+VERSION_LL = 9  # EXT-X-SKIP in the delta updates needs 9
+PART_SEGMENTS = 3  # complete segments that still list their parts
+PART_HOLD_BACK = 3.0  # part targets (RFC 8216bis: at least 2, 3 recommended)
+SKIP_UNTIL = 6.0  # target durations (RFC 8216bis: at least 6)
+
+
+@dataclass(slots=True)
+class Part:
+    """One partial segment (LL-HLS): `uri` as listed, `path` on disk (not rendered)."""
+
+    uri: str
+    duration: float
+    independent: bool = False
+    path: str = ""
 
 
 @dataclass(slots=True)
@@ -40,6 +61,18 @@ class Segment:
     program_date_time: float | None = None
     map_uri: str = ""
     map_path: str = ""
+    parts: list[Part] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class LowLatency:
+    """A playlist's LL-HLS state: the part target (seconds), the segment under way (its
+    discontinuity, date, init and parts so far; `uri`/`duration` unused) and the next part's
+    URI (the preload hint; "" for none)."""
+
+    part_target: float
+    open: Segment | None = None
+    hint: str = ""
 
 
 @dataclass(slots=True)
@@ -50,6 +83,7 @@ class Playlist:
     discontinuity_sequence: int = 0
     segments: list[Segment] = field(default_factory=list)
     ended: bool = False
+    ll: LowLatency | None = None
 
     @property
     def duration(self) -> float:
@@ -100,24 +134,50 @@ def parse_date_time(text: str) -> float | None:
 
 
 def render(p: Playlist) -> str:
-    lines = ["#EXTM3U", f"#EXT-X-VERSION:{p.version}", f"#EXT-X-TARGETDURATION:{p.target_duration}",
-             f"#EXT-X-MEDIA-SEQUENCE:{p.media_sequence}"]
+    lines = ["#EXTM3U", f"#EXT-X-VERSION:{p.version}", f"#EXT-X-TARGETDURATION:{p.target_duration}"]
+    ll = p.ll
+    if ll is not None:
+        lines.append(f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={PART_HOLD_BACK * ll.part_target:.3f},"
+                     f"CAN-SKIP-UNTIL={SKIP_UNTIL * p.target_duration:.3f}")
+        lines.append(f"#EXT-X-PART-INF:PART-TARGET={ll.part_target:.3f}")
+    lines.append(f"#EXT-X-MEDIA-SEQUENCE:{p.media_sequence}")
     if p.discontinuity_sequence:
         lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{p.discontinuity_sequence}")
     current_map = ""
-    for s in p.segments:
-        if s.discontinuity:
-            lines.append("#EXT-X-DISCONTINUITY")
-        if s.map_uri and s.map_uri != current_map:
-            lines.append(f'#EXT-X-MAP:URI="{s.map_uri}"')
-            current_map = s.map_uri
-        if s.program_date_time is not None:
-            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_date_time(s.program_date_time)}")
+    with_parts = len(p.segments) - PART_SEGMENTS
+    for i, s in enumerate(p.segments):
+        current_map = _segment_tags(lines, s, current_map)
+        if ll is not None and i >= with_parts:
+            _part_tags(lines, s.parts)
         lines.append(f"#EXTINF:{s.duration:.3f},")
         lines.append(s.uri)
     if p.ended:
         lines.append("#EXT-X-ENDLIST")
+    elif ll is not None:
+        if ll.open is not None and ll.open.parts:
+            _segment_tags(lines, ll.open, current_map)
+            _part_tags(lines, ll.open.parts)
+        if ll.hint:
+            lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{ll.hint}"')
     return "\n".join(lines) + "\n"
+
+
+def _segment_tags(lines: list[str], s: Segment, current_map: str) -> str:
+    """The tags before a segment (and its parts); the init segment in force after it."""
+    if s.discontinuity:
+        lines.append("#EXT-X-DISCONTINUITY")
+    if s.map_uri and s.map_uri != current_map:
+        lines.append(f'#EXT-X-MAP:URI="{s.map_uri}"')
+        current_map = s.map_uri
+    if s.program_date_time is not None:
+        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_date_time(s.program_date_time)}")
+    return current_map
+
+
+def _part_tags(lines: list[str], parts: list[Part]) -> None:
+    for part in parts:
+        lines.append(f'#EXT-X-PART:DURATION={part.duration:.3f},URI="{part.uri}"'
+                     + (",INDEPENDENT=YES" if part.independent else ""))
 
 
 def _attribute(text: str, name: str) -> str:
@@ -131,7 +191,8 @@ def _attribute(text: str, name: str) -> str:
 
 
 def parse(text: str) -> Playlist | None:
-    """A playlist `render` wrote (segment paths left empty); None when `text` is not one."""
+    """A playlist `render` wrote (segment and part paths left empty; an LL playlist's segment
+    under way and hint dropped); None when `text` is not one."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines or lines[0] != "#EXTM3U":
         return None
@@ -140,6 +201,7 @@ def parse(text: str) -> Playlist | None:
     current_map = ""
     date: float | None = None
     duration: float | None = None
+    parts: list[Part] = []
     try:
         for line in lines[1:]:
             tag, _, value = line.partition(":")
@@ -161,10 +223,15 @@ def parse(text: str) -> Playlist | None:
                 duration = float(value.split(",", 1)[0])
             elif tag == "#EXT-X-ENDLIST":
                 p.ended = True
+            elif tag == "#EXT-X-PART-INF":
+                p.ll = LowLatency(float(value.partition("PART-TARGET=")[2].split(",", 1)[0]))
+            elif tag == "#EXT-X-PART":
+                parts.append(Part(_attribute(value, "URI"), float(value.partition("DURATION=")[2].split(",", 1)[0]),
+                                  "INDEPENDENT=YES" in value))
             elif not line.startswith("#") and duration is not None:
                 p.segments.append(Segment(p.next_seq, line, duration, discontinuity=discontinuity,
-                                          program_date_time=date, map_uri=current_map))
-                discontinuity, date, duration = False, None, None
+                                          program_date_time=date, map_uri=current_map, parts=parts))
+                discontinuity, date, duration, parts = False, None, None, []
     except ValueError:
         return None
     return p if p.target_duration > 0 else None

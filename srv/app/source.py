@@ -85,7 +85,8 @@ class Consumer:
     """
 
     __slots__ = ("source", "sink", "encoding", "internal", "pos", "first", "paused", "paused_since",
-                 "dropped", "sent_bytes", "group", "queue_length", "stall_timeout", "label", "headers_due")
+                 "dropped", "sent_bytes", "group", "queue_length", "stall_timeout", "label", "headers_due",
+                 "prompt")
 
     def __init__(self, source: LiveSource, sink: Sink, encoding: Encoding, internal: bool,
                  queue_length: float | None = None, stall_timeout: float | None = None,
@@ -105,6 +106,7 @@ class Consumer:
         self.stall_timeout = stall_timeout
         self.label = label  # how the logs name it when it is too slow
         self.headers_due = False  # skipped while paused: headers go out when it resumes
+        self.prompt = False  # wants each message at once, not a merge per mw_latency (LL-HLS)
 
     def pause(self) -> None:
         if not self.paused:
@@ -120,7 +122,7 @@ class Consumer:
 class ConsumerGroup:
     """Consumers that share one encoding, hence one flush schedule and one batch per flush."""
 
-    __slots__ = ("encoding", "consumers", "flushed", "handle", "starving")
+    __slots__ = ("encoding", "consumers", "flushed", "handle", "starving", "prompt")
 
     def __init__(self, encoding: Encoding, flushed: int) -> None:
         self.encoding = encoding
@@ -129,6 +131,7 @@ class ConsumerGroup:
         self.handle: asyncio.TimerHandle | asyncio.Handle | None = None
         # a player joined with nothing to play yet: its first packets must not wait for a merge
         self.starving = False
+        self.prompt = 0  # consumers that want each message at once: the group does not merge
 
 
 class LiveSource:
@@ -286,7 +289,7 @@ class LiveSource:
                 self.gop_start = None  # too long a GOP: stop caching until the next keyframe
         for g in self.groups.values():
             if g.handle is None and g.consumers:
-                if g.starving or self.upstream_merged or not self.mw_latency:
+                if g.starving or self.upstream_merged or not self.mw_latency or g.prompt:
                     g.handle = self.loop.call_soon(self._flush_group, g)
                 else:
                     g.handle = self.loop.call_later(self.mw_latency, self._flush_group, g)
@@ -311,13 +314,17 @@ class LiveSource:
 
     def add_consumer(self, sink: Sink, encoding: Encoding, internal: bool = False,
                      queue_length: float | None = None, stall_timeout: float | None = None,
-                     label: str = "player") -> Consumer:
-        """Attach an output; it first gets metadata, sequence headers and the GOP cache."""
+                     label: str = "player", prompt: bool = False) -> Consumer:
+        """Attach an output; it first gets metadata, sequence headers and the GOP cache.
+        `prompt`: its group flushes each message at once instead of merging per mw_latency
+        (the LL-HLS writer, whose parts would otherwise wait for the merge)."""
         c = Consumer(self, sink, encoding, internal, queue_length, stall_timeout, label)
         g = self.groups.get(encoding)
         if g is None:
             g = self.groups[encoding] = ConsumerGroup(encoding, self.end)
         c.group = g
+        c.prompt = prompt
+        g.prompt += prompt
         g.consumers.append(c)
         start = self.gop_start if self.gop_start is not None else g.flushed
         c.pos = c.first = min(start, g.flushed)
@@ -334,6 +341,7 @@ class LiveSource:
         g = c.group
         if g is not None and c in g.consumers:
             g.consumers.remove(c)
+            g.prompt -= c.prompt
             if not g.consumers:
                 if g.handle is not None:
                     g.handle.cancel()
