@@ -166,6 +166,12 @@ class MasterChannel:
         """What worker `slot` says of its HLS viewer `ctx`: resolves to HlsVisitResult."""
         return self.request(lambda req: m.HlsVisit(req, slot, ctx, sent))
 
+    def hls_changed(self, key: str, kind: str) -> None:
+        self.send(m.HlsChanged(key, kind))
+
+    def hls_watch(self, key: str, on: bool) -> None:
+        self.send(m.HlsWatch(key, on))
+
     def kick(self, client_id: str) -> bool:
         try:
             slot = int(client_id.split("-", 1)[0])
@@ -320,6 +326,9 @@ class Worker:
 
     def handle_hls_visit_result(self, msg: m.HlsVisitResult) -> None:
         self.channel.resolve(msg.req, msg)
+
+    def handle_hls_change(self, msg: m.HlsChange) -> None:
+        self.ctx.playlists.notified(msg.key, msg.kind)
 
     def handle_banned(self, msg: m.Banned) -> None:
         self.ctx.limiter.ban(self.ctx.config.per_ip, msg.ip, time.monotonic(), msg.seconds)

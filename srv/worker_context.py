@@ -24,6 +24,7 @@ from srv.app.hls_viewers import HlsViewers
 from srv.app.hub import StreamHub
 from srv.conf.model import ServerConfig
 from srv.net.context import Client, ClientQuery, MasterLink, RefusalLog, bounded, client_figures
+from srv.net.hls_waits import PlaylistWaits
 from srv.net.hooks import HookClient
 
 # How long a connection waits for the master's per_ip verdict before the worker decides alone.
@@ -62,6 +63,10 @@ class WorkerContext:
         # HLS viewers: their ctx is signed with `secret`, the server's (the master's, made
         # before it forked any worker), so every worker accepts every worker's
         self.hls = HlsViewers(secret or os.urandom(32), slot)
+        # LL-HLS requests held until their part is there; the writer's events reach the other
+        # workers that hold some through the master
+        self.playlists = PlaylistWaits(loop, self.counters, send=lambda key, kind: self.master.hls_changed(key, kind),
+                                       subscribe=lambda key, on: self.master.hls_watch(key, on))
 
     def new_cid(self) -> str:
         self._n += 1

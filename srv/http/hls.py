@@ -125,16 +125,19 @@ def _add_ctx(uri: str, ctx: str) -> str:
 
 
 _MAP_URI = re.compile(r'(URI=")([^"]*)(")')
+# tags whose URI names a file of the stream (LL-HLS: parts and the preload hint)
+_URI_TAGS = ("#EXT-X-MAP:", "#EXT-X-PART:", "#EXT-X-PRELOAD-HINT:")
 
 
 def with_ctx(playlist: bytes, ctx: str) -> bytes:
-    """`playlist` with `hls_ctx=<ctx>` on every URI: segment lines and `EXT-X-MAP`'s."""
+    """`playlist` with `hls_ctx=<ctx>` on every URI: segment lines, `EXT-X-MAP`'s and (LL-HLS)
+    `EXT-X-PART`'s and `EXT-X-PRELOAD-HINT`'s."""
     out = []
     for line in playlist.decode("utf-8", "replace").split("\n"):
         bare = line.rstrip("\r")
         if bare and not bare.startswith("#"):
             line = _add_ctx(bare, ctx) + line[len(bare):]
-        elif bare.startswith("#EXT-X-MAP:"):
+        elif bare.startswith(_URI_TAGS):
             line = _MAP_URI.sub(lambda m: m.group(1) + _add_ctx(m.group(2), ctx) + m.group(3), line)
         out.append(line)
     return "\n".join(out).encode()

@@ -25,10 +25,11 @@ import time
 from typing import TYPE_CHECKING
 
 from srv import log as srvlog
+from srv.app import hls_reload
 from srv.app.access import check_access
 from srv.app.hls_viewers import HlsViewer, Visit, owner_of, sign
 from srv.app.http_hooks import HookRequest
-from srv.http import hls, segcache, static
+from srv.http import hls, hls_ll_serve, segcache, static
 from srv.http.hls import CTX_PARAM, HlsUrl, Kind
 from srv.net import hooks
 from srv.net.context import ConnectionContext
@@ -63,17 +64,33 @@ async def serve_hls(conn: HttpConnection, host: str, path: str, query: list[tupl
     url = hls.match_hls(vhost, path)
     if url is None:
         return False
+    part = hls_ll_serve.part_url(url, path) if url.kind is Kind.SEGMENT and not url.key else None
     found = static.resolve(vhost.hls.path, path)
-    if found.status != 200:
+    if found.status != 200 and (part is None or found.status == 403):
         return False
+    directives = hls_reload.NO_DIRECTIVES
+    if url.kind is Kind.PLAYLIST and any(k.startswith("_HLS_") for k, _ in query):
+        got = hls_reload.parse_directives(query)
+        if isinstance(got, str):
+            conn.error(400, got)
+            count(ctx, url.key, 0)
+            return True
+        directives = got
     if url.kind is Kind.PLAYLIST and vhost.hls.ctx:
-        await _playlist_with_ctx(conn, host, path, query, url)
+        await _playlist_with_ctx(conn, host, path, query, url, directives)
         return True
-    cache = segcache.SEGMENTS if url.kind is not Kind.PLAYLIST else None
-    sent = await static.serve_found(conn, found, path, ctx.loop, [(b"Cache-Control", hls.cache_control(url))], cache)
-    count(ctx, url.key, sent)
+    key = part.key if part is not None else url.key
+    if found.status != 200 and part is not None:  # the part in progress (or a 404)
+        sent = await hls_ll_serve.serve_part(conn, url, part, path)
+    elif directives.blocking or directives.skip:
+        sent = await hls_ll_serve.ll_playlist(conn, url, found.path, directives)
+    else:
+        cache = segcache.SEGMENTS if url.kind is not Kind.PLAYLIST else None
+        sent = await static.serve_found(conn, found, path, ctx.loop, [(b"Cache-Control", hls.cache_control(url))],
+                                        cache)
+    count(ctx, key, sent)
     given = params.get(CTX_PARAM)
-    owner = owner_of(ctx.hls.secret, given, url.key) if given and url.key else None
+    owner = owner_of(ctx.hls.secret, given, key) if given and key else None
     if owner is not None and given:
         ctx.hls.served(given, owner[0], sent)
     return True
@@ -95,7 +112,7 @@ async def _visit(ctx: ConnectionContext, given: str, slot: int) -> Visit:
 
 
 async def _playlist_with_ctx(conn: HttpConnection, host: str, path: str, query: list[tuple[str, str]],
-                             url: HlsUrl) -> None:
+                             url: HlsUrl, directives: hls_reload.Directives) -> None:
     ctx, vhost = conn.ctx, url.vhost
     given = dict(query).get(CTX_PARAM, "")
     owner = owner_of(ctx.hls.secret, given, url.key) if given and url.key else None
@@ -107,7 +124,15 @@ async def _playlist_with_ctx(conn: HttpConnection, host: str, path: str, query: 
             conn.error(404, f"HLS stream {given} is EOF")
             return
         if state is Visit.ALIVE:
-            if not vhost.hls.ts_ctx:  # SRS: the playlist as a plain file
+            if directives.blocking or directives.skip:  # LL-HLS: held until the part is there
+                found = static.resolve(vhost.hls.path, path)
+                got = await hls_ll_serve.ll_text(conn, url, found.path, directives)
+                if got is None or conn.closed:
+                    return
+                body = hls.with_ctx(got[0], given) if vhost.hls.ts_ctx else got[0]
+                conn.respond(200, body, PLAYLIST_TYPE, [(b"Cache-Control", hls.PRIVATE)])
+                sent = 0 if conn.head_request else len(body)
+            elif not vhost.hls.ts_ctx:  # SRS: the playlist as a plain file
                 sent = await static.serve(conn, vhost.hls.path, path, ctx.loop, [(b"Cache-Control", hls.NO_CACHE)])
             else:
                 found = static.resolve(vhost.hls.path, path)

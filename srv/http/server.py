@@ -399,10 +399,10 @@ class HttpConnection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(self._response_head(status, content_type, length, extra))
 
-    def start_stream(self, status: int, content_type: str) -> None:
+    def start_stream(self, status: int, content_type: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
         """A response of unknown length: chunked for HTTP/1.1 (h11's choice), else until close."""
         assert self.transport is not None
-        headers = [(b"Server", SERVER), (b"Content-Type", content_type.encode())]
+        headers = [(b"Server", SERVER), (b"Content-Type", content_type.encode())] + (extra or [])
         if self._cors():
             headers += CORS
         self.transport.write(self._send(h11.Response(status_code=status, headers=headers)))

@@ -114,6 +114,7 @@ class Arbiter:
         self.sel = selectors.DefaultSelector()
         self.sig_queue: list[int] = []
         self.streams = StreamRegistry()
+        self.hls_watchers: dict[str, set[int]] = {}  # LL-HLS stream key -> slots holding its requests
         self.snapshots = SnapshotBroker(self._ask_stats, self._answer_snapshot)
         self.heartbeat = HeartbeatSender(self.sel, config, environ)  # heartbeat { }: SRS's register POST
         self.handlers = m.handlers(self, m.TO_MASTER)
@@ -639,6 +640,22 @@ class Arbiter:
         target = self._worker_in(msg.origin)
         if target is not None:
             self.send(target, m.HlsVisitResult(msg.req, msg.state))
+
+    def handle_hls_watch(self, w: WorkerProc, msg: m.HlsWatch) -> None:
+        slots = self.hls_watchers.setdefault(msg.key, set())
+        if msg.on:
+            slots.add(w.slot)
+        else:
+            slots.discard(w.slot)
+            if not slots:
+                del self.hls_watchers[msg.key]
+
+    def handle_hls_changed(self, w: WorkerProc, msg: m.HlsChanged) -> None:
+        # LL-HLS: wake the held requests of the stream on the workers that hold some
+        for slot in self.hls_watchers.get(msg.key, ()):
+            target = self._worker_in(slot) if slot != w.slot else None
+            if target is not None:
+                self.send(target, m.HlsChange(msg.key, msg.kind))
 
     def _worker_in(self, slot: int) -> WorkerProc | None:
         return next((x for x in self.workers.values() if x.slot == slot and not x.stopping), None) or \

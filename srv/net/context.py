@@ -27,6 +27,7 @@ from srv.app.diskio import DiskPool
 from srv.app.hls_viewers import HlsViewers
 from srv.app.hub import StreamHub
 from srv.conf.model import ServerConfig
+from srv.net.hls_waits import PlaylistWaits
 from srv.net.hooks import HookClient
 
 MAX_FIELD = 4096  # characters kept of any text a client chose, in snapshots
@@ -134,6 +135,8 @@ class MasterLink(Protocol):
     def leave(self, ip: str) -> None: ...
     # what worker `slot` says of its HLS viewer `ctx` (.state), told the `sent` bytes served here
     def hls_visit(self, slot: int, ctx: str, sent: int) -> asyncio.Future[Any]: ...
+    def hls_changed(self, key: str, kind: str) -> None: ...  # LL-HLS: to the workers watching `key`
+    def hls_watch(self, key: str, on: bool) -> None: ...  # LL-HLS: this worker holds requests of `key`
 
 
 class ConnectionContext(Protocol):
@@ -154,6 +157,7 @@ class ConnectionContext(Protocol):
     draining: bool  # the listeners are closed: whatever still arrives is refused
     server_id: str  # the same for every worker of one server: forwarders detect loops with it
     hls: HlsViewers  # the HLS viewers this worker admitted (hls_ctx), and HLS traffic per stream
+    playlists: PlaylistWaits  # LL-HLS requests held until their part is there
 
     def new_cid(self) -> str: ...
     def register(self, client: Client) -> None: ...

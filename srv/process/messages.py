@@ -149,6 +149,24 @@ class HlsVisitAnswer(Message):
     state: str
 
 
+@dataclass(frozen=True, slots=True)
+class HlsWatch(Message):
+    """This worker holds LL-HLS requests of stream `key` (`on`), or no longer (`not on`): the
+    master sends it that stream's HlsChange."""
+
+    key: str
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HlsChanged(Message):
+    """The owner's LL-HLS writer changed stream `key` (`kind`: a `srv.app.hls_ll.PartEvent`
+    kind: chunk, part, segment, ended); the master tells the workers that watch it."""
+
+    key: str
+    kind: str
+
+
 # ---- master -> worker ----------------------------------------------------------------------
 
 
@@ -250,11 +268,20 @@ class HlsVisitResult(Message):
     state: str
 
 
+@dataclass(frozen=True, slots=True)
+class HlsChange(Message):
+    """HlsChanged, relayed to a worker that watches the stream."""
+
+    key: str
+    kind: str
+
+
 TO_MASTER: tuple[type[Message], ...] = (Heartbeat, Ready, Claim, Release, Snapshot, Stats, KickRequest, Reload,
-                                        Admit, Leave, Ban, HlsVisit, HlsVisitAnswer, HlsBytes)
+                                        Admit, Leave, Ban, HlsVisit, HlsVisitAnswer, HlsBytes, HlsWatch,
+                                        HlsChanged)
 TO_WORKER: tuple[type[Message], ...] = (Streams, Published, Unpublished, ClaimResult, StatsRequest,
                                         SnapshotReply, Kick, Config, ReloadResult, AdmitResult,
-                                        Banned, HlsVisited, HlsVisitResult, HlsSent)
+                                        Banned, HlsVisited, HlsVisitResult, HlsSent, HlsChange)
 
 # ---- dispatch ------------------------------------------------------------------------------
 
