@@ -29,7 +29,8 @@ def ll_playlist(media_sequence: int = 40, segments: int = 3, parts: int = 1, end
         seq = media_sequence + i
         if i >= segments - 3:
             for k in range(5):
-                lines.append(f'#EXT-X-PART:DURATION=0.200,URI="s-{seq}.{k}.m4s"' + (",INDEPENDENT=YES" if k == 0 else ""))
+                independent = ",INDEPENDENT=YES" if k == 0 else ""
+                lines.append(f'#EXT-X-PART:DURATION=0.200,URI="s-{seq}.{k}.m4s"{independent}')
         lines += ["#EXTINF:1.000,", f"s-{seq}.m4s"]
     nxt = media_sequence + segments
     for k in range(parts):

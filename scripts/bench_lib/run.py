@@ -30,6 +30,10 @@ Scenarios:
   hls       srv and nginx-rtmp (`hls on;`): HLS muxing cost per published Mb/s (K publishers,
             HLS off vs on) and serving cost (CPU-s per delivered GB at 200 and 1000 fetchers);
             see bench_lib/hls.py.
+  llhls     srv only (not in the default set): LL-HLS (hls_ll on, 0.2 s parts, 1 s GOP, two
+            workers), N blocking-reload clients (--llhls-steps): how far behind live each
+            blocking answer arrives (p50/p95) and the server's CPU per viewer; see
+            bench_lib/llhls.py.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/ for loa
 
 import loadclient as lc  # noqa: E402
 
-from bench_lib import hls  # noqa: E402
+from bench_lib import hls, llhls  # noqa: E402
 from bench_lib import servers as sv  # noqa: E402
 from srv.media.flv import read_flv_file  # noqa: E402
 
@@ -396,6 +400,9 @@ async def run_once(opts: argparse.Namespace, src: float) -> dict[str, Any]:
                 r["dvr"] = await dvr_cost(opts, src)
             if "proxy" in opts.scenarios:
                 r["proxy"] = await proxy_cost(opts, src)
+            if "llhls" in opts.scenarios:
+                log(f"srv: llhls, blocking-reload clients {opts.llhls_steps}")
+                r["llhls"] = await llhls.serving(sys.modules[__name__], opts.llhls_steps, opts.window, opts.warmup, log)
             if "httpflv" in opts.scenarios:
                 if not srv_has("httpflv"):
                     log("srv: HTTP-FLV not implemented yet (srv/http is empty): skipped")
@@ -620,6 +627,10 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
                           f"{m['lag_max_s']} s {m['ingest_mbps']} Mb/s cpu {m['server_cpu']:.2f} "
                           f"cpu/GB {fmt(m['cpu_s_per_gb'])} rss {m['rss_mib']} MiB")
         print_hls(res)
+        for n, m in res.get("srv", {}).get("llhls", {}).items():
+            print(f"  srv llhls N={n}: behind live p50 {m['behind_p50']} s p95 {m['behind_p95']} s max "
+                  f"{fmt(m['behind_max'])} s ({m['samples']} answers), cpu {m['server_cpu']} "
+                  f"({m['core_pct_per_viewer']} % of a core per viewer), misses {m['misses']} errors {m['errors']}")
         srv = res.get("srv", {})
         for key in ("mw", "workers", "forward", "httpflv", "tls", "proxy"):
             val = srv.get(key)
@@ -745,7 +756,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--server", default="all", help="srv|nginx|nms|all or a comma list")
     ap.add_argument("--scenario", default="",
-                    help="comma list of capacity,latency,mw,workers,forward,httpflv,tls,dvr,proxy,ingest,hls "
+                    help="comma list of capacity,latency,mw,workers,forward,httpflv,tls,dvr,proxy,ingest,hls,llhls "
                          "(default: all; --quick: capacity,latency)")
     ap.add_argument("--steps", default="", help="comma list of player counts")
     ap.add_argument("--runs", type=int, default=1)
@@ -761,8 +772,10 @@ def main() -> None:
     ap.add_argument("--report", metavar="RESULTS_JSON", help="print markdown tables and exit")
     ap.add_argument("--hls-publishers", type=int, default=4, help="publishers for the HLS muxing cost")
     ap.add_argument("--hls-steps", default="200,1000", help="HLS fetcher counts for the serving cost")
+    ap.add_argument("--llhls-steps", default="100,1000", help="LL-HLS blocking-reload client counts")
     opts = ap.parse_args()
     opts.hls_steps = [int(x) for x in opts.hls_steps.split(",")]
+    opts.llhls_steps = [int(x) for x in opts.llhls_steps.split(",")]
     if opts.report:
         print(markdown(json.loads(Path(opts.report).read_text())["runs"]))
         return

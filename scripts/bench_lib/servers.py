@@ -136,6 +136,7 @@ class SrvServer(Server):
     dvr: str = ""  # record every stream: "flv" or "mp4" (DVR, session plan) under workdir/dvr
     extra_conf: str = ""  # more top-level directives (a heartbeat { } to a proxy)
     hls: bool = False  # write HLS (2 s fragments, 10 s window) into workdir/html, served over HTTP
+    hls_extra: str = ""  # more hls { } directives (later ones win: the llhls scenario's LL-HLS)
 
     def rtmps_url(self, stream: str = "s") -> str:
         return f"rtmps://127.0.0.1:{self.tls_port}/{self.app}/{stream}"
@@ -165,7 +166,7 @@ class SrvServer(Server):
             http += f"http_server {{ enabled on; listen 127.0.0.1:{self.http_port}; dir {html}; }}\n"
             # hls_ctx off: plain files, as nginx-rtmp serves them (no per-viewer playlist)
             vhost.append(f"hls {{ enabled on; hls_fragment 2; hls_window 10; hls_path {html}; "
-                         "hls_dispose 0; hls_ctx off; }")
+                         f"hls_dispose 0; hls_ctx off; {self.hls_extra} }}")
         if self.tls:
             self.tls_port = self.tls_port or free_port()
             subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",

@@ -108,7 +108,10 @@ class Api:
                             "mem_kbyte": int(fig["rss"] / 1024),
                             "clients": int(snap.get("clients_total", 0)),
                             "streams": len(snap.get("streams", [])),
-                            "hls_requests": int(snap.get("counters", {}).get("hls_requests", 0))})
+                            "hls_requests": int(snap.get("counters", {}).get("hls_requests", 0)),
+                            # LL-HLS blocking reloads: held, woken by a notification or the poll, ...
+                            "hls_ll": {k[len("hls_ll_"):]: int(v) for k, v in snap.get("counters", {}).items()
+                                       if k.startswith("hls_ll_")}})
         CPU.forget({mpid} | {int(w["pid"]) for w in m.get("workers", [])})
         vm, swap = psutil.virtual_memory(), psutil.swap_memory()
         load = os.getloadavg()

@@ -8,6 +8,8 @@
 // playlist every POLL_MS and starts again once it is live. On top of that, a fatal error, an
 // HTTP-FLV response that ends, or a picture that stands still for STALL_MS while the stream should
 // play tears the player down and builds it again (`reloads`).
+// ?ll=1 plays HLS in hls.js's low-latency mode (LL-HLS: parts, blocking playlist reloads, preload
+// hints; it keeps PART-HOLD-BACK behind the live edge).
 // window.srvPlayer.snapshot() returns the numbers shown, for tests and scripts.
 "use strict";
 
@@ -17,6 +19,7 @@ const POLL_MS = 2000;        // an ended HLS stream: how often to look for its n
 
 const video = document.getElementById("video");
 const params = new URLSearchParams(location.search);
+const LOW_LATENCY = ["1", "on", "yes", "true"].includes((params.get("ll") || "").toLowerCase());
 const state = {
   url: params.get("url") || "",
   kind: "",            // "flv" (mpegts.js) or "hls" (hls.js)
@@ -77,7 +80,7 @@ function startHls(url) {
     logError(true, "unsupported", "hls.js needs Media Source Extensions");
     return null;
   }
-  const hls = new Hls({ liveDurationInfinity: true, lowLatencyMode: false, debug: params.has("debug") });
+  const hls = new Hls({ liveDurationInfinity: true, lowLatencyMode: LOW_LATENCY, debug: params.has("debug") });
   let mediaRecoveries = 0;
   hls.on(Hls.Events.ERROR, (_event, data) => {
     logError(data.fatal, data.type, data.details);
@@ -190,6 +193,13 @@ function snapshot() {
     // HLS: EXT-X-PROGRAM-DATE-TIME of the picture shown (ms since the epoch), when listed
     programDate: state.kind === "hls" && state.player && state.player.playingDate
       ? state.player.playingDate.getTime() : null,
+    now: Date.now(),  // the page's clock, to set programDate against
+    lowLatency: LOW_LATENCY,
+    // hls.js: seconds behind the live edge it computes, and what it aims at (PART-HOLD-BACK in LL)
+    hlsLatency: state.kind === "hls" && state.player && typeof state.player.latency === "number"
+      ? state.player.latency : null,
+    targetLatency: state.kind === "hls" && state.player && typeof state.player.targetLatency === "number"
+      ? state.player.targetLatency : null,
     reloads: state.reloads,
     errors: state.errors.slice(),
   };
