@@ -69,7 +69,7 @@ async def serve_hls(conn: HttpConnection, host: str, path: str, query: list[tupl
     if found.status != 200 and (part is None or found.status == 403):
         return False
     directives = hls_reload.NO_DIRECTIVES
-    if url.kind is Kind.PLAYLIST and any(k.startswith("_HLS_") for k, _ in query):
+    if url.kind is Kind.PLAYLIST and vhost.hls.ll and any(k.startswith("_HLS_") for k, _ in query):
         got = hls_reload.parse_directives(query)
         if isinstance(got, str):
             conn.error(400, got)

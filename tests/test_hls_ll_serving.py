@@ -1,0 +1,252 @@
+"""LL-HLS serving on the real server (workers 2), ffmpeg publishing a 1 s GOP, `hls_ll on;
+hls_part 0.2;`: blocking playlist reloads from many concurrent clients on every worker, the
+RFC 8216bis answers to requests ahead of and behind the playlist, the preload-hinted part
+streamed (chunked) while it is written, delta playlists read by the `m3u8` package, caching
+headers, and hls.js in low-latency mode in headless Chromium, under 2 s behind live.
+
+Every request is a fresh connection, so SO_REUSEPORT gives it to either worker; only one of them
+owns the publisher and writes, the other learns of each part through the master.
+"""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import m3u8
+import pytest
+from browser import Browser
+from conftest import Clients, Server, wait_for
+from test_browser_players import snapshot, wait_playing, watch
+from test_http_hls import api, start
+
+from srv.app.hls_reload import LiveState, state_of
+
+LL = "hls_ll on; hls_part 0.2; hls_fragment 1; hls_use_fmp4 on; hls_ctx off; hls_dispose 30;"
+PLAYLIST = "/live/s.m3u8"
+
+
+def get(port: int, path: str, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """One request on a fresh connection: (status, headers lower-cased, body de-chunked)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+def ll_server(srs_server: Any, tmp_path: Path, window: float = 6) -> tuple[Server, Path]:
+    hls_path = tmp_path / "hls"
+    hls_path.mkdir()
+    body = (f"vhost __defaultVhost__ {{ hls {{ enabled on; hls_path {hls_path}; hls_window {window}; "
+            f"hls_fmp4_file [app]/[stream]-[seq].m4s; hls_init_file [app]/[stream]-init.mp4; {LL} }} }}\n")
+    return start(srs_server, tmp_path, body), hls_path
+
+
+def live_state(srv: Server, segments: int = 2) -> tuple[LiveState, bytes]:
+    """The playlist once it is live: `segments` complete ones and a preload hint."""
+    def ready() -> tuple[LiveState, bytes] | None:
+        status, _, body = get(srv.http_port, PLAYLIST)
+        state = state_of(body) if status == 200 else None
+        return (state, body) if state is not None and state.segments >= segments and state.hint else None
+
+    return wait_for(ready, 40, interval=0.2, what="a live LL-HLS playlist")  # type: ignore[no-any-return]
+
+
+def listed(body: bytes, msn: int, part: int) -> bool:
+    """Whether the playlist `body` lists part `part` of segment `msn` (or segment msn whole,
+    or any later one: RFC 8216bis's "or later")."""
+    state = state_of(body)
+    return msn < state.next_msn or (msn == state.next_msn and part < state.parts)
+
+
+def parts_listed(body: bytes) -> dict[tuple[int, int], str]:
+    """{(msn, part index): uri} of every EXT-X-PART of a playlist."""
+    p = m3u8.loads(body.decode())
+    msn = p.media_sequence + (p.skip.skipped_segments if p.skip else 0)
+    out = {}
+    for seg in p.segments:
+        for i, part in enumerate(seg.parts):
+            out[(msn, i)] = part.uri
+        if seg.uri:
+            msn += 1
+    return out
+
+
+@pytest.fixture
+def ll_live(srs_server: Any, tmp_path: Path, clients: Clients) -> tuple[Server, Path]:
+    srv, hls_path = ll_server(srs_server, tmp_path, window=12)
+    clients.publish(f"{srv.url}/live/s")
+    live_state(srv)
+    return srv, hls_path
+
+
+def test_blocking_reload_from_50_clients_on_every_worker_carries_the_requested_part(
+        ll_live: tuple[Server, Path]) -> None:
+    srv, _ = ll_live
+    failures: list[str] = []
+    answered = []
+    lock = threading.Lock()
+
+    def client(i: int) -> None:
+        status, _, body = get(srv.http_port, PLAYLIST)
+        state = state_of(body)
+        msn, part = state.next_msn, state.parts  # the hinted part: not there yet
+        for _ in range(8):
+            q = f"{PLAYLIST}?_HLS_msn={msn}&_HLS_part={part}"
+            status, headers, body = get(srv.http_port, q)
+            with lock:
+                if status != 200 or not listed(body, msn, part):
+                    failures.append(f"client {i} {q}: {status} {body[-300:]!r}")
+                    return
+                answered.append((msn, part))
+            state = state_of(body)
+            msn, part = (msn, part + 1) if msn == state.next_msn else (msn + 1, 0)
+
+    with ThreadPoolExecutor(50) as pool:
+        list(pool.map(client, range(50)))
+    assert not failures, failures[:5]
+    assert len(answered) == 50 * 8
+    workers = api(srv, "/api/v1/summaries")["data"]["workers"]
+    assert len(workers) == 2
+    for w in workers:  # both workers held requests, and both were woken by the writer's notification
+        assert w["hls_ll"].get("held", 0) > 0 and w["hls_ll"].get("notified", 0) > 0, workers
+        assert w["hls_ll"].get("timeouts", 0) == 0, workers
+
+
+def test_requests_ahead_get_400_at_once_and_behind_get_the_playlist(ll_live: tuple[Server, Path]) -> None:
+    srv, _ = ll_live
+    state, _ = live_state(srv)
+    started = time.monotonic()
+    status, headers, body = get(srv.http_port, f"{PLAYLIST}?_HLS_msn={state.next_msn + 5}")
+    assert status == 400, body
+    status, _, body = get(srv.http_port, f"{PLAYLIST}?_HLS_msn={state.next_msn + 5}&_HLS_part=0")
+    assert status == 400, body
+    held = time.monotonic() - started
+    assert held < state.hold, "a request too far ahead is answered at once, never held"
+    status, _, body = get(srv.http_port, f"{PLAYLIST}?_HLS_msn={state.next_msn}&_HLS_part={state.parts + 40}")
+    assert status == 400, body  # past the Advance Part Limit
+    status, _, body = get(srv.http_port, f"{PLAYLIST}?_HLS_part=1")
+    assert status == 400 and b"_HLS_msn" in body
+    status, _, body = get(srv.http_port, f"{PLAYLIST}?_HLS_msn=abc")
+    assert status == 400
+    # behind: the playlist as it is, at once
+    status, headers, body = get(srv.http_port, f"{PLAYLIST}?_HLS_msn={state.media_sequence}&_HLS_part=0")
+    assert status == 200 and state_of(body).next_msn >= state.next_msn
+    assert headers["cache-control"].startswith("public, max-age=")
+
+
+def test_a_held_request_is_answered_with_its_part_once_it_is_written(ll_live: tuple[Server, Path]) -> None:
+    srv, hls_path = ll_live
+    state, _ = live_state(srv)
+    msn, part = state.next_msn, state.parts + 1  # the part after the hinted one
+    status, headers, body = get(srv.http_port, f"{PLAYLIST}?_HLS_msn={msn}&_HLS_part={part}")
+    assert status == 200 and listed(body, msn, part), body[-400:]
+    assert headers["cache-control"] == "public, max-age=3"  # three target durations, for CDNs
+    # plain playlists stay no-cache; parts are named once and cached for long
+    status, headers, _ = get(srv.http_port, PLAYLIST)
+    assert headers["cache-control"] == "no-cache"
+    uri = parts_listed(body)[(msn, part)] if (msn, part) in parts_listed(body) else \
+        next(iter(parts_listed(body).values()))
+    status, headers, data = get(srv.http_port, f"/live/{uri}")
+    assert status == 200 and data == (hls_path / "live" / uri).read_bytes()
+    assert headers["cache-control"].endswith("immutable")
+
+
+def test_the_hinted_part_is_served_chunked_while_written_and_decodes(
+        ll_live: tuple[Server, Path], tmp_path: Path) -> None:
+    srv, hls_path = ll_live
+    chunked = None
+    for _ in range(40):
+        state, _ = live_state(srv)
+        status, headers, data = get(srv.http_port, f"/live/{state.hint}")
+        assert status == 200, data
+        if headers.get("transfer-encoding") == "chunked":
+            chunked = (state.hint, headers, data)
+            break
+    assert chunked is not None, "the hinted part was never caught while written"
+    uri, headers, data = chunked
+    assert headers["content-type"] == "video/iso.segment"
+    assert data == (hls_path / "live" / uri).read_bytes()  # what was streamed is the whole part
+    sample = tmp_path / "part.mp4"
+    sample.write_bytes((hls_path / "live/s-init.mp4").read_bytes() + data)
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(sample), "-f", "null", "-"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and not out.stderr.strip(), out.stderr
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v",
+                            "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(sample)],
+                           capture_output=True, text=True, timeout=30)
+    assert int(probe.stdout.strip().split(",")[0]) >= 1, probe
+    # a part past the hint is no preload hint: 404
+    state, _ = live_state(srv)
+    assert state.hint.endswith(".m4s")
+    stem, index, ext = state.hint.rsplit(".", 2)
+    status, _, _ = get(srv.http_port, f"/live/{stem}.{int(index) + 3}.{ext}")
+    assert status == 404
+
+
+def test_skip_playlists_are_well_formed(ll_live: tuple[Server, Path]) -> None:
+    srv, _ = ll_live
+    state, _ = live_state(srv, segments=9)  # more than CAN-SKIP-UNTIL (6 target durations) listed
+
+    def pair() -> tuple[m3u8.M3U8, m3u8.M3U8] | None:
+        s, _ = live_state(srv, segments=9)
+        q = f"{PLAYLIST}?_HLS_msn={s.next_msn}&_HLS_part={s.parts}"
+        _, _, full = get(srv.http_port, q)
+        status, headers, delta = get(srv.http_port, q + "&_HLS_skip=YES")
+        assert status == 200 and headers["cache-control"].startswith("public")
+        a, b = m3u8.loads(full.decode()), m3u8.loads(delta.decode())
+        return (a, b) if a.media_sequence == b.media_sequence and state_of(full).next_msn == \
+            state_of(delta).next_msn else None
+
+    full, delta = wait_for(pair, 20, interval=0, what="a full and a delta playlist of the same moment")
+    assert delta.skip is not None and delta.skip.skipped_segments > 0
+    assert delta.skip.skipped_segments + len(delta.segments) == len(full.segments)
+    assert [s.uri for s in delta.segments] == [s.uri for s in full.segments][delta.skip.skipped_segments:]
+    assert delta.server_control.can_skip_until and delta.preload_hint is not None
+    kept = sum(s.duration for s in delta.segments if s.uri)
+    assert kept >= delta.server_control.can_skip_until - 1.0  # at least CAN-SKIP-UNTIL stays listed
+
+
+def test_hls_js_low_latency_plays_under_2s_behind_live_and_survives_a_republish(
+        srs_server: Any, tmp_path: Path, clients: Clients, browser: Browser) -> None:
+    srv, _ = ll_server(srs_server, tmp_path)
+    url = f"{srv.url}/live/s"
+    publisher = clients.publish(url)
+    live_state(srv)
+    page = f"http://127.0.0.1:{srv.http_port}/players/?ll=1&url={quote(f'http://127.0.0.1:{srv.http_port}{PLAYLIST}')}"
+    browser.open(page)
+    wait_playing(browser, timeout=40)
+    samples = watch(browser, 30)
+    behind = [(s["now"] - s["programDate"]) / 1000 for s in samples if s["programDate"]]
+    summary = [(round(s["currentTime"], 2), s["hlsLatency"], round(b, 2)) for s, b in zip(samples, behind, strict=False)]
+    assert samples[0]["lowLatency"] and len(behind) == len(samples), summary
+    for a, b in zip(samples, samples[1:], strict=False):
+        assert b["currentTime"] > a["currentTime"], f"the picture stood still: {summary}"
+    assert max(behind) < 2.0, f"more than 2 s behind live (wall clock against PROGRAM-DATE-TIME): {summary}"
+    assert all(s["hlsLatency"] is not None and s["hlsLatency"] < 2.0 for s in samples), summary
+    assert not [e for e in samples[-1]["errors"] if e["fatal"]], samples[-1]["errors"]
+    assert not browser.console_errors(), browser.console_errors()
+
+    publisher.terminate()
+    publisher.wait(10)
+    time.sleep(2)
+    clients.publish(url)
+    back = time.time() * 1000
+    wait_for(lambda: (snapshot(browser)["programDate"] or 0) > back, timeout=60, interval=0.5,
+             what="a picture of the new publisher")
+    wait_playing(browser, timeout=40)
+    samples = watch(browser, 10)
+    behind = [(s["now"] - s["programDate"]) / 1000 for s in samples if s["programDate"]]
+    for a, b in zip(samples, samples[1:], strict=False):
+        assert b["currentTime"] > a["currentTime"], "after the republish the picture stood still"
+    assert behind and max(behind) < 2.0, f"after the republish: {behind}"
+    assert not [e for e in samples[-1]["errors"] if e["fatal"]], samples[-1]["errors"]
