@@ -67,6 +67,7 @@ class WorkerContext:
         # workers that hold some through the master
         self.playlists = PlaylistWaits(loop, self.counters, send=lambda key, kind: self.master.hls_changed(key, kind),
                                        subscribe=lambda key, on: self.master.hls_watch(key, on))
+        self.hls.on_part = lambda event: self.playlists.publish(event.key, event.kind)
 
     def new_cid(self) -> str:
         self._n += 1

@@ -11,6 +11,7 @@ owns the publisher and writes, the other learns of each part through the master.
 from __future__ import annotations
 
 import http.client
+import socket
 import subprocess
 import threading
 import time
@@ -79,6 +80,110 @@ def parts_listed(body: bytes) -> dict[tuple[int, int], str]:
         if seg.uri:
             msn += 1
     return out
+
+
+# ---- serving on its own: files written by the test (no publisher, no notification: the
+# fallback poll is what wakes the held requests here) ---------------------------------------
+
+
+def fake_playlist(parts: int, ended: bool = False) -> str:
+    """Segment 40 (complete, parts 0-4), then `parts` parts of segment 41 and the hint."""
+    lines = ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-TARGETDURATION:1",
+             "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.600,CAN-SKIP-UNTIL=6.000",
+             "#EXT-X-PART-INF:PART-TARGET=0.200", "#EXT-X-MEDIA-SEQUENCE:40", '#EXT-X-MAP:URI="f-init.mp4"']
+    lines += [f'#EXT-X-PART:DURATION=0.200,URI="f-40.{k}.m4s"' for k in range(5)] + ["#EXTINF:1.000,", "f-40.m4s"]
+    lines += [f'#EXT-X-PART:DURATION=0.200,URI="f-41.{k}.m4s"' for k in range(parts)]
+    lines.append("#EXT-X-ENDLIST" if ended else f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="f-41.{parts}.m4s"')
+    return "\n".join(lines) + "\n"
+
+
+def put(path: Path, data: str | bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    tmp.replace(path)
+
+
+@pytest.fixture
+def fake_ll(srs_server: Any, tmp_path: Path) -> tuple[Server, Path]:
+    srv, hls_path = ll_server(srs_server, tmp_path)
+    live = hls_path / "live"
+    live.mkdir()
+    for k in range(5):
+        put(live / f"f-40.{k}.m4s", f"part 40.{k}")
+    put(live / "f-40.m4s", "segment 40")
+    put(live / "f.m3u8", fake_playlist(0))
+    return srv, live
+
+
+def test_a_held_request_waits_for_its_part_and_gets_503_when_it_never_comes(fake_ll: tuple[Server, Path]) -> None:
+    srv, live = fake_ll
+    results: list[tuple[int, dict[str, str], bytes]] = []
+    q = "/live/f.m3u8?_HLS_msn=41&_HLS_part=1"
+    held = threading.Thread(target=lambda: results.append(get(srv.http_port, q)))
+    held.start()
+    time.sleep(0.5)
+    assert not results, "answered before its part was listed"
+    put(live / "f-41.0.m4s", "part 41.0")
+    put(live / "f.m3u8", fake_playlist(1))
+    time.sleep(0.3)
+    assert not results, "part 1 is not listed yet"
+    put(live / "f-41.1.m4s", "part 41.1")
+    put(live / "f.m3u8", fake_playlist(2))
+    held.join(10)
+    status, headers, body = results[0]
+    assert status == 200 and b'URI="f-41.1.m4s"' in body and b'PRELOAD-HINT:TYPE=PART,URI="f-41.2.m4s"' in body
+    assert headers["cache-control"] == "public, max-age=3"
+    # a part that never comes: 503 after three target durations
+    status, _, body = get(srv.http_port, "/live/f.m3u8?_HLS_msn=42")
+    assert status == 503, body
+    # an ended playlist answers at once whatever is asked
+    put(live / "f.m3u8", fake_playlist(2, ended=True))
+    status, _, body = get(srv.http_port, "/live/f.m3u8?_HLS_msn=42&_HLS_part=3")
+    assert status == 200 and body.endswith(b"#EXT-X-ENDLIST\n")
+
+
+def test_the_hinted_part_streams_as_its_chunks_land(fake_ll: tuple[Server, Path]) -> None:
+    srv, live = fake_ll
+    partial = live / "f-41.0.m4s.partial"
+    with socket.create_connection(("127.0.0.1", srv.http_port), timeout=10) as sock:
+        sock.sendall(b"GET /live/f-41.0.m4s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        time.sleep(0.3)  # the hinted part has not started: the request waits for it
+        with open(partial, "wb") as f:
+            f.write(b"chunk one;")
+            f.flush()
+            got = b""
+            while b"chunk one;" not in got:
+                got += sock.recv(65536)  # the first chunk arrives before the part is complete
+            head = got.split(b"\r\n\r\n", 1)[0].lower()
+            assert head.startswith(b"http/1.1 200") and b"transfer-encoding: chunked" in head, got
+            assert b"content-type: video/iso.segment" in head and b"immutable" in head
+            f.write(b"chunk two;")
+            f.flush()
+            while b"chunk two;" not in got:
+                got += sock.recv(65536)
+            f.write(b"chunk three")
+        partial.rename(live / "f-41.0.m4s")  # complete
+        while not got.endswith(b"\r\n0\r\n\r\n"):
+            data = sock.recv(65536)
+            assert data, got
+            got += data
+    body = got.split(b"\r\n\r\n", 1)[1]
+    dechunked, rest = b"", body
+    while True:
+        size, _, rest = rest.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            break
+        dechunked, rest = dechunked + rest[:n], rest[n + 2:]
+    assert dechunked == b"chunk one;chunk two;chunk three"
+    # the complete part is a plain file now; one that is not hinted is a 404
+    status, headers, data = get(srv.http_port, "/live/f-41.0.m4s")
+    assert (status, data) == (200, b"chunk one;chunk two;chunk three") and "content-length" in headers
+    status, _, _ = get(srv.http_port, "/live/f-41.5.m4s")
+    assert status == 404
+
+
+# ---- the real writer ------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -227,7 +332,8 @@ def test_hls_js_low_latency_plays_under_2s_behind_live_and_survives_a_republish(
     wait_playing(browser, timeout=40)
     samples = watch(browser, 30)
     behind = [(s["now"] - s["programDate"]) / 1000 for s in samples if s["programDate"]]
-    summary = [(round(s["currentTime"], 2), s["hlsLatency"], round(b, 2)) for s, b in zip(samples, behind, strict=False)]
+    summary = [(round(s["currentTime"], 2), s["hlsLatency"], round(b, 2))
+               for s, b in zip(samples, behind, strict=False)]
     assert samples[0]["lowLatency"] and len(behind) == len(samples), summary
     for a, b in zip(samples, samples[1:], strict=False):
         assert b["currentTime"] > a["currentTime"], f"the picture stood still: {summary}"

@@ -13,7 +13,7 @@ import pytest
 
 from srv.app import hls_reload
 from srv.app.hls_reload import Directives, Verdict, parse_directives, state_of, verdict
-from srv.http import hls, hls_ll_serve
+from srv.http import hls
 from srv.net import hls_waits
 from srv.net.hls_waits import PlaylistWaits
 
@@ -100,11 +100,6 @@ def test_the_hint_is_matched_by_url_path() -> None:
     assert hls_reload.is_hint(state, "/live/s-43.2.m4s")
     assert not hls_reload.is_hint(state, "/live/s-43.3.m4s")
     assert not hls_reload.is_hint(state, "/live/xs-43.2.m4s")
-
-
-def test_part_names_split_into_segment_and_index() -> None:
-    assert hls_ll_serve.split_part("/live/s-12.3.m4s") == ("/live/s-12.m4s", 3)
-    assert hls_ll_serve.split_part("/live/s-12.m4s") is None
 
 
 def test_viewer_ctx_goes_on_part_and_hint_uris() -> None:

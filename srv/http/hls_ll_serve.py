@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 from typing import TYPE_CHECKING
 
 from srv.app import hls_reload
 from srv.app.hls import stream_files
+from srv.app.hls_ll import PARTIAL_SUFFIX, render_delta, split_part
 from srv.app.hls_reload import Directives, LiveState, Verdict
 from srv.app.paths import UnsafePath
 from srv.http import hls, segcache, static
@@ -37,27 +37,12 @@ if TYPE_CHECKING:
     from srv.http.server import HttpConnection
 
 CHUNK_POLL = 0.1  # seconds a streamed part waits for a chunk event before it looks at the file anyway
-PARTIAL_SUFFIX = ".partial"
-_PART = re.compile(r"^(?P<segment>.*)\.(?P<index>\d+)(?P<ext>\.[^./]+)$")
-
-
-def split_part(path: str) -> tuple[str, int] | None:
-    """("a/s-12.m4s", 3) for the part path "a/s-12.3.m4s"; None for any other name."""
-    m = _PART.match(path)
-    if m is None:
-        return None
-    return m.group("segment") + m.group("ext"), int(m.group("index"))
-
-
-def render_delta(text: str) -> str:
-    """The writer's delta playlist of `text` (stand-in until srv.app.hls_ll lands)."""
-    return text
 
 
 def part_url(vhost_url: HlsUrl, path: str) -> HlsUrl | None:
     """The stream of an LL-HLS part path (named after its segment), or None if it is none."""
     split = split_part(path)
-    if split is None or not getattr(vhost_url.vhost.hls, "ll", False):
+    if split is None or not vhost_url.vhost.hls.ll:
         return None
     seg = hls.match_hls(vhost_url.vhost, split[0])
     if seg is None or not seg.key:
