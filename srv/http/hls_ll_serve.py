@@ -39,6 +39,12 @@ if TYPE_CHECKING:
 CHUNK_POLL = 0.1  # seconds a streamed part waits for a chunk event before it looks at the file anyway
 
 
+def refuse(conn: HttpConnection, status: int, reason: str) -> None:
+    """An error answer no cache keeps (a CDN may cache a bare 404 by heuristics)."""
+    conn.respond(status, f"{status} {reason}\n".encode(), "text/plain; charset=utf-8",
+                 [(b"Cache-Control", b"no-store")])
+
+
 def part_url(vhost_url: HlsUrl, path: str) -> HlsUrl | None:
     """The stream of an LL-HLS part path (named after its segment), or None if it is none."""
     split = split_part(path)
@@ -68,7 +74,7 @@ async def ll_text(conn: HttpConnection, url: HlsUrl, path: str, d: Directives) -
             v = hls_reload.verdict(state, d)
         if v is Verdict.TOO_FAR:
             ctx.counters["hls_ll_too_far"] += 1
-            conn.error(400, f"_HLS_msn={d.msn} _HLS_part={d.part} is too far ahead of the playlist "
+            refuse(conn, 400, f"_HLS_msn={d.msn} _HLS_part={d.part} is too far ahead of the playlist "
                             f"(next segment {state.next_msn}, {state.parts} parts of it)")
             return None
         if v is Verdict.WAIT:
@@ -77,11 +83,11 @@ async def ll_text(conn: HttpConnection, url: HlsUrl, path: str, d: Directives) -
                 return None
             if got is None:
                 ctx.counters["hls_ll_timeouts"] += 1
-                conn.error(503, f"_HLS_msn={d.msn} _HLS_part={d.part} not there within {state.hold:g}s")
+                refuse(conn, 503, f"_HLS_msn={d.msn} _HLS_part={d.part} not there within {state.hold:g}s")
                 return None
             state, text = got
     if not text:
-        conn.error(404, "not found")
+        refuse(conn, 404, "not found")
         return None
     if d.skip and state.can_skip_until > 0:
         text = render_delta(text.decode("utf-8", "replace")).encode()
@@ -116,7 +122,7 @@ async def serve_part(conn: HttpConnection, url: HlsUrl, part: HlsUrl, path: str)
     try:
         m3u8, _ = stream_files(url.vhost.hls, part.vhost.name, part.app, part.stream)
     except UnsafePath:
-        conn.error(404, "not found")
+        refuse(conn, 404, "not found")
         return 0
     w = ctx.playlists.watch(part.key, m3u8)
     state, _ = await w.current()
@@ -128,7 +134,7 @@ async def serve_part(conn: HttpConnection, url: HlsUrl, part: HlsUrl, path: str)
         if found.status == 200:
             return await static.serve_found(conn, found, path, ctx.loop, [(b"Cache-Control", hls.cache_control(url))],
                                             segcache.SEGMENTS)
-        conn.error(404, "not found (not the preload hint)")
+        refuse(conn, 404, "not found (not the preload hint)")
         return 0
     deadline = ctx.loop.time() + state.hold
     w.waiters += 1
@@ -146,7 +152,7 @@ async def serve_part(conn: HttpConnection, url: HlsUrl, part: HlsUrl, path: str)
                     return sent
                 continue  # renamed under us: the part is complete
             if partial.status == 403 or ctx.loop.time() > deadline or w.state.ended:
-                conn.error(404 if partial.status != 403 else 403, "not found")
+                refuse(conn, 404 if partial.status != 403 else 403, "not found")
                 return 0
             await _next_chunk(w, min(FALLBACK_POLL, max(0.0, deadline - ctx.loop.time())))
         return 0

@@ -72,7 +72,7 @@ async def serve_hls(conn: HttpConnection, host: str, path: str, query: list[tupl
     if url.kind is Kind.PLAYLIST and vhost.hls.ll and any(k.startswith("_HLS_") for k, _ in query):
         got = hls_reload.parse_directives(query)
         if isinstance(got, str):
-            conn.error(400, got)
+            hls_ll_serve.refuse(conn, 400, got)
             count(ctx, url.key, 0)
             return True
         directives = got
