@@ -180,3 +180,29 @@ def test_a_request_held_too_long_gives_up(tmp_path: Path) -> None:
         return await waits.hold(w, lambda s: False, 0.2)
 
     assert asyncio.run(main()) is None
+
+
+def test_a_viewers_blocking_requests_ask_its_owner_about_once_a_second() -> None:
+    from types import SimpleNamespace
+
+    from srv.app.hls_viewers import HlsViewers, Visit
+    from srv.http import hls_serve
+
+    async def main() -> tuple[list[Visit], int]:
+        loop = asyncio.get_running_loop()
+        asked: list[str] = []
+
+        def hls_visit(slot: int, ctx: str, sent: int) -> asyncio.Future[object]:
+            asked.append(ctx)
+            fut: asyncio.Future[object] = loop.create_future()
+            fut.set_result(SimpleNamespace(state=Visit.ALIVE.value))
+            return fut
+
+        ctx = SimpleNamespace(hls=HlsViewers(b"k" * 32, 1), master=SimpleNamespace(hls_visit=hls_visit))
+        got = [await hls_serve._visit(ctx, "2-7-ab", 2, blocking=True) for _ in range(5)]  # type: ignore[arg-type]
+        got.append(await hls_serve._visit(ctx, "2-7-ab", 2))  # type: ignore[arg-type]
+        return got, len(asked)
+
+    got, asked = asyncio.run(main())
+    assert got == [Visit.ALIVE] * 6
+    assert asked == 2  # the first blocking request, and the plain one (always asked)

@@ -110,6 +110,9 @@ class HlsViewers:
         self.pending: dict[str, int] = {}
         # stream key -> [HLS requests answered, body bytes sent, when last], for the API/exporter
         self.traffic: dict[str, list[float]] = {}
+        # ctx of another worker's viewer -> when its owner last said it is there (LL-HLS players
+        # ask five times a second: they are asked about once a second, not at every request)
+        self.confirmed: dict[str, float] = {}
         # LL-HLS: told after each part and segment this worker's writers put on disk
         # (srv/app/hls_ll.py PartEvent); set by the serving side, None: nobody listens
         self.on_part: PartListener | None = None
@@ -172,6 +175,8 @@ class HlsViewers:
         gone = [v for v in self.viewers.values() if now - v.seen > v.timeout]
         for v in gone:
             del self.viewers[v.ctx]
+        for ctx in [c for c, at in self.confirmed.items() if now - at > TRAFFIC_KEEP]:
+            del self.confirmed[ctx]
         for key in [k for k, e in self.traffic.items() if now - e[2] > TRAFFIC_KEEP]:
             del self.traffic[key]  # a stream gone quiet: its counters restart if it comes back
         return gone

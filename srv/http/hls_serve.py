@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("srv.http")
 
 VISIT_TIMEOUT = 1.0  # seconds a request waits for another worker's word on a viewer
+LL_VISIT_EVERY = 1.0  # seconds an owner's word on a viewer holds for its LL-HLS blocking requests
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 
 
@@ -96,19 +97,28 @@ async def serve_hls(conn: HttpConnection, host: str, path: str, query: list[tupl
     return True
 
 
-async def _visit(ctx: ConnectionContext, given: str, slot: int) -> Visit:
-    """What the viewer's owner says about a playlist request of ctx `given`."""
+async def _visit(ctx: ConnectionContext, given: str, slot: int, blocking: bool = False) -> Visit:
+    """What the viewer's owner says about a playlist request of ctx `given`. An LL-HLS blocking
+    request of a viewer its owner confirmed within `LL_VISIT_EVERY` asks nobody."""
+    now = time.monotonic()
     if slot == ctx.hls.slot:
-        return ctx.hls.visit(given, 0, time.monotonic())
+        return ctx.hls.visit(given, 0, now)
+    if blocking and now - ctx.hls.confirmed.get(given, -LL_VISIT_EVERY) < LL_VISIT_EVERY:
+        return Visit.ALIVE
     fut = ctx.master.hls_visit(slot, given, ctx.hls.take_pending(given))
     try:
         reply = await asyncio.wait_for(fut, VISIT_TIMEOUT)
     except TimeoutError:
         return Visit.ALIVE
     try:
-        return Visit(reply.state)
+        state = Visit(reply.state)
     except ValueError:
         return Visit.UNKNOWN
+    if state is Visit.ALIVE:
+        ctx.hls.confirmed[given] = now
+    else:
+        ctx.hls.confirmed.pop(given, None)
+    return state
 
 
 async def _playlist_with_ctx(conn: HttpConnection, host: str, path: str, query: list[tuple[str, str]],
@@ -117,7 +127,7 @@ async def _playlist_with_ctx(conn: HttpConnection, host: str, path: str, query: 
     given = dict(query).get(CTX_PARAM, "")
     owner = owner_of(ctx.hls.secret, given, url.key) if given and url.key else None
     if owner is not None:
-        state = await _visit(ctx, given, owner[0])
+        state = await _visit(ctx, given, owner[0], directives.blocking)
         if conn.closed:
             return
         if state is Visit.EOF:
