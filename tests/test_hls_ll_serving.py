@@ -230,13 +230,12 @@ def test_blocking_reload_from_50_clients_on_every_worker_carries_the_requested_p
 def test_requests_ahead_get_400_at_once_and_behind_get_the_playlist(ll_live: tuple[Server, Path]) -> None:
     srv, _ = ll_live
     state, _ = live_state(srv)
-    started = time.monotonic()
+    # 400, not held (a held request that never gets its part ends in 503)
     status, headers, body = get(srv.http_port, f"{PLAYLIST}?_HLS_msn={state.next_msn + 5}")
-    assert status == 400, body
+    assert status == 400 and b"too far ahead" in body, body
+    assert headers["cache-control"] == "no-store"
     status, _, body = get(srv.http_port, f"{PLAYLIST}?_HLS_msn={state.next_msn + 5}&_HLS_part=0")
     assert status == 400, body
-    held = time.monotonic() - started
-    assert held < state.hold, "a request too far ahead is answered at once, never held"
     status, _, body = get(srv.http_port, f"{PLAYLIST}?_HLS_msn={state.next_msn}&_HLS_part={state.parts + 40}")
     assert status == 400, body  # past the Advance Part Limit
     status, _, body = get(srv.http_port, f"{PLAYLIST}?_HLS_part=1")
