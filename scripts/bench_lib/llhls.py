@@ -82,10 +82,12 @@ def parts_of(text: str) -> tuple[dict[tuple[int, int], tuple[str, float]], int, 
 class LlClients:
     """N blocking-reload clients on one event loop."""
 
-    def __init__(self, host: str, port: int, playlist: str) -> None:
+    def __init__(self, host: str, port: int, playlist: str, folder: Path | None = None) -> None:
         self.host, self.port, self.playlist = host, port, playlist
         self.base = playlist.rsplit("/", 1)[0] + "/"
+        self.folder = folder  # where the parts are on disk (this machine): their mtime
         self.behind: list[float] = []  # seconds behind live of each blocking answer, while measuring
+        self.after_part: list[float] = []  # seconds from the part's last write to the answer
         self.measuring = False
         self.bytes = 0
         self.answers = 0
@@ -150,6 +152,11 @@ class LlClients:
                         continue
                     if self.measuring:
                         self.behind.append(now - got[1])
+                        if self.folder is not None:
+                            try:
+                                self.after_part.append(now - os.stat(self.folder / got[0]).st_mtime)
+                            except OSError:
+                                pass
                     await self.get(reader, writer, self.base + got[0])
                     msn, part = (msn, part + 1) if (msn, part + 1) in listed or msn >= next_msn else (msn + 1, 0)
             except (OSError, asyncio.IncompleteReadError, ValueError, KeyError):
@@ -186,13 +193,27 @@ async def wait_ll_playlist(clients: LlClients, timeout: float = 30) -> None:
 
 
 class GopOnePublisher:
-    """The bench Publisher, on the 1 s GOP source."""
+    """The bench Publisher, on the 1 s GOP source; `media_time` is how far ffmpeg has sent."""
 
     def __init__(self, session: Any, url: str) -> None:
+        self.progress = sv.BENCH_DIR / "run" / f"llhls-progress-{os.getpid()}-{time.monotonic_ns()}.txt"
+        self.progress.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             ["taskset", "-c", session.CLIENT_CORE, "ffmpeg", "-hide_banner", "-loglevel", "error",
+             "-progress", str(self.progress), "-stats_period", "0.25",
              "-re", "-stream_loop", "-1", "-i", str(SOURCE_GOP1), "-c", "copy", "-f", "flv", url],
             stdin=subprocess.DEVNULL)
+
+    def media_time(self) -> float:
+        """Seconds of media ffmpeg has sent (its -progress out_time_us)."""
+        try:
+            with open(self.progress, "rb") as f:
+                f.seek(max(0, f.seek(0, 2) - 4096))
+                tail = f.read().decode("ascii", "replace")
+        except OSError:
+            return 0.0
+        times = [line.split("=", 1)[1] for line in tail.splitlines() if line.startswith("out_time_us=")]
+        return int(times[-1]) / 1e6 if times and times[-1].strip().isdigit() else 0.0
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -210,7 +231,8 @@ async def serving(session: Any, steps: list[int], window: float, warmup: float, 
         server = sv.SrvServer(core=session.SERVER_CORE, hls=True, workers_n=2, hls_extra=LL_CONF)
         server.start()
         pub = GopOnePublisher(session, server.rtmp_url("s"))
-        clients = LlClients("127.0.0.1", server.http_port, f"/{server.app}/s.m3u8")
+        clients = LlClients("127.0.0.1", server.http_port, f"/{server.app}/s.m3u8",
+                            server.workdir / "html" / server.app)
         try:
             await wait_ll_playlist(clients)
             clients.start(n)
@@ -219,11 +241,12 @@ async def serving(session: Any, steps: list[int], window: float, warmup: float, 
             clients.measuring = True
             c0, s0, a0, m0, e0, b0 = me.cpu_times(), server.sample(), clients.answers, clients.misses, \
                 clients.errors, clients.bytes
-            t0 = time.monotonic()
+            t0, p0 = time.monotonic(), pub.media_time()
             await asyncio.sleep(window)
             seconds = time.monotonic() - t0
             c1, s1, a1, m1, e1, b1 = me.cpu_times(), server.sample(), clients.answers, clients.misses, \
                 clients.errors, clients.bytes
+            p1 = pub.media_time()
             clients.measuring = False
         finally:
             clients.close()
@@ -234,6 +257,11 @@ async def serving(session: Any, steps: list[int], window: float, warmup: float, 
         m = {"n": n, "answers_per_s": round((a1 - a0) / seconds, 1),
              "behind_p50": round(percentile(behind, 50) or 0, 3), "behind_p95": round(percentile(behind, 95) or 0, 3),
              "behind_max": round(max(behind), 3) if behind else None, "samples": len(behind),
+             "after_part_p50": round(percentile(clients.after_part, 50) or 0, 3),
+             "after_part_p95": round(percentile(clients.after_part, 95) or 0, 3),
+             # media seconds ffmpeg sent per wall second: under 1, the publisher (or the machine)
+             # is behind real time and "behind" grows with it
+             "publisher_realtime": round((p1 - p0) / seconds, 3),
              "server_cpu": round(cpu, 3), "core_pct_per_viewer": round(100 * cpu / n, 4),
              "mbps": round((b1 - b0) * 8 / seconds / 1e6, 1),
              "client_cpu": round((c1.user + c1.system - c0.user - c0.system) / seconds, 3),
