@@ -44,11 +44,12 @@ def get(port: int, path: str, timeout: float = 10) -> tuple[int, dict[str, str],
         conn.close()
 
 
-def ll_server(srs_server: Any, tmp_path: Path, window: float = 6) -> tuple[Server, Path]:
+def ll_server(srs_server: Any, tmp_path: Path, window: float = 6, ctx: bool = False) -> tuple[Server, Path]:
     hls_path = tmp_path / "hls"
     hls_path.mkdir()
+    conf = LL.replace("hls_ctx off;", "hls_ctx on;") if ctx else LL
     body = (f"vhost __defaultVhost__ {{ hls {{ enabled on; hls_path {hls_path}; hls_window {window}; "
-            f"hls_fmp4_file [app]/[stream]-[seq].m4s; hls_init_file [app]/[stream]-init.mp4; {LL} }} }}\n")
+            f"hls_fmp4_file [app]/[stream]-[seq].m4s; hls_init_file [app]/[stream]-init.mp4; {conf} }} }}\n")
     return start(srs_server, tmp_path, body), hls_path
 
 
@@ -181,6 +182,28 @@ def test_the_hinted_part_streams_as_its_chunks_land(fake_ll: tuple[Server, Path]
     assert (status, data) == (200, b"chunk one;chunk two;chunk three") and "content-length" in headers
     status, _, _ = get(srv.http_port, "/live/f-41.5.m4s")
     assert status == 404
+
+
+def test_a_viewers_blocking_request_is_held_and_its_part_uris_carry_its_ctx(srs_server: Any, tmp_path: Path) -> None:
+    srv, hls_path = ll_server(srs_server, tmp_path, ctx=True)
+    live = hls_path / "live"
+    live.mkdir()
+    put(live / "f.m3u8", fake_playlist(0))
+    status, _, variant = get(srv.http_port, "/live/f.m3u8")  # a new viewer: SRS's variant
+    media = next(line for line in variant.decode().splitlines() if line.startswith("/live/f.m3u8?hls_ctx="))
+    ctx = media.split("hls_ctx=", 1)[1]
+    results: list[tuple[int, dict[str, str], bytes]] = []
+    held = threading.Thread(target=lambda: results.append(get(srv.http_port, f"{media}&_HLS_msn=41&_HLS_part=0")))
+    held.start()
+    time.sleep(0.3)
+    assert not results
+    put(live / "f-41.0.m4s", "part 41.0")
+    put(live / "f.m3u8", fake_playlist(1))
+    held.join(10)
+    status, headers, body = results[0]
+    assert status == 200 and headers["cache-control"] == "private, no-store"
+    assert f'URI="f-41.0.m4s?hls_ctx={ctx}"'.encode() in body
+    assert f'PRELOAD-HINT:TYPE=PART,URI="f-41.1.m4s?hls_ctx={ctx}"'.encode() in body
 
 
 # ---- the real writer ------------------------------------------------------------------------

@@ -12,6 +12,10 @@ already says this server admitted it). Media and init segments come from the wor
 `segcache` (one read for all their viewers). Segments are served to anyone, as SRS does; with a
 valid ctx their bytes are the viewer's.
 
+LL-HLS (`hls_ll on`): a playlist request with `_HLS_msn`/`_HLS_part`/`_HLS_skip` and a part not
+written yet go to `hls_ll_serve` (held until the part is there, the hinted part streamed as it
+is written), after the viewer's checks when it carries a ctx.
+
 `expire_viewers` (the worker's heartbeat, once a second) ends viewers that made no playlist
 request for twice `hls_window` (SRS's `SrsHlsStream::on_timer`): they leave the client table
 and `on_stop` fires, once.
