@@ -12,7 +12,9 @@ part is there), then GET that part. Measured over the window:
   its first frame, plus the durations of its parts up to this one): what the server adds
   between a part's last frame reaching it and a player knowing of the part; p50, p95, max. A
   player adds its hold-back (`PART-HOLD-BACK`, 0.6 s) on top;
-- CPU: the server's process tree (psutil), per viewer;
+- CPU: the server's process tree (psutil), per viewer and per blocking answer (with the part
+  fetched after it); `delivery`: answers / the parts the viewers should have had (one per part
+  duration each), so under 1 means the server (or this client) could not keep up;
 - answers that were not the part asked for (a 503 after holding, a 400), and errors.
 """
 
@@ -33,7 +35,8 @@ import psutil
 from bench_lib import servers as sv
 
 SOURCE_GOP1 = sv.BENCH_DIR / "source-gop1.flv"
-LL_CONF = "hls_fragment 1; hls_window 6; hls_ll on; hls_part 0.2; hls_use_fmp4 on;"
+PART = 0.2  # seconds
+LL_CONF = f"hls_fragment 1; hls_window 6; hls_ll on; hls_part {PART}; hls_use_fmp4 on;"
 
 
 def make_source(core: str) -> Path:
@@ -254,7 +257,12 @@ async def serving(session: Any, steps: list[int], window: float, warmup: float, 
             server.stop()
         cpu = (s1["cpu"] - s0["cpu"]) / seconds
         behind = clients.behind
-        m = {"n": n, "answers_per_s": round((a1 - a0) / seconds, 1),
+        answers = (a1 - a0) / seconds
+        m = {"n": n, "answers_per_s": round(answers, 1),
+             # of the parts the viewers should have had (one per 0.2 s each): under 1, they fell behind
+             "delivery": round(answers / (n / PART), 3),
+             # server CPU per blocking answer and the part fetched after it
+             "cpu_ms_per_answer": round(1000 * cpu / answers, 3) if answers else None,
              "behind_p50": round(percentile(behind, 50) or 0, 3), "behind_p95": round(percentile(behind, 95) or 0, 3),
              "behind_max": round(max(behind), 3) if behind else None, "samples": len(behind),
              "after_part_p50": round(percentile(clients.after_part, 50) or 0, 3),

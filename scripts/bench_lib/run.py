@@ -631,7 +631,8 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
             print(f"  srv llhls N={n}: behind live p50 {m['behind_p50']} s p95 {m['behind_p95']} s max "
                   f"{fmt(m['behind_max'])} s ({m['samples']} answers), after the part p50 "
                   f"{m['after_part_p50']} s p95 {m['after_part_p95']} s, publisher x{m['publisher_realtime']} "
-                  f"real time, cpu {m['server_cpu']} "
+                  f"real time, delivery {m['delivery']}, {m['cpu_ms_per_answer']} ms CPU per answer, "
+                  f"cpu {m['server_cpu']} "
                   f"({m['core_pct_per_viewer']} % of a core per viewer), misses {m['misses']} errors {m['errors']}")
         srv = res.get("srv", {})
         for key in ("mw", "workers", "forward", "httpflv", "tls", "proxy"):
