@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -27,31 +28,75 @@ from bench_lib import servers as sv
 FETCH_INTERVAL = 2.0  # seconds between playlist polls: the target duration
 
 
-class Fetchers:
-    """N HLS fetchers on one event loop; `bytes` counts every body byte received."""
+def parse_head(head: bytes) -> tuple[int, int, bool]:
+    """(status, Content-Length, chunked) of a response head."""
+    status, length, chunked = int(head.split(b" ", 2)[1]), 0, False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    return status, length, chunked
+
+
+class PlayerClients:
+    """N player-like clients on one event loop, each on one keep-alive connection that it opens
+    again after an error (counted); subclasses say what a player does on it (`session`)."""
+
+    spread = FETCH_INTERVAL  # seconds over which the clients start: players do not arrive in step
 
     def __init__(self, host: str, port: int, playlist: str) -> None:
         self.host, self.port, self.playlist = host, port, playlist
         self.base = playlist.rsplit("/", 1)[0] + "/"
         self.bytes = 0
-        self.segments = 0
         self.errors = 0
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self, n: int) -> None:
         for _ in range(n):
-            self.tasks.append(asyncio.create_task(self.fetcher()))
+            self.tasks.append(asyncio.create_task(self.client()))
+
+    async def client(self) -> None:
+        await asyncio.sleep(random.uniform(0, self.spread))
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
+            except OSError:
+                self.errors += 1
+                await asyncio.sleep(1)
+                continue
+            try:
+                await self.session(reader, writer)
+            except (OSError, asyncio.IncompleteReadError, ValueError, KeyError):
+                self.errors += 1
+                writer.close()
+                await asyncio.sleep(0.5)
+
+    async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def playlist_body(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+        """The playlist, once (b"" when it is not there)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+
+
+class Fetchers(PlayerClients):
+    """N HLS fetchers; `bytes` counts every body byte received."""
+
+    def __init__(self, host: str, port: int, playlist: str) -> None:
+        super().__init__(host, port, playlist)
+        self.segments = 0
 
     async def get(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> bytes | int:
         """GET path on the connection: the body if it is a playlist, else its length (counted)."""
         writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
+        status, length, _ = parse_head(await reader.readuntil(b"\r\n\r\n"))
         if status != 200:
             await reader.readexactly(length)
             raise OSError(f"GET {path}: {status}")
@@ -69,35 +114,22 @@ class Fetchers:
         self.segments += 1
         return length
 
-    async def fetcher(self) -> None:
-        await asyncio.sleep(random.uniform(0, FETCH_INTERVAL))  # players do not arrive in step
+    async def playlist_body(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+        body = await self.get(reader, writer, self.playlist)
+        return body if isinstance(body, bytes) else b""
+
+    async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         last: str | None = None
         while True:
-            try:
-                reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
-            except OSError:
-                self.errors += 1
-                await asyncio.sleep(1)
-                continue
-            try:
-                while True:
-                    t0 = time.monotonic()
-                    body = await self.get(reader, writer, self.playlist)
-                    assert isinstance(body, bytes)
-                    uris = [ln for ln in body.decode().splitlines() if ln and not ln.startswith("#")]
-                    todo = uris[-1:] if last is None or last not in uris else uris[uris.index(last) + 1:]
-                    for uri in todo:
-                        await self.get(reader, writer, uri if uri.startswith("/") else self.base + uri)
-                        last = uri
-                    await asyncio.sleep(max(0.0, FETCH_INTERVAL - (time.monotonic() - t0)))
-            except (OSError, asyncio.IncompleteReadError, ValueError):
-                self.errors += 1
-                writer.close()
-                await asyncio.sleep(0.5)
-
-    def close(self) -> None:
-        for t in self.tasks:
-            t.cancel()
+            t0 = time.monotonic()
+            body = await self.get(reader, writer, self.playlist)
+            assert isinstance(body, bytes)
+            uris = [ln for ln in body.decode().splitlines() if ln and not ln.startswith("#")]
+            todo = uris[-1:] if last is None or last not in uris else uris[uris.index(last) + 1:]
+            for uri in todo:
+                await self.get(reader, writer, uri if uri.startswith("/") else self.base + uri)
+                last = uri
+            await asyncio.sleep(max(0.0, FETCH_INTERVAL - (time.monotonic() - t0)))
 
 
 def make_hls(name: str, core: str, hls: bool) -> sv.Server:
@@ -106,21 +138,26 @@ def make_hls(name: str, core: str, hls: bool) -> sv.Server:
     return sv.NginxServer(core=core, hls=hls)
 
 
-async def wait_playlist(fetchers: Fetchers, timeout: float = 30) -> None:
+def two_segments(body: bytes) -> bool:
+    return body.count(b"#EXTINF") >= 2
+
+
+async def wait_playlist(clients: PlayerClients, ready: Callable[[bytes], bool] = two_segments,
+                        timeout: float = 30) -> None:
+    """Wait until the playlist the clients will read is `ready`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            reader, writer = await asyncio.open_connection(fetchers.host, fetchers.port)
+            reader, writer = await asyncio.open_connection(clients.host, clients.port)
             try:
-                body = await fetchers.get(reader, writer, fetchers.playlist)
-                if isinstance(body, bytes) and body.count(b"#EXTINF") >= 2:
+                if ready(await clients.playlist_body(reader, writer)):
                     return
             finally:
                 writer.close()
         except (OSError, asyncio.IncompleteReadError):
             pass
         await asyncio.sleep(0.5)
-    raise RuntimeError(f"no playlist at {fetchers.playlist} after {timeout}s")
+    raise RuntimeError(f"no playlist at {clients.playlist} after {timeout}s")
 
 
 async def muxing(session: Any, server_names: list[str], publishers: int, window: float, warmup: float,

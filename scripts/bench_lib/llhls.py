@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
-import random
 import statistics
 import subprocess
 import time
@@ -33,6 +32,7 @@ from typing import Any
 import psutil
 
 from bench_lib import servers as sv
+from bench_lib.hls import PlayerClients, parse_head, wait_playlist
 
 SOURCE_GOP1 = sv.BENCH_DIR / "source-gop1.flv"
 PART = 0.2  # seconds
@@ -82,38 +82,23 @@ def parts_of(text: str) -> tuple[dict[tuple[int, int], tuple[str, float]], int, 
     return out, msn, part
 
 
-class LlClients:
+class LlClients(PlayerClients):
     """N blocking-reload clients on one event loop."""
 
+    spread = 1.0
+
     def __init__(self, host: str, port: int, playlist: str, folder: Path | None = None) -> None:
-        self.host, self.port, self.playlist = host, port, playlist
-        self.base = playlist.rsplit("/", 1)[0] + "/"
+        super().__init__(host, port, playlist)
         self.folder = folder  # where the parts are on disk (this machine): their mtime
         self.behind: list[float] = []  # seconds behind live of each blocking answer, while measuring
         self.after_part: list[float] = []  # seconds from the part's last write to the answer
         self.measuring = False
-        self.bytes = 0
         self.answers = 0
         self.misses = 0  # answers without the part asked for (503, 400)
-        self.errors = 0
-        self.tasks: list[asyncio.Task[None]] = []
-
-    def start(self, n: int) -> None:
-        for _ in range(n):
-            self.tasks.append(asyncio.create_task(self.client()))
 
     async def get(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> tuple[int, bytes]:
         writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        length, chunked = 0, False
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding" and b"chunked" in value.lower():
-                chunked = True
+        status, length, chunked = parse_head(await reader.readuntil(b"\r\n\r\n"))
         if not chunked:
             body = await reader.readexactly(length)
         else:
@@ -127,104 +112,42 @@ class LlClients:
         self.bytes += len(body)
         return status, body
 
-    async def client(self) -> None:
-        await asyncio.sleep(random.uniform(0, 1.0))
+    async def playlist_body(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+        status, body = await self.get(reader, writer, self.playlist)
+        return body if status == 200 else b""
+
+    async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        status, body = await self.get(reader, writer, self.playlist)
+        _, msn, part = parts_of(body.decode())
         while True:
-            try:
-                reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
-            except OSError:
-                self.errors += 1
-                await asyncio.sleep(1)
+            status, body = await self.get(reader, writer, f"{self.playlist}?_HLS_msn={msn}&_HLS_part={part}")
+            now = time.time()
+            self.answers += 1
+            listed, next_msn, next_part = parts_of(body.decode()) if status == 200 else ({}, msn, part)
+            got = listed.get((msn, part))
+            if got is None and status == 200 and msn < next_msn:
+                msn, part = msn + 1, 0  # segment msn ended with fewer parts: the next one's first
                 continue
-            try:
-                status, body = await self.get(reader, writer, self.playlist)
-                _, msn, part = parts_of(body.decode())
-                while True:
-                    status, body = await self.get(reader, writer, f"{self.playlist}?_HLS_msn={msn}&_HLS_part={part}")
-                    now = time.time()
-                    self.answers += 1
-                    listed, next_msn, next_part = parts_of(body.decode()) if status == 200 else ({}, msn, part)
-                    got = listed.get((msn, part))
-                    if got is None and status == 200 and msn < next_msn:
-                        msn, part = msn + 1, 0  # segment msn ended with fewer parts: the next one's first
-                        continue
-                    if got is None:
-                        self.misses += 1
-                        msn, part = next_msn, next_part
-                        await asyncio.sleep(0.2)
-                        continue
-                    if self.measuring:
-                        self.behind.append(now - got[1])
-                        if self.folder is not None:
-                            try:
-                                self.after_part.append(now - os.stat(self.folder / got[0]).st_mtime)
-                            except OSError:
-                                pass
-                    await self.get(reader, writer, self.base + got[0])
-                    msn, part = (msn, part + 1) if (msn, part + 1) in listed or msn >= next_msn else (msn + 1, 0)
-            except (OSError, asyncio.IncompleteReadError, ValueError, KeyError):
-                self.errors += 1
-                writer.close()
-                await asyncio.sleep(0.5)
-
-    def close(self) -> None:
-        for t in self.tasks:
-            t.cancel()
+            if got is None:
+                self.misses += 1
+                msn, part = next_msn, next_part
+                await asyncio.sleep(0.2)
+                continue
+            if self.measuring:
+                self.behind.append(now - got[1])
+                if self.folder is not None:
+                    try:
+                        self.after_part.append(now - os.stat(self.folder / got[0]).st_mtime)
+                    except OSError:
+                        pass
+            await self.get(reader, writer, self.base + got[0])
+            msn, part = (msn, part + 1) if (msn, part + 1) in listed or msn >= next_msn else (msn + 1, 0)
 
 
-def percentile(values: list[float], q: float) -> float | None:
+def percentile(values: list[float], q: int) -> float | None:
     if not values:
         return None
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
-
-
-async def wait_ll_playlist(clients: LlClients, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            reader, writer = await asyncio.open_connection(clients.host, clients.port)
-            try:
-                status, body = await clients.get(reader, writer, clients.playlist)
-                if status == 200 and body.count(b"#EXTINF") >= 2 and b"PRELOAD-HINT" in body:
-                    return
-            finally:
-                writer.close()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        await asyncio.sleep(0.5)
-    raise RuntimeError(f"no LL-HLS playlist at {clients.playlist} after {timeout}s")
-
-
-class GopOnePublisher:
-    """The bench Publisher, on the 1 s GOP source; `media_time` is how far ffmpeg has sent."""
-
-    def __init__(self, session: Any, url: str) -> None:
-        self.progress = sv.BENCH_DIR / "run" / f"llhls-progress-{os.getpid()}-{time.monotonic_ns()}.txt"
-        self.progress.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            ["taskset", "-c", session.CLIENT_CORE, "ffmpeg", "-hide_banner", "-loglevel", "error",
-             "-progress", str(self.progress), "-stats_period", "0.25",
-             "-re", "-stream_loop", "-1", "-i", str(SOURCE_GOP1), "-c", "copy", "-f", "flv", url],
-            stdin=subprocess.DEVNULL)
-
-    def media_time(self) -> float:
-        """Seconds of media ffmpeg has sent (its -progress out_time_us)."""
-        try:
-            with open(self.progress, "rb") as f:
-                f.seek(max(0, f.seek(0, 2) - 4096))
-                tail = f.read().decode("ascii", "replace")
-        except OSError:
-            return 0.0
-        times = [line.split("=", 1)[1] for line in tail.splitlines() if line.startswith("out_time_us=")]
-        return int(times[-1]) / 1e6 if times and times[-1].strip().isdigit() else 0.0
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 async def serving(session: Any, steps: list[int], window: float, warmup: float, log: Any) -> dict[str, Any]:
@@ -233,11 +156,11 @@ async def serving(session: Any, steps: list[int], window: float, warmup: float, 
     for n in steps:
         server = sv.SrvServer(core=session.SERVER_CORE, hls=True, workers_n=2, hls_extra=LL_CONF)
         server.start()
-        pub = GopOnePublisher(session, server.rtmp_url("s"))
+        pub = session.Publisher(server.rtmp_url("s"), SOURCE_GOP1)
         clients = LlClients("127.0.0.1", server.http_port, f"/{server.app}/s.m3u8",
                             server.workdir / "html" / server.app)
         try:
-            await wait_ll_playlist(clients)
+            await wait_playlist(clients, lambda body: body.count(b"#EXTINF") >= 2 and b"PRELOAD-HINT" in body)
             clients.start(n)
             await asyncio.sleep(warmup + 2)
             me = psutil.Process()

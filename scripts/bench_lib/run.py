@@ -94,30 +94,37 @@ def make_source() -> float:
 
 
 class Publisher:
-    """ffmpeg -re -stream_loop -1 -c copy, pinned to the client core."""
+    """ffmpeg -re -stream_loop -1 -c copy of `source`, pinned to the client core."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, source: Path = SOURCE) -> None:
         self.progress = sv.BENCH_DIR / "run" / f"progress-{os.getpid()}-{time.monotonic_ns()}.txt"
         self.progress.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             ["taskset", "-c", CLIENT_CORE, "ffmpeg", "-hide_banner", "-loglevel", "error",
              "-progress", str(self.progress), "-stats_period", "0.25",
-             "-re", "-stream_loop", "-1", "-i", str(SOURCE), "-c", "copy", "-f", "flv", url],
+             "-re", "-stream_loop", "-1", "-i", str(source), "-c", "copy", "-f", "flv", url],
             stdin=subprocess.DEVNULL,
         )
 
-    def written(self) -> int:
-        """FLV bytes ffmpeg has muxed so far (`-progress` total_size, every 0.25 s): the
-        source as sent, so a window's expected bytes do not depend on where it falls."""
+    def _last(self, field: str) -> int:
+        """The last value of `field` ffmpeg wrote to its `-progress` file (every 0.25 s)."""
         try:
             with open(self.progress, "rb") as f:
                 f.seek(max(0, f.seek(0, 2) - 4096))
                 tail = f.read().decode("ascii", "replace")
         except OSError:
             return 0
-        sizes = [line.split("=", 1)[1] for line in tail.splitlines()
-                 if line.startswith("total_size=")]
-        return int(sizes[-1]) if sizes and sizes[-1].strip().isdigit() else 0
+        values = [line.split("=", 1)[1] for line in tail.splitlines() if line.startswith(field + "=")]
+        return int(values[-1]) if values and values[-1].strip().isdigit() else 0
+
+    def written(self) -> int:
+        """FLV bytes ffmpeg has muxed so far (`-progress` total_size): the source as sent, so a
+        window's expected bytes do not depend on where it falls."""
+        return self._last("total_size")
+
+    def media_time(self) -> float:
+        """Seconds of media ffmpeg has sent (`-progress` out_time_us)."""
+        return self._last("out_time_us") / 1e6
 
     def stop(self) -> None:
         if self.proc.poll() is None:
