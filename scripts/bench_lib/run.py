@@ -13,13 +13,11 @@ Scenarios:
   workers   srv only: CPU per delivered GB at N players, workers 1 vs 2 (cross-worker pulls).
   forward   srv only: CPU per delivered GB with 0, 1, 2 forward destinations (nginx sinks).
   httpflv   srv only: CPU per delivered GB, N RTMP players vs N HTTP-FLV players.
-  tls       srv only: N RTMP players vs N RTMPS players (same server, same stream): CPU per
-            delivered GB, RSS per player, seconds to connect them (TLS handshakes).
-  dvr       srv only: what recording costs (DVR, FLV and MP4) with 1, 20 and 100 published
-            streams (the source, published by this process): worker CPU with and without DVR,
-            the difference per stream and per published Mb/s.
-  proxy     srv only: N players straight to an origin vs N players through an srv proxy
-            (proxy { }, docs/cluster.md): the proxy's CPU per relayed GB beside the origin's.
+  tls, dvr, hooks, edge, proxy
+            srv side by side with nginx-rtmp (where it has the feature): RTMPS (nginx: its stream
+            module's TLS in front of nginx-rtmp), recording, on_publish/on_play hooks, an edge
+            pulling from an origin, srv's origin-cluster proxy; see bench_lib/features.py.
+            dvr is not in the default set (--dvr-streams 1,20,100).
   ingest    every server (not in the default set): N publishers of the source from this process
             (scripts/loadclient.py IngestFleet: pre-chunked, real time), with 0 and with 1 player
             per stream, N stepped (--ingest-steps) until a publisher falls behind (> 1 s of its
@@ -34,6 +32,9 @@ Scenarios:
             workers), N blocking-reload clients (--llhls-steps): how far behind live each
             blocking answer arrives (p50/p95) and the server's CPU per viewer; see
             bench_lib/llhls.py.
+
+--check runs a quick fan-out + ingest comparison and judges srv / nginx-rtmp ratios against
+the committed baseline docs/bench-results.json (bench_lib/check.py); --check --save rewrites it.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/ for loa
 
 import loadclient as lc  # noqa: E402
 
-from bench_lib import hls, llhls  # noqa: E402
+from bench_lib import check, features, hls, llhls  # noqa: E402
 from bench_lib import servers as sv  # noqa: E402
 from srv.media.flv import read_flv_file  # noqa: E402
 
@@ -78,6 +79,7 @@ def make_source() -> float:
     if not SOURCE.exists():
         SOURCE.parent.mkdir(parents=True, exist_ok=True)
         log(f"generating {SOURCE}")
+        tmp = f"{SOURCE}.{os.getpid()}.tmp"  # two runs making it at once each write their own
         subprocess.run(
             ["taskset", "-c", CLIENT_CORE, "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
              "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25",
@@ -85,10 +87,10 @@ def make_source() -> float:
              "-t", str(LOOP_SECONDS), "-c:v", "libx264", "-preset", "veryfast",
              "-b:v", "2000k", "-maxrate", "2000k", "-bufsize", "1000k", "-g", "50",
              "-keyint_min", "50", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
-             "-c:a", "aac", "-b:a", "128k", "-f", "flv", str(SOURCE) + ".tmp"],
+             "-c:a", "aac", "-b:a", "128k", "-f", "flv", tmp],
             check=True,
         )
-        os.replace(str(SOURCE) + ".tmp", SOURCE)
+        os.replace(tmp, SOURCE)
     payload = sum(len(t.payload) for t in read_flv_file(SOURCE) if t.tag_type in (8, 9))
     return payload / LOOP_SECONDS
 
@@ -148,7 +150,7 @@ class Session:
 
     async def __aenter__(self) -> Session:
         self.server.start()
-        self.pub = Publisher(self.server.rtmp_url())
+        self.pub = Publisher(self.server.publish_url())
         self.client = lc.LoadClient(self.server.rtmp_url(), self.server.flv_url())
         # wait until the stream plays (publisher connected and started)
         for _ in range(40):
@@ -250,10 +252,11 @@ async def point(server: sv.Server, opts: argparse.Namespace, src: float, n: int,
     async with Session(server, opts, src) as sess:
         lat: list[lc.RtmpPlayer] = []
         if probes:
+            to = lc.RtmpUrl.parse(server.publish_url("lat"))
             url = lc.RtmpUrl.parse(server.rtmp_url("lat"))
             loop = asyncio.get_running_loop()
-            _, pub = await loop.create_connection(lambda: lc.Publisher(url, str(SOURCE)),
-                                                  url.host, url.port)
+            _, pub = await loop.create_connection(lambda: lc.Publisher(to, str(SOURCE)),
+                                                  to.host, to.port)
             sess.extra.append(pub)
             await asyncio.wait_for(pub.started, 10)
             await asyncio.sleep(1)
@@ -262,12 +265,14 @@ async def point(server: sv.Server, opts: argparse.Namespace, src: float, n: int,
                     lambda: lc.RtmpPlayer(url, parse=True, publisher=pub), url.host, url.port)
                 sess.extra.append(p)
                 lat.append(p)
+        base = server.sample()
         await grow(sess, n, proto)
         await asyncio.sleep(opts.warmup)
         for p in lat:
             p.latencies.clear()
         m = await sess.measure(opts.window)
         m["n"] = n
+        m["rss_per_player_kib"] = round((m["rss_mib"] * 2**20 - base["rss"]) / max(n, 1) / 1024, 1)
         m["protocol"] = proto
         samples = sorted(x for p in lat for x in p.latencies)
         if samples:
@@ -401,12 +406,6 @@ async def run_once(opts: argparse.Namespace, src: float) -> dict[str, Any]:
                     r["forward"] = "skipped: not implemented"
                 else:
                     r["forward"] = await forward(opts, src)
-            if "tls" in opts.scenarios:
-                r["tls"] = await tls_cost(opts, src)
-            if "dvr" in opts.scenarios:
-                r["dvr"] = await dvr_cost(opts, src)
-            if "proxy" in opts.scenarios:
-                r["proxy"] = await proxy_cost(opts, src)
             if "llhls" in opts.scenarios:
                 log(f"srv: llhls, blocking-reload clients {opts.llhls_steps}")
                 r["llhls"] = await llhls.serving(sys.modules[__name__], opts.llhls_steps, opts.window, opts.warmup, log)
@@ -420,6 +419,7 @@ async def run_once(opts: argparse.Namespace, src: float) -> dict[str, Any]:
                         s = sv.SrvServer(core=SERVER_CORE, http_flv=True)
                         r["httpflv"][proto] = await point(s, opts, src, opts.point_n, proto, 0)
         res[name] = r
+    await features.run(sys.modules[__name__], opts, src, res)
     hls_servers = [n for n in opts.servers if n in ("srv", "nginx")]
     if "hls" in opts.scenarios and hls_servers:
         log(f"hls muxing: {hls_servers}, {opts.hls_publishers} publishers, HLS off then on")
@@ -432,31 +432,6 @@ async def run_once(opts: argparse.Namespace, src: float) -> dict[str, Any]:
             res[name]["hls_muxing"] = mux[name]
             res[name]["hls_serving"] = serve[name]
     return res
-
-
-async def publishing(server: sv.Server, streams: int, window: float, warmup: float) -> dict[str, Any]:
-    """`streams` publishers of the source on one server: the server's CPU over `window` s."""
-    loop = asyncio.get_running_loop()
-    server.start()
-    pubs: list[Any] = []
-    try:
-        for i in range(streams):
-            url = lc.RtmpUrl.parse(server.rtmp_url(f"s{i}"))
-            _, pub = await loop.create_connection(lambda url=url: lc.Publisher(url, str(SOURCE)), url.host, url.port)
-            pubs.append(pub)
-            await asyncio.wait_for(pub.started, 10)
-        await asyncio.sleep(warmup)
-        a, t0 = server.sample(), time.monotonic()
-        sent0 = sum(p.bytes_sent for p in pubs)
-        await asyncio.sleep(window)
-        b, t1 = server.sample(), time.monotonic()
-        sent = sum(p.bytes_sent for p in pubs) - sent0
-        return {"cpu_percent": round((b["cpu"] - a["cpu"]) / (t1 - t0) * 100, 2),
-                "published_mbps": round(sent * 8 / (t1 - t0) / 1e6, 2), "rss_mib": round(b["rss"] / 2**20, 1)}
-    finally:
-        for pub in pubs:
-            pub.close()
-        server.stop()
 
 
 async def ingest_step(server: sv.Server, n: int, players: int, window: float, warmup: float) -> dict[str, Any]:
@@ -520,63 +495,6 @@ async def ingest(name: str, opts: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-async def dvr_cost(opts: argparse.Namespace, src: float) -> dict[str, Any]:
-    """Worker CPU with N published streams, without DVR, with FLV and with MP4 recordings."""
-    out: dict[str, Any] = {}
-    for n in opts.dvr_streams:
-        row: dict[str, Any] = {}
-        for dvr in ("", "flv", "mp4"):
-            log(f"srv: {n} streams, dvr {dvr or 'off'}")
-            row[dvr or "off"] = await publishing(sv.SrvServer(core=SERVER_CORE, dvr=dvr), n, opts.window,
-                                                 opts.warmup)
-            log(f"  {row[dvr or 'off']}")
-        for dvr in ("flv", "mp4"):
-            extra = row[dvr]["cpu_percent"] - row["off"]["cpu_percent"]
-            mbps = row[dvr]["published_mbps"] or 1.0
-            row[dvr]["cost_cpu_percent_per_stream"] = round(extra / n, 3)
-            row[dvr]["cost_cpu_percent_per_mbps"] = round(extra / mbps, 3)
-        out[str(n)] = row
-    return out
-
-
-async def tls_cost(opts: argparse.Namespace, src: float) -> dict[str, Any]:
-    """N plain RTMP players, then (a new server) N RTMPS players: what TLS costs per GB and per player."""
-    out: dict[str, Any] = {}
-    for proto in ("rtmp", "rtmps"):
-        log(f"srv: {opts.point_n} {proto} players")
-        server = sv.SrvServer(core=SERVER_CORE, tls=True)
-        async with Session(server, opts, src) as sess:
-            assert sess.client is not None
-            sess.client.rtmps_url = server.rtmps_url()
-            await asyncio.sleep(2)
-            base = server.sample()
-            t0 = time.monotonic()
-            await grow(sess, opts.point_n, proto)
-            connect = time.monotonic() - t0
-            await asyncio.sleep(opts.warmup)
-            m = await sess.measure(opts.window)
-            m.update(n=opts.point_n, protocol=proto, connect_seconds=round(connect, 2),
-                     rss_per_player_kib=round((m["rss_mib"] * 2**20 - base["rss"]) / opts.point_n / 1024, 1))
-            log(f"  srv {proto}: {m}")
-            out[proto] = m
-    return out
-
-
-async def proxy_cost(opts: argparse.Namespace, src: float) -> dict[str, Any]:
-    """N players on an origin directly, then N players through a proxy in front of one: what the
-    relay costs per GB it moves (the proxy's CPU), and what the origin spends meanwhile."""
-    log(f"srv: {opts.point_n} players straight to the origin")
-    direct = await point(sv.SrvServer(core=SERVER_CORE), opts, src, opts.point_n, probes=0)
-    log(f"srv: {opts.point_n} players through a proxy")
-    proxy = sv.SrvProxy(core=SERVER_CORE)
-    relayed = await point(proxy, opts, src, opts.point_n, probes=0)
-    gb_per_s = relayed["gbps"] / 8
-    origin_cpu = proxy.origin_cpu() / opts.window
-    relayed["origin_cpu"] = round(origin_cpu, 3)
-    relayed["origin_cpu_s_per_gb"] = round(origin_cpu / gb_per_s, 3) if gb_per_s > 0 else None
-    return {"direct": direct, "proxied": relayed}
-
-
 async def forward(opts: argparse.Namespace, src: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k in (0, 1, 2):
@@ -608,6 +526,8 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
         print(f"{'server':8} {'capacity':>8} {'cpu/GB@200':>10} {'cpu/GB@1000':>11} "
               f"{'KiB/player':>10} {'lat p50':>8} {'lat p95':>8} {'client cpu':>10}")
         for name, r in res.items():
+            if "capacity" not in r and "latency" not in r:
+                continue
             cap = r.get("capacity", {})
             steps = {s["n"]: s for s in cap.get("steps", [])}
             lat = r.get("latency", {})
@@ -642,19 +562,18 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
                   f"cpu {m['server_cpu']} "
                   f"({m['core_pct_per_viewer']} % of a core per viewer), misses {m['misses']} errors {m['errors']}")
         srv = res.get("srv", {})
-        for key in ("mw", "workers", "forward", "httpflv", "tls", "proxy"):
+        for key in ("mw", "workers", "forward", "httpflv"):
             val = srv.get(key)
             if isinstance(val, dict):
                 print(f"  srv {key}:")
                 for k, m in val.items():
                     print(f"    {key}={k}: cpu/GB {fmt(m.get('cpu_s_per_gb'))} delivery "
                           f"{m['delivery']:.3f} cpu {m['server_cpu']:.2f} lat p50/p95 "
-                          f"{fmt(m.get('latency_ms_p50'))}/{fmt(m.get('latency_ms_p95'))} ms"
-                          + (f" KiB/player {m['rss_per_player_kib']} connect {m['connect_seconds']} s"
-                             if key == "tls" else "")
-                          + (f" origin cpu/GB {fmt(m.get('origin_cpu_s_per_gb'))}" if "origin_cpu" in m else ""))
+                          f"{fmt(m.get('latency_ms_p50'))}/{fmt(m.get('latency_ms_p95'))} ms")
             elif val:
                 print(f"  srv {key}: {val}")
+        for line in features.tables(res):
+            print("  " + line)
 
 
 def hls_rows(res: dict[str, Any]) -> list[str]:
@@ -711,7 +630,7 @@ def markdown(runs: list[dict[str, Any]]) -> str:
                            f"| {fmt(st['cpu_s_per_gb'])} | {st['rss_mib']} | {st['client_cpu']} |")
         srv = res.get("srv", {})
         rows = []
-        for key in ("mw", "workers", "forward", "httpflv", "tls", "proxy"):
+        for key in ("mw", "workers", "forward", "httpflv"):
             val = srv.get(key)
             if isinstance(val, dict):
                 for k, m in val.items():
@@ -738,6 +657,7 @@ def markdown(runs: list[dict[str, Any]]) -> str:
                     "| % of a core per 2 Mb/s stream | "
                     + " | ".join(f"serving CPU-s/GB (delivery, Gb/s) @{n} fetchers" for n in steps) + " |",
                     "|---|---|---|---|---|" + "---|" * len(steps), *hls_table]
+        out += features.tables(res)
     return "\n".join(out)
 
 
@@ -748,13 +668,22 @@ async def main_async(opts: argparse.Namespace) -> None:
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     src = make_source()
+    if opts.check:
+        log(f"check: fan-out {opts.check_players} players, ingest {opts.check_publishers} publishers, "
+            f"{opts.check_repeats} repeats, window {opts.window}s")
+        got = await check.measure(sys.modules[__name__], opts, src)
+        out = Path(opts.out) if opts.out else sv.BENCH_DIR / f"check-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out.write_text(json.dumps(got, indent=1) + "\n")
+        print(f"check results: {out}")
+        opts.status = check.report(got, Path(opts.baseline), opts.tolerance, opts.save)
+        return
     log(f"source media rate {src * 8 / 1e6:.3f} Mb/s; servers {opts.servers}; "
         f"scenarios {opts.scenarios}; steps {opts.steps}; window {opts.window}s")
     runs = []
     for i in range(opts.runs):
         log(f"run {i + 1}/{opts.runs}")
         runs.append(await run_once(opts, src))
-    out = sv.BENCH_DIR / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = Path(opts.out) if opts.out else sv.BENCH_DIR / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({
         "argv": sys.argv[1:], "rcvlowat": lc.COUNTING_RCVLOWAT, "source_mbps": src * 8 / 1e6, "window_s": opts.window,
         "load": os.getloadavg(), "runs": runs}, indent=1))
@@ -763,11 +692,13 @@ async def main_async(opts: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    global SOURCE
     ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--server", default="all", help="srv|nginx|nms|all or a comma list")
     ap.add_argument("--scenario", default="",
-                    help="comma list of capacity,latency,mw,workers,forward,httpflv,tls,dvr,proxy,ingest,hls,llhls "
-                         "(default: all; --quick: capacity,latency)")
+                    help="comma list of capacity,latency,mw,workers,forward,httpflv,tls,dvr,hooks,edge,proxy,"
+                         "ingest,profile,hls,llhls (default: all but dvr, ingest, profile, llhls; --quick: "
+                         "capacity,latency)")
     ap.add_argument("--steps", default="", help="comma list of player counts")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--window", type=float, default=0, help="seconds measured per step")
@@ -783,23 +714,44 @@ def main() -> None:
     ap.add_argument("--hls-publishers", type=int, default=4, help="publishers for the HLS muxing cost")
     ap.add_argument("--hls-steps", default="200,1000", help="HLS fetcher counts for the serving cost")
     ap.add_argument("--llhls-steps", default="100,1000", help="LL-HLS blocking-reload client counts")
+    ap.add_argument("--source", default=str(SOURCE), help="the FLV every publisher loops (made if missing: "
+                    f"{LOOP_SECONDS} s of 720p H.264 + AAC, ~2.16 Mb/s)")
+    ap.add_argument("--out", help="write the results JSON here (default objs/bench/results-<stamp>.json)")
+    ck = ap.add_argument_group("regression check (see scripts/bench_lib/check.py)")
+    ck.add_argument("--check", action="store_true", help="quick fan-out + ingest run, srv / nginx-rtmp ratios "
+                    "against the baseline; exit 1 on a regression")
+    ck.add_argument("--save", action="store_true", help="with --check: write this run as the new baseline")
+    ck.add_argument("--baseline", default=str(check.BASELINE), help="the baseline file (default: %(default)s)")
+    ck.add_argument("--from", dest="from_", metavar="CHECK_JSON",
+                    help="with --check: compare these saved check results instead of measuring")
+    ck.add_argument("--tolerance", type=float, default=check.TOLERANCE,
+                    help="a ratio this much above the baseline's is a regression (default %(default)s)")
+    ck.add_argument("--check-repeats", type=int, default=2)
+    ck.add_argument("--check-players", type=int, default=1000, help="players of the fan-out point")
+    ck.add_argument("--check-publishers", type=int, default=40, help="publishers of the ingest points")
     opts = ap.parse_args()
     opts.hls_steps = [int(x) for x in opts.hls_steps.split(",")]
     opts.llhls_steps = [int(x) for x in opts.llhls_steps.split(",")]
     if opts.report:
         print(markdown(json.loads(Path(opts.report).read_text())["runs"]))
         return
+    if opts.check and opts.from_:
+        sys.exit(check.report(json.loads(Path(opts.from_).read_text()), Path(opts.baseline), opts.tolerance,
+                              opts.save))
+    opts.command = "scripts/bench " + " ".join(sys.argv[1:])
+    opts.status = 0
+    SOURCE = Path(opts.source)
     opts.servers = ["srv", "nginx", "nms"] if opts.server == "all" else opts.server.split(",")
     default_sc = ("capacity,latency" if opts.quick
-                  else "capacity,latency,mw,workers,forward,httpflv,tls,proxy,hls")
+                  else "capacity,latency,mw,workers,forward,httpflv,tls,hooks,edge,proxy,hls")
     opts.scenarios = (opts.scenario or default_sc).split(",")
     opts.dvr_streams = [int(x) for x in opts.dvr_streams.split(",")]
     opts.ingest_steps = [int(x) for x in opts.ingest_steps.split(",")]
     opts.steps = ([int(x) for x in opts.steps.split(",")] if opts.steps
                   else QUICK_STEPS if opts.quick else FULL_STEPS)
-    opts.window = opts.window or (LOOP_SECONDS if opts.quick else 2 * LOOP_SECONDS)
+    opts.window = opts.window or (LOOP_SECONDS if opts.quick or opts.check else 2 * LOOP_SECONDS)
     opts.point_n = opts.point_n or (50 if opts.quick else 1000)
-    if opts.quick:
+    if opts.quick or opts.check:
         opts.warmup = min(opts.warmup, 3)
     lc.COUNTING_RCVLOWAT = opts.rcvlowat
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
@@ -810,6 +762,7 @@ def main() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     lc.install_uvloop()
     asyncio.run(main_async(opts))
+    sys.exit(opts.status)
 
 
 if __name__ == "__main__":

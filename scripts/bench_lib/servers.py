@@ -23,6 +23,7 @@ TOP = Path(__file__).resolve().parents[2]
 BENCH_DIR = TOP / "objs" / "bench"
 NMS_VERSION = "2.7.4"
 NGINX_RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
+NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"  # Debian's libnginx-mod-stream
 
 
 def free_port() -> int:
@@ -57,6 +58,10 @@ class Server:
 
     def rtmp_url(self, stream: str = "s") -> str:
         return f"rtmp://127.0.0.1:{self.port}/{self.app}/{stream}"
+
+    def publish_url(self, stream: str = "s") -> str:
+        """Where the bench publishes (an edge pair: its origin)."""
+        return self.rtmp_url(stream)
 
     def flv_url(self, stream: str = "s") -> str | None:
         return None
@@ -123,6 +128,13 @@ class Server:
         self.proc = None
 
 
+def self_signed(workdir: Path) -> None:
+    """workdir/server.key + server.crt: RSA-2048, self-signed (the load client checks nothing)."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.crt"],
+                   cwd=workdir, check=True, capture_output=True)
+
+
 @dataclass
 class SrvServer(Server):
     name: str = "srv"
@@ -137,6 +149,8 @@ class SrvServer(Server):
     extra_conf: str = ""  # more top-level directives (a heartbeat { } to a proxy)
     hls: bool = False  # write HLS (2 s fragments, 10 s window) into workdir/html, served over HTTP
     hls_extra: str = ""  # more hls { } directives (later ones win: the llhls scenario's LL-HLS)
+    hooks: str = ""  # http_hooks on_publish/on_play to this base URL (+ /on_publish, /on_play)
+    origin: str = ""  # an edge: cluster { mode remote; origin <this>; }
 
     def rtmps_url(self, stream: str = "s") -> str:
         return f"rtmps://127.0.0.1:{self.tls_port}/{self.app}/{stream}"
@@ -155,6 +169,11 @@ class SrvServer(Server):
             vhost.append(f"forward {{ enabled on; destination {' '.join(self.forward_to)}; }}")
         if self.dvr:
             vhost.append(f"dvr {{ enabled on; dvr_path {self.workdir}/dvr/[app]/[stream].{self.dvr}; }}")
+        if self.hooks:
+            vhost.append(f"http_hooks {{ enabled on; on_publish {self.hooks}/on_publish; "
+                         f"on_play {self.hooks}/on_play; }}")
+        if self.origin:
+            vhost.append(f"cluster {{ mode remote; origin {self.origin}; }}")
         http = ""
         if self.http_flv:
             self.http_port = self.http_port or free_port()
@@ -169,9 +188,7 @@ class SrvServer(Server):
                          f"hls_dispose 0; hls_ctx off; {self.hls_extra} }}")
         if self.tls:
             self.tls_port = self.tls_port or free_port()
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                            "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.crt"],
-                           cwd=self.workdir, check=True, capture_output=True)
+            self_signed(self.workdir)
             http += (f"rtmps {{ enabled on; listen 127.0.0.1:{self.tls_port}; "
                      f"key {self.workdir}/server.key; cert {self.workdir}/server.crt; }}\n")
         conf.write_text(
@@ -186,33 +203,13 @@ class SrvServer(Server):
 
 
 @dataclass
-class SrvProxy(Server):
-    """An srv origin-cluster proxy (memory balancer, one worker) with one srv origin behind it.
+class OriginBehind(Server):
+    """A front server with an origin behind it on the same core: `sample()` is the front's tree
+    only (what the front costs); each sample also takes the origin's, so `origin_cpu()` gives the
+    origin's CPU seconds over the last measured window."""
 
-    `sample()` is the proxy's tree only (what relaying costs); each sample also takes the
-    origin's, so `origin_cpu()` gives the origin's CPU seconds over the last measured window.
-    """
-
-    name: str = "srv-proxy"
-    origin: SrvServer | None = None
+    origin: Server | None = None
     origin_samples: list[dict[str, float]] = field(default_factory=list)
-
-    def command(self) -> list[str]:
-        api = free_port()
-        self.origin = SrvServer(name="srv-origin", core=self.core, extra_conf=(
-            f"heartbeat {{ enabled on; interval 0.5; url http://127.0.0.1:{api}/api/v1/srs/register; ports on; }}\n"))
-        conf = self.workdir / "proxy.conf"
-        conf.write_text(
-            f"listen 127.0.0.1:{self.port};\npid {self.workdir}/proxy.pid;\ndaemon off;\nmax_connections 20000;\n"
-            f"srs_log_tank file;\nsrs_log_file {self.workdir}/proxy.log;\nsrs_log_level warn;\nworkers 1;\n"
-            f"proxy {{ enabled on; system_api 127.0.0.1:{api}; load_balancer memory; }}\n")
-        return [str(TOP / "objs" / "srs"), "-c", str(conf)]
-
-    def start(self) -> None:
-        super().start()
-        assert self.origin is not None
-        self.origin.start()
-        time.sleep(2)  # a few heartbeats: the origin is registered before the publisher comes
 
     def sample(self) -> dict[str, float]:
         if self.origin is not None:
@@ -231,18 +228,86 @@ class SrvProxy(Server):
 
 
 @dataclass
+class SrvProxy(OriginBehind):
+    """An srv origin-cluster proxy (memory balancer, one worker) with one srv origin behind it;
+    the publisher and the players connect to the proxy."""
+
+    name: str = "srv-proxy"
+
+    def command(self) -> list[str]:
+        api = free_port()
+        self.origin = SrvServer(name="srv-origin", core=self.core, extra_conf=(
+            f"heartbeat {{ enabled on; interval 0.5; url http://127.0.0.1:{api}/api/v1/srs/register; ports on; }}\n"))
+        conf = self.workdir / "proxy.conf"
+        conf.write_text(
+            f"listen 127.0.0.1:{self.port};\npid {self.workdir}/proxy.pid;\ndaemon off;\nmax_connections 20000;\n"
+            f"srs_log_tank file;\nsrs_log_file {self.workdir}/proxy.log;\nsrs_log_level warn;\nworkers 1;\n"
+            f"proxy {{ enabled on; system_api 127.0.0.1:{api}; load_balancer memory; }}\n")
+        return [str(TOP / "objs" / "srs"), "-c", str(conf)]
+
+    def start(self) -> None:
+        super().start()
+        assert self.origin is not None
+        self.origin.start()
+        time.sleep(2)  # a few heartbeats: the origin is registered before the publisher comes
+
+
+@dataclass
+class EdgePair(OriginBehind):
+    """An edge and its origin, the same software, both on `core` (one worker each): players
+    connect to the edge (srv `cluster { mode remote; }`, nginx-rtmp `pull`), which pulls each
+    stream once from the origin, where the bench publishes."""
+
+    name: str = "srv-edge"
+    kind: str = "srv"  # or "nginx"
+    edge: Server | None = None
+
+    def start(self) -> None:
+        self.origin = make(self.kind, name=f"{self.kind}-origin", core=self.core)
+        self.origin.start()
+        upstream = f"127.0.0.1:{self.origin.port}"
+        self.edge = make(self.kind, name=f"{self.kind}-edge", core=self.core, port=self.port,
+                         **({"origin": upstream} if self.kind == "srv" else {"pull": upstream}))
+        try:
+            self.edge.start()
+        except RuntimeError:
+            self.origin.stop()
+            raise
+        self.workdir, self.proc = self.edge.workdir, self.edge.proc
+
+    def publish_url(self, stream: str = "s") -> str:
+        assert self.origin is not None
+        return self.origin.rtmp_url(stream)
+
+    def stop(self) -> None:
+        if self.edge is not None:
+            self.edge.stop()
+        self.proc = None
+        super().stop()
+
+
+@dataclass
 class NginxServer(Server):
     """Debian's nginx + libnginx-mod-rtmp: one worker process, sends each message at once."""
 
     name: str = "nginx"
     hls: bool = False  # `hls on;` (2 s fragments, 10 s playlist) and nginx's http serving it
+    record: bool = False  # `record all;` (FLV, record_unique) into workdir/dvr
+    tls: bool = False  # RTMPS: nginx's `stream { }` TLS termination in front of its own rtmp listener
+    tls_port: int = 0
+    hooks: str = ""  # on_publish/on_play to this base URL (+ /on_publish, /on_play)
+    pull: str = ""  # an edge: `pull rtmp://<this>/live;` (nginx-rtmp's relay)
+
+    def rtmps_url(self, stream: str = "s") -> str:
+        return f"rtmps://127.0.0.1:{self.tls_port}/{self.app}/{stream}"
 
     def install(self) -> None:
-        if shutil.which("nginx") and os.path.exists(NGINX_RTMP_MODULE):
+        need = [NGINX_RTMP_MODULE, *([NGINX_STREAM_MODULE] if self.tls else [])]
+        if shutil.which("nginx") and all(os.path.exists(m) for m in need):
             return
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "install", "-y", "-q", "nginx", "libnginx-mod-rtmp"],
-                       check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-q", "nginx", "libnginx-mod-rtmp",
+                        *(["libnginx-mod-stream"] if self.tls else [])], check=True, env=env)
 
     def command(self) -> list[str]:
         conf = self.workdir / "nginx.conf"
@@ -255,8 +320,26 @@ class NginxServer(Server):
             http = ("http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;\n"
                     "  types { application/vnd.apple.mpegurl m3u8; video/mp2t ts; }\n"
                     f"  server {{ listen 127.0.0.1:{self.http_port}; root {html}; }} }}\n")
+        if self.record:
+            (self.workdir / "dvr").mkdir(parents=True, exist_ok=True)
+            (self.workdir / "dvr").chmod(0o777)  # nginx's worker runs as nobody
+            app += f" record all; record_path {self.workdir / 'dvr'}; record_unique on;"
+        if self.hooks:
+            app += f" on_publish {self.hooks}/on_publish; on_play {self.hooks}/on_play;"
+        if self.pull:
+            app += f" pull rtmp://{self.pull}/{self.app};"
+        modules = f"load_module {NGINX_RTMP_MODULE};\n"
+        if self.tls:
+            self.tls_port = self.tls_port or free_port()
+            self_signed(self.workdir)
+            modules += f"load_module {NGINX_STREAM_MODULE};\n"
+            http += (f"stream {{ server {{ listen 127.0.0.1:{self.tls_port} ssl; "
+                     f"ssl_certificate {self.workdir}/server.crt; ssl_certificate_key {self.workdir}/server.key; "
+                     # 1.22's default stops at TLS 1.2: offer 1.3, as srv does (AES-256-GCM either way)
+                     "ssl_protocols TLSv1.2 TLSv1.3; "
+                     f"proxy_pass 127.0.0.1:{self.port}; }} }}\n")
         conf.write_text(
-            f"load_module {NGINX_RTMP_MODULE};\n"
+            modules +
             "worker_processes 1;\ndaemon off;\nmaster_process on;\n"
             "worker_rlimit_nofile 65536;\n"
             f"pid {self.workdir}/nginx.pid;\nerror_log {self.workdir}/error.log warn;\n"
@@ -290,6 +373,6 @@ class NmsServer(Server):
         return ["node", str(script)]
 
 
-def make(name: str, **kw: object) -> Server:
-    cls = {"srv": SrvServer, "nginx": NginxServer, "nms": NmsServer}[name]
+def make(kind: str, **kw: object) -> Server:
+    cls = {"srv": SrvServer, "nginx": NginxServer, "nms": NmsServer}[kind]
     return cls(**kw)  # type: ignore[arg-type]
