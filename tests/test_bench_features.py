@@ -123,3 +123,11 @@ def test_proxy_scenario_relays_through_an_srv_proxy_and_skips_nginx_rtmp(tmp_pat
                          cwd=TOP, env=env, capture_output=True, text=True, timeout=60, check=True).stdout
     assert "| proxy: server | path |" in got
     assert "| srv | direct | 5 |" in got and "| srv | proxied | 5 |" in got
+    # over several runs it adds each figure's median [min, max]
+    twice = tmp_path / "twice.json"
+    twice.write_text(json.dumps({"runs": [res, res]}))
+    got = subprocess.run([sys.executable, "-m", "bench_lib.run", "--report", str(twice)],
+                         cwd=TOP, env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "median [min, max] over 2 runs" in got
+    cpu = float(f"{rows['proxied']['cpu_s_per_gb']:.3g}")
+    assert "| srv | proxied | " in got and f"{cpu:g} [{cpu:g}, {cpu:g}]" in got, got

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -292,4 +293,56 @@ def tables(res: dict[str, Any]) -> list[str]:
                   _relay_rows(res, "proxy")):
         if table:
             out += ["", *table]
+    return out
+
+
+#: per scenario, the figures `summary()` gives as median (range) over runs
+SUMMARY_FIELDS: dict[str, list[tuple[str, str]]] = {
+    "dvr": [("cpu_percent", "CPU % (off: without recording)"), ("cost_cpu_percent_per_stream", "extra % per stream"),
+            ("cost_cpu_s_per_gb", "extra CPU-s per recorded GB"), ("rss_mib", "RSS MiB")],
+    "tls": [("delivery", "delivery"), ("cpu_s_per_gb", "CPU-s/GB"), ("rss_per_player_kib", "RSS KiB/player"),
+            ("connect_seconds", "connect s")],
+    "hooks": [("play_start_ms_p50", "Play.Start ms p50"), ("play_start_ms_p95", "Play.Start ms p95"),
+              ("cpu_ms_per_join", "server CPU ms per join"), ("connect_seconds", "seconds to join all")],
+    "edge": [("delivery", "delivery"), ("cpu_s_per_gb", "front CPU-s/GB"), ("origin_cpu", "origin CPU"),
+             ("both_cpu_s_per_gb", "both CPU-s/GB"), ("rss_per_player_kib", "front RSS KiB/player"),
+             ("latency_ms_p50", "latency ms p50"), ("latency_ms_p95", "latency ms p95")],
+}
+SUMMARY_FIELDS["proxy"] = SUMMARY_FIELDS["edge"]
+
+
+def _variants(key: str, got: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A scenario's rows by a label (dvr: "<streams> <format>")."""
+    if key == "dvr":
+        return {f"{n} {form}": m for n, row in got.items() for form, m in row.items()}
+    return dict(got)
+
+
+def _spread(xs: list[float]) -> str:
+    """`median [min, max]`, three significant digits."""
+    def g(x: float) -> str:
+        return f"{float(f'{x:.3g}'):g}"
+
+    return g(statistics.median(xs)) if len(xs) == 1 else f"{g(statistics.median(xs))} [{g(min(xs))}, {g(max(xs))}]"
+
+
+def summary(runs: list[dict[str, Any]]) -> list[str]:
+    """Markdown: each feature figure as its median [min, max] over the runs."""
+    out: list[str] = []
+    for key, fields in SUMMARY_FIELDS.items():
+        rows = []
+        for name, r in runs[0].items():
+            for label in _variants(key, r.get(key, {})):
+                cells = []
+                for field_name, _ in fields:
+                    xs = [m[field_name] for run in runs
+                          if (m := _variants(key, run.get(name, {}).get(key, {})).get(label)) is not None
+                          and m.get(field_name) is not None]
+                    cells.append(_spread(xs) if xs else "-")
+                rows.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
+        if rows:
+            out += ["", f"| {key}: server | variant | " + " | ".join(h for _, h in fields) + " |",
+                    "|---|---|" + "---|" * len(fields), *rows]
+    if out:
+        out = ["", f"**Feature scenarios, median [min, max] over {len(runs)} runs**", *out]
     return out

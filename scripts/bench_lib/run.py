@@ -658,6 +658,8 @@ def markdown(runs: list[dict[str, Any]]) -> str:
                     + " | ".join(f"serving CPU-s/GB (delivery, Gb/s) @{n} fetchers" for n in steps) + " |",
                     "|---|---|---|---|---|" + "---|" * len(steps), *hls_table]
         out += features.tables(res)
+    if len(runs) > 1:
+        out += features.summary(runs)
     return "\n".join(out)
 
 
