@@ -98,7 +98,8 @@ def make_source() -> float:
 class Publisher:
     """ffmpeg -re -stream_loop -1 -c copy of `source`, pinned to the client core."""
 
-    def __init__(self, url: str, source: Path = SOURCE) -> None:
+    def __init__(self, url: str, source: Path | None = None) -> None:
+        source = source or SOURCE  # looked up now: --source replaces SOURCE after this is defined
         self.progress = sv.BENCH_DIR / "run" / f"progress-{os.getpid()}-{time.monotonic_ns()}.txt"
         self.progress.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
