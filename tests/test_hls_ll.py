@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -20,11 +21,13 @@ pytestmark = pytest.mark.timeout(180)
 PART = 0.2
 
 
-def start_ll(srs_server: Callable[..., Server], tmp_path: Path, extra: str = "") -> Server:
-    return srs_server(
-        f"vhost __defaultVhost__ {{ hls {{ enabled on; hls_fragment 1; hls_window 20; hls_path {tmp_path / 'srs'}; "
-        f"hls_dispose 0; hls_ctx off; hls_use_fmp4 on; hls_ll on; hls_part {PART}; {extra} }} }}\n",
-        workers=1, http=True)
+def ll_vhost(tmp_path: Path, ll: str = "on") -> str:
+    return (f"vhost __defaultVhost__ {{ hls {{ enabled on; hls_fragment 1; hls_window 20; hls_path {tmp_path / 'srs'}; "
+            f"hls_dispose 0; hls_ctx off; hls_use_fmp4 on; hls_ll {ll}; hls_part {PART}; }} }}\n")
+
+
+def start_ll(srs_server: Callable[..., Server], tmp_path: Path) -> Server:
+    return srs_server(ll_vhost(tmp_path), workers=1, http=True)
 
 
 def served(s: Server) -> tuple[str, m3u8.M3U8] | None:
@@ -181,3 +184,20 @@ def test_a_republish_lists_a_discontinuity_and_parts_go_on(
     final = watch(s, lambda p: p.is_endlist)[-1][1]
     check_version(final)
     assert decode_errors(f"http://127.0.0.1:{s.http_port}/live/s.m3u8") == ""
+
+
+def test_a_reload_turns_ll_on_and_off_while_the_stream_publishes(
+        srs_server: Callable[..., Server], clients: Clients, tmp_path: Path) -> None:
+    s = srs_server(ll_vhost(tmp_path, "off"), workers=1, http=True)
+    publisher = clients.spawn(publish_args(f"{s.url}/live/s", 40), stdout=subprocess.DEVNULL)
+    text, plain = watch(s, lambda p: len(p.segments) >= 2)[-1]
+    assert plain.version == 7 and "#EXT-X-PART" not in text and "SERVER-CONTROL" not in text
+    s.write_conf(ll_vhost(tmp_path, "on"))
+    s.send_signal(signal.SIGHUP)
+    ll = watch(s, lambda p: p.version == 9 and not p.is_endlist and len(complete(p)) >= 2)[-1][1]
+    check_version(ll)
+    s.write_conf(ll_vhost(tmp_path, "off"))
+    s.send_signal(signal.SIGHUP)
+    text, again = watch(s, lambda p: p.version == 7 and not p.is_endlist and len(p.segments) >= 2)[-1]
+    assert "#EXT-X-PART" not in text and "SERVER-CONTROL" not in text and "PRELOAD-HINT" not in text
+    assert publisher.poll() is None  # the publisher never noticed

@@ -14,13 +14,13 @@ from conftest import SRS
 
 from srv.app.diskio import DiskPool
 from srv.app.hls import HlsWriter
-from srv.app.hls_ll import PartEvent, part_path, partial_path, render_delta, split_part
+from srv.app.hls_ll import PartEvent, PartListener, part_path, partial_path, render_delta, split_part
 from srv.app.hls_playlist import VERSION_LL, LowLatency, Part, Playlist, Segment, parse, render
 from srv.app.hls_segmenter import Chunk, Cut, Event, Opening, Segmenter
 from srv.conf import ConfigErrors, load
 from srv.conf.model import HlsConfig
 from srv.media.flv import TAG_AUDIO, TAG_VIDEO, FlvTag, read_flv_file
-from tests.media_tools import encode_h264_aac_flv
+from tests.media_tools import encode_h264_aac_flv, ffprobe_packets
 
 
 def _load_hls(tmp_path: Path, body: str) -> tuple[HlsConfig, tuple[str, ...]]:
@@ -290,6 +290,24 @@ class _Source:
         pass
 
 
+def run_writer(flv: bytes, hls: HlsConfig, on_part: PartListener | None = None) -> HlsWriter:
+    """An HlsWriter fed `flv` (tags, as a sink gets them) in pieces, the disk kept up with, then stopped."""
+    async def main() -> HlsWriter:
+        disk = DiskPool(2)
+        writer = HlsWriter(_Source(asyncio.get_running_loop()), hls, disk, on_part=on_part)  # type: ignore[arg-type]
+        for i in range(0, len(flv), 3000):
+            writer.write(flv[i:i + 3000])
+            await writer.lane.drain()
+        writer.stop()
+        await disk.drain()
+        await asyncio.sleep(0.05)
+        await disk.drain()
+        disk.close()
+        return writer
+
+    return asyncio.run(main())
+
+
 def test_the_writer_tells_each_part_once_it_and_the_playlist_naming_it_are_on_disk(tmp_path: Path) -> None:
     flv = encode_h264_aac_flv(tmp_path.parent / "notices.flv", seconds=4).read_bytes()[13:]  # tags, as a sink gets them
     root = tmp_path / "hls"
@@ -306,20 +324,8 @@ def test_the_writer_tells_each_part_once_it_and_the_playlist_naming_it_are_on_di
         exists = final.exists() or (event.kind == "chunk" and Path(str(final) + ".partial").exists())
         seen.append((event, exists, listed, whole, p.is_endlist))
 
-    async def main() -> None:
-        disk = DiskPool(2)
-        writer = HlsWriter(_Source(asyncio.get_running_loop()), hls, disk, on_part=on_part)  # type: ignore[arg-type]
-        assert writer.source.prompt is True  # type: ignore[attr-defined]
-        for i in range(0, len(flv), 3000):
-            writer.write(flv[i:i + 3000])
-            await writer.lane.drain()
-        writer.stop()
-        await disk.drain()
-        await asyncio.sleep(0.05)
-        await disk.drain()
-        disk.close()
-
-    asyncio.run(main())
+    writer = run_writer(flv, hls, on_part)
+    assert writer.source.prompt is True  # type: ignore[attr-defined]  # each message at once
     kinds = [e.kind for e, *_ in seen]
     assert kinds[-1] == "ended" and kinds.count("ended") == 1 and seen[-1][4]
     parts = [(e.msn, e.part) for e, *_ in seen if e.kind == "part"]
@@ -338,3 +344,21 @@ def test_the_writer_tells_each_part_once_it_and_the_playlist_naming_it_are_on_di
     segments = [e.msn for e, *_ in seen if e.kind == "segment"]
     assert segments == [0, 1, 2, 3]
     assert not list(root.rglob("*.partial")) and not list(root.rglob("*.tmp"))
+
+
+def test_a_part_that_cannot_be_written_is_not_listed_and_its_segment_still_is(tmp_path: Path) -> None:
+    flv = encode_h264_aac_flv(tmp_path.parent / "notices.flv", seconds=4).read_bytes()[13:]
+    root = tmp_path / "hls"
+    (root / "live" / "s-1.2.m4s.partial").mkdir(parents=True)  # appending to it fails
+    hls = HlsConfig(enabled=True, fragment=1.0, path=str(root), use_fmp4=True, ll=True, part=0.2, dispose=0)
+    told: list[PartEvent] = []
+    writer = run_writer(flv, hls, told.append)
+    assert writer.errors >= 1  # said (hls_on_error continue)
+    p = m3u8.loads((root / "live" / "s.m3u8").read_text())
+    assert [seg.uri for seg in p.segments] == ["s-0.m4s", "s-1.m4s", "s-2.m4s", "s-3.m4s"]
+    assert [len(seg.parts) for seg in p.segments] == [0, 0, 5, 5]  # parts of the last 3, none of the broken one
+    assert not [e for e in told if e.kind == "part" and e.msn == 1 and e.part >= 2]
+    assert [e.msn for e in told if e.kind == "segment"] == [0, 1, 2, 3]
+    joined = tmp_path / "s-1.mp4"
+    joined.write_bytes((root / "live" / "s-init.mp4").read_bytes() + (root / "live" / "s-1.m4s").read_bytes())
+    assert len(ffprobe_packets(joined, "v")) == 25  # the segment file is whole

@@ -13,8 +13,10 @@ lane, so every file call stays off the loop and in order:
   the segment itself: the segment file (its parts' bytes) is written, then the playlist, then
   ``part`` and ``segment`` are told;
 - the playlist model changes only in the done callbacks, which run in job order: a part or a
-  segment is listed only once its bytes are on disk, and a lost segment (a write error) takes
-  its parts out of the playlist and leaves a discontinuity.
+  segment is listed only once its bytes are on disk; a part that could not be written (an
+  append or a rename failed) takes its segment's parts out of the playlist (the segment is
+  listed whole once written, from the bytes kept in memory); a lost segment (its file could
+  not be written) takes its parts out and leaves a discontinuity.
 
 Media sequence numbers: the segment under way is the playlist's next (`Playlist.next_seq`);
 records of segments cut but not yet written are listed in `pending`, oldest first.
@@ -46,6 +48,7 @@ class _Record:
     total: int = 0  # parts, once cut
     completed: int = 0  # parts whose last chunk came
     buffered: list[bytes] = field(default_factory=list)  # chunks of the part under way not yet queued
+    broken: bool = False  # a part's write failed: no part of it is listed (the segment still is)
 
 
 class PartWriter:
@@ -80,10 +83,13 @@ class PartWriter:
         rec = self._open()
         if rec is None:
             return
+        if c.duration is not None:
+            rec.completed = c.part + 1
+        if rec.broken:
+            return  # its segment's bytes are in the Cut: the segment file will still be whole
         rec.buffered.append(c.data)
         if c.duration is None:
             return
-        rec.completed = c.part + 1
         data = b"".join(rec.buffered)
         rec.buffered = []
         final = part_path(rec.segment.path, c.part)
@@ -94,18 +100,19 @@ class PartWriter:
             os.replace(growing, final)
 
         entry = Part(self.writer.uri(final), c.duration, c.independent, final)
-        self.writer.submit(job, lambda _: self._part_done(rec, entry))
+        self.writer.submit(job, lambda _: self._part_done(rec, entry), lambda: self._broken(rec))
 
     def flush(self) -> None:
         """The end of a batch: what came of the part under way goes to its ``.partial``."""
         rec = self._open()
-        if rec is None or not rec.buffered:
+        if rec is None or not rec.buffered or rec.broken:
             return
         data = b"".join(rec.buffered)
         rec.buffered = []
         index, msn = rec.completed, self._msn(rec)
         growing = partial_path(part_path(rec.segment.path, index))
-        self.writer.submit(lambda: append(growing, data), lambda _: self._tell("chunk", msn, index))
+        self.writer.submit(lambda: append(growing, data), lambda _: self._tell("chunk", msn, index),
+                           lambda: self._broken(rec))
 
     def cut(self, cut: Cut) -> None:
         w = self.writer
@@ -127,9 +134,16 @@ class PartWriter:
 
     # ---- done callbacks, in job order --------------------------------------------------------
 
+    def _broken(self, rec: _Record) -> None:
+        """A chunk or a part of `rec` was not written (said by the writer): a part missing bytes
+        must not be listed, so none of its segment is; the segment is, once written."""
+        rec.broken = True
+        rec.buffered = []
+        rec.segment.parts.clear()
+
     def _part_done(self, rec: _Record, entry: Part) -> None:
-        if rec not in self.pending:
-            return  # its segment was lost
+        if rec not in self.pending or rec.broken:
+            return  # its segment was lost, or a part of it
         rec.segment.parts.append(entry)
         self.parts += 1
         index = len(rec.segment.parts) - 1
@@ -179,7 +193,10 @@ class PartWriter:
         if rec is None:
             return
         listed = len(rec.segment.parts)
-        if not rec.cut or listed < rec.total:
+        if rec.broken:
+            if len(self.pending) > 1:
+                ll.hint = self.writer.uri(part_path(self.pending[1].segment.path, 0))
+        elif not rec.cut or listed < rec.total:
             ll.hint = self.writer.uri(part_path(rec.segment.path, listed))
         elif len(self.pending) > 1:
             ll.hint = self.writer.uri(part_path(self.pending[1].segment.path, 0))
