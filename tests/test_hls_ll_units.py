@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 import m3u8
 import pytest
 from conftest import SRS
 
+from srv.app import diskio
+from srv.app import hls as hls_module
 from srv.app.diskio import DiskPool
 from srv.app.hls import HlsWriter
 from srv.app.hls_ll import PartEvent, PartListener, part_path, partial_path, render_delta, split_part
@@ -308,7 +311,8 @@ def run_writer(flv: bytes, hls: HlsConfig, on_part: PartListener | None = None) 
     return asyncio.run(main())
 
 
-def test_the_writer_tells_each_part_once_it_and_the_playlist_naming_it_are_on_disk(tmp_path: Path) -> None:
+def test_the_writer_tells_each_part_once_it_and_the_playlist_naming_it_are_on_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     flv = encode_h264_aac_flv(tmp_path.parent / "notices.flv", seconds=4).read_bytes()[13:]  # tags, as a sink gets them
     root = tmp_path / "hls"
     hls = HlsConfig(enabled=True, fragment=1.0, path=str(root), use_fmp4=True, ll=True, part=0.2, dispose=0)
@@ -324,8 +328,19 @@ def test_the_writer_tells_each_part_once_it_and_the_playlist_naming_it_are_on_di
         exists = final.exists() or (event.kind == "chunk" and Path(str(final) + ".partial").exists())
         seen.append((event, exists, listed, whole, p.is_endlist))
 
+    playlists: list[str] = []
+
+    def write_atomic(path: str, data: bytes | Iterable[bytes]) -> int:
+        if path.endswith(".m3u8"):
+            playlists.append(bytes(data).decode() if isinstance(data, bytes) else "")
+        return diskio.write_atomic(path, data)
+
+    monkeypatch.setattr(hls_module, "write_atomic", write_atomic)
     writer = run_writer(flv, hls, on_part)
     assert writer.source.prompt is True  # type: ignore[attr-defined]  # each message at once
+    # every version a player could read: a hint until the end, then ENDLIST and no hint
+    assert playlists and all(("#EXT-X-ENDLIST" in text) != ("#EXT-X-PRELOAD-HINT" in text) for text in playlists)
+    assert [("#EXT-X-ENDLIST" in text) for text in playlists].index(True) == len(playlists) - 1
     kinds = [e.kind for e, *_ in seen]
     assert kinds[-1] == "ended" and kinds.count("ended") == 1 and seen[-1][4]
     parts = [(e.msn, e.part) for e, *_ in seen if e.kind == "part"]

@@ -417,13 +417,15 @@ class HlsWriter:
                           len(DURATION_BUCKETS))] += 1
         if too_long(segment.duration, p.target_duration):
             self.long_segments += 1
-        self.write_playlist(after)
+        if self._can_end():
+            self.maybe_end(after)  # the last segment: listed with EXT-X-ENDLIST, in one write
+        else:
+            self.write_playlist(after)
         if self.on_segment is not None:
             self.on_segment(SegmentEvent(
                 self.vhost, self.app, self.stream, seq, segment.duration,
                 os.path.join(self.hls.path, os.path.relpath(segment.path, os.path.abspath(self.hls.path))),
                 segment.uri, os.path.join(self.hls.path, self.m3u8_url), self.m3u8_url))
-        self.maybe_end()
 
     def _lost(self) -> None:
         self.inflight -= 1
@@ -482,8 +484,12 @@ class HlsWriter:
         self.submit(lambda: write_atomic(path, text.encode()), lambda _: after() if after is not None else None,
                     lambda: None)
 
-    def maybe_end(self) -> None:
-        if not self.stopping or self.stopped or self.inflight or not self.loaded or self.early:
+    def _can_end(self) -> bool:
+        return self.stopping and not self.stopped and not self.inflight and self.loaded and not self.early
+
+    def maybe_end(self, after: Callable[[], None] | None = None) -> None:
+        """Once the publisher stopped and every segment is written: EXT-X-ENDLIST (then `after`)."""
+        if not self._can_end():
             return
         self.stopped = True
         p = self.playlist
@@ -492,7 +498,14 @@ class HlsWriter:
         if p is None:
             return
         p.ended = True
-        self.write_playlist(self._tell_ended if self.parts is not None else None)
+
+        def ended() -> None:
+            if after is not None:
+                after()
+            if self.parts is not None:
+                self._tell_ended()
+
+        self.write_playlist(ended)
         log.log(srvlog.TRACE, "hls %s: ended after %d segments", self.name, self.segments)
         if self.hls.dispose > 0:
             self.dispose_timer = self.loop.call_later(self.hls.dispose, self._dispose)
