@@ -86,9 +86,20 @@ def pieces(wire: bytes, read: int) -> list[bytes]:
     return [wire[i : i + read] for i in range(0, len(wire), read)]
 
 
+def tick_reads(chunk_size: int, tick_ms: int) -> list[bytes]:
+    """The source's chunk stream cut where a real-time publisher writing every `tick_ms` ms
+    (the bench's IngestFleet) cuts it: one read per tick that has messages."""
+    out: dict[int, list[bytes]] = {-1: [encode(set_chunk_size_message(chunk_size), 128, CSID_PROTOCOL)]}
+    for t in read_flv_file(SOURCE):
+        if t.tag_type in CSID:
+            wire = encode_message(t.tag_type, 1, t.timestamp, bytes(t.payload), chunk_size, CSID[t.tag_type])
+            out.setdefault(t.timestamp // tick_ms, []).append(wire)
+    return [b"".join(out[k]) for k in sorted(out)]
+
+
 def run_session(args: argparse.Namespace) -> None:
-    wire = media_wire(args.chunk_size)
-    reads = pieces(wire, args.read)
+    reads = tick_reads(args.chunk_size, args.ticks) if args.ticks else pieces(media_wire(args.chunk_size), args.read)
+    wire = b"".join(reads)
     loop = asyncio.new_event_loop()
     cpu = 0.0
     for i in range(args.repeat):
@@ -102,7 +113,8 @@ def run_session(args: argparse.Namespace) -> None:
                 on_message(m.type_id, m.timestamp, m.payload)
         cpu += time.process_time() - t0
     gb = len(wire) * args.repeat / 1e9
-    print(f"session: chunk size {args.chunk_size}, reads of {args.read} B, "
+    how = f"one read per {args.ticks} ms tick" if args.ticks else f"reads of {args.read} B"
+    print(f"session: chunk size {args.chunk_size}, {how} ({len(reads)} reads, {len(wire) // len(reads)} B each), "
           f"{len(wire) * args.repeat / 1e6:.0f} MB in {cpu:.2f} CPU-s: {cpu / gb:.2f} CPU-s/GB")
 
 
@@ -210,6 +222,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--chunk-size", type=int, default=4096, help="publisher's chunk size (ffmpeg: 4096)")
     p.add_argument("--read", type=int, default=16384, help="bytes per socket read")
+    p.add_argument("--ticks", type=int, default=0, metavar="MS",
+                   help="read what a real-time publisher writes every MS ms (the ingest bench: 10)")
     p.add_argument("--repeat", type=int, default=20, help="passes over the 10 s source")
     p.add_argument("--decoder", action="store_true", help="the chunk decoder alone")
     p.add_argument("--server", type=int, default=0, metavar="N", help="N small-chunk publishers against the real server")

@@ -25,6 +25,8 @@ Scenarios:
             or the server's CPU passes 95 %; CPU-s per ingested GB at each N.
   profile   srv only (not in the default set): py-spy on the worker while N players connect
             and in steady state; top functions by self and inclusive samples.
+  ingest-profile  srv only (not in the default set): py-spy on the worker over an ingest step
+            (the first of --ingest-steps publishers), with 0 and with 1 player per stream.
   hls       srv and nginx-rtmp (`hls on;`): HLS muxing cost per published Mb/s (K publishers,
             HLS off vs on) and serving cost (CPU-s per delivered GB at 200 and 1000 fetchers);
             see bench_lib/hls.py.
@@ -304,8 +306,9 @@ def pyspy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).parent / "py-spy"
     if not exe.exists():
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], check=True)
+    native = ["--native"] if os.environ.get("BENCH_PYSPY_NATIVE") else []  # C frames too (uvloop)
     return subprocess.Popen(
-        ["taskset", "-c", CLIENT_CORE, str(exe), "record", "--format", "raw", "--rate", "200",
+        ["taskset", "-c", CLIENT_CORE, str(exe), "record", *native, "--format", "raw", "--rate", "200",
          "-d", str(int(seconds)), "-o", str(out), "--pid", str(pid)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -385,6 +388,8 @@ async def run_once(opts: argparse.Namespace, src: float) -> dict[str, Any]:
             r["latency"] = await point(sv.make(name, core=SERVER_CORE), opts, src, opts.point_n)
         if "ingest" in opts.scenarios:
             r["ingest"] = await ingest(name, opts)
+        if name == opts.servers[0] and "ingest-profile" in opts.scenarios:
+            r["ingest_profile"] = await ingest_profile(opts)
         if name == "srv":
             if "profile" in opts.scenarios:
                 log(f"srv: profile at N={opts.point_n}")
@@ -435,8 +440,10 @@ async def run_once(opts: argparse.Namespace, src: float) -> dict[str, Any]:
     return res
 
 
-async def ingest_step(server: sv.Server, n: int, players: int, window: float, warmup: float) -> dict[str, Any]:
-    """n streams published by one IngestFleet, `players` (0 or 1) counting players on each."""
+async def ingest_step(server: sv.Server, n: int, players: int, window: float, warmup: float,
+                      spy: Path | None = None) -> dict[str, Any]:
+    """n streams published by one IngestFleet, `players` (0 or 1) counting players on each;
+    `spy`: record py-spy's collapsed stacks of the (first) worker over the window there."""
     loop = asyncio.get_running_loop()
     server.start()
     fleet = lc.IngestFleet(str(SOURCE))
@@ -452,11 +459,16 @@ async def ingest_step(server: sv.Server, n: int, players: int, window: float, wa
         await asyncio.wait_for(asyncio.gather(*(p.ready for p in watchers)), 60)
         await asyncio.sleep(warmup)
         fleet.lag()
+        spying = pyspy(server.workers()[0].pid, window, spy) if spy is not None else None
         a, t0 = server.sample(), time.monotonic()
+        w0 = worker_cpu(server)
         sent0 = sum(p.bytes_sent for p in fleet.publishers)
         got0 = [p.bytes for p in watchers]
         await asyncio.sleep(window)
         b, t1 = server.sample(), time.monotonic()
+        w1 = worker_cpu(server)
+        if spying is not None:
+            spying.wait(30)
         seconds = t1 - t0
         sent = sum(p.bytes_sent for p in fleet.publishers) - sent0
         lag = fleet.lag()
@@ -466,7 +478,8 @@ async def ingest_step(server: sv.Server, n: int, players: int, window: float, wa
         stalled = sum(1 for d in delivery if d < 0.9) + sum(1 for p in watchers if p.closed)
         return {"publishers": n, "players": len(watchers), "behind": behind, "stalled": stalled,
                 "lag_max_s": round(max(lag), 3), "ingest_mbps": round(sent * 8 / seconds / 1e6, 1),
-                "server_cpu": round(cpu / seconds, 3),
+                "server_cpu": round(cpu / seconds, 3), "worker_cpu": round((sum(w1) - sum(w0)) / seconds, 3),
+                "worker_user": round((w1[0] - w0[0]) / seconds, 3), "worker_sys": round((w1[1] - w0[1]) / seconds, 3),
                 "cpu_s_per_gb": round(cpu / (sent / 1e9), 2) if sent else None,
                 "delivery_min": round(min(delivery), 3) if delivery else None,
                 "rss_mib": round(b["rss"] / 2**20, 1)}
@@ -476,6 +489,38 @@ async def ingest_step(server: sv.Server, n: int, players: int, window: float, wa
         fleet.close()
         server.stop()
         await asyncio.sleep(0.5)
+
+
+def worker_cpu(server: sv.Server) -> tuple[float, float]:
+    """(user, system) CPU seconds of the server's data-plane processes (srv: its workers, not
+    the master): system is the kernel's side (reads, epoll, the TCP receive path)."""
+    user = system = 0.0
+    for p in server.workers():
+        try:
+            t = p.cpu_times()
+            user += t.user
+            system += t.system
+        except psutil.NoSuchProcess:
+            pass
+    return user, system
+
+
+async def ingest_profile(opts: argparse.Namespace) -> dict[str, Any]:
+    """srv's worker under py-spy during an ingest step (the first --ingest-steps N), 0 and 1 player."""
+    out: dict[str, Any] = {}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    n = opts.ingest_steps[0]
+    for name in [s for s in opts.servers if s.startswith("srv")]:  # srv, srv-mr<ms>
+        for players in (0, 1):
+            raw = sv.BENCH_DIR / f"profile-ingest-{name}-{n}x{players}-{stamp}.txt"
+            log(f"{name}: profile of ingest, {n} publishers, {players} player(s) each")
+            m = await ingest_step(sv.make(name, core=SERVER_CORE), n, players, opts.window, opts.warmup, spy=raw)
+            if raw.exists():
+                m["profile"] = top_functions(raw, 25)
+                m["profile"]["file"] = str(raw)
+            log(f"  {json.dumps(m, indent=1)}")
+            out[f"{name}_players_{players}"] = m
+    return out
 
 
 async def ingest(name: str, opts: argparse.Namespace) -> dict[str, Any]:
@@ -700,8 +745,8 @@ def main() -> None:
     ap.add_argument("--server", default="all", help="srv|nginx|nms|all or a comma list")
     ap.add_argument("--scenario", default="",
                     help="comma list of capacity,latency,mw,workers,forward,httpflv,tls,dvr,hooks,edge,proxy,"
-                         "ingest,profile,hls,llhls (default: all but dvr, ingest, profile, llhls; --quick: "
-                         "capacity,latency)")
+                         "ingest,ingest-profile,profile,hls,llhls (default: all but dvr, ingest, ingest-profile, "
+                         "profile, llhls; --quick: capacity,latency)")
     ap.add_argument("--steps", default="", help="comma list of player counts")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--window", type=float, default=0, help="seconds measured per step")

@@ -151,6 +151,8 @@ class SrvServer(Server):
     hls_extra: str = ""  # more hls { } directives (later ones win: the llhls scenario's LL-HLS)
     hooks: str = ""  # http_hooks on_publish/on_play to this base URL (+ /on_publish, /on_play)
     origin: str = ""  # an edge: cluster { mode remote; origin <this>; }
+    mr_latency: int = 0  # > 0: publish { mr on; mr_latency <ms>; } (SRS's merged read)
+    tree: str = ""  # run the srv package of this source tree instead of this one's
 
     def rtmps_url(self, stream: str = "s") -> str:
         return f"rtmps://127.0.0.1:{self.tls_port}/{self.app}/{stream}"
@@ -165,6 +167,8 @@ class SrvServer(Server):
         vhost = [f"play {{ mw_latency {self.mw_latency}; }}"]
         if self.min_latency:
             vhost.append("min_latency on;")
+        if self.mr_latency:
+            vhost.append(f"publish {{ mr on; mr_latency {self.mr_latency}; }}")
         if self.forward_to:
             vhost.append(f"forward {{ enabled on; destination {' '.join(self.forward_to)}; }}")
         if self.dvr:
@@ -199,6 +203,9 @@ class SrvServer(Server):
             f"workers {self.workers_n};\n{http}{self.extra_conf}"
             "vhost __defaultVhost__ {\n    " + "\n    ".join(vhost) + "\n}\n"
         )
+        if self.tree:  # `python -m srv` from the tree's top: its srv package comes first on sys.path
+            python = TOP / "objs" / "venv" / "bin" / "python"
+            return ["sh", "-c", f'cd "{self.tree}" && exec "{python}" -m srv -c "{conf}"']
         return [str(TOP / "objs" / "srs"), "-c", str(conf)]
 
 
@@ -374,5 +381,12 @@ class NmsServer(Server):
 
 
 def make(kind: str, **kw: object) -> Server:
+    """A server by its bench name; `srv-mr<ms>` is srv with `publish { mr on; mr_latency <ms>; }`
+    (`srv-mr`: 350, SRS's default); `srv@<dir>` is the srv source tree in <dir>, run with this
+    tree's venv (the same workload on the code before a change, in the same run)."""
+    if kind.startswith("srv-mr"):
+        return SrvServer(name=kind, mr_latency=int(kind[6:] or 350), **kw)  # type: ignore[arg-type]
+    if kind.startswith("srv@"):  # another tree's srv (e.g. `git archive` of a base commit): A/B in one run
+        return SrvServer(name=kind, tree=kind[4:], **kw)  # type: ignore[arg-type]
     cls = {"srv": SrvServer, "nginx": NginxServer, "nms": NmsServer}[kind]
     return cls(**kw)  # type: ignore[arg-type]
