@@ -281,10 +281,11 @@ class LiveSource:
             self.meta = pkt
             self.metadata = StreamMetadata.from_amf(metadata) if metadata is not None else None
             self._headers_changed()
-        self.ring.append(pkt)
+        ring = self.ring
+        ring.append(pkt)
         if self.gop_start is not None:
             self.gop_bytes += len(payload)
-            if self.end - self.gop_start > self.gop_max or (
+            if self.base + len(ring) - self.gop_start > self.gop_max or (
                     self.gop_max_bytes and self.gop_bytes > self.gop_max_bytes):
                 self.gop_start = None  # too long a GOP: stop caching until the next keyframe
         for g in self.groups.values():
@@ -294,7 +295,11 @@ class LiveSource:
                 else:
                     g.handle = self.loop.call_later(self.mw_latency, self._flush_group, g)
         if not self.groups:
-            self._trim()
+            # with no consumer only the GOP cache holds the ring: trim when _trim would cut
+            # (the cache moved on by more than 64 packets, or there is none to keep)
+            start = self.gop_start
+            if start is None or start - self.base > 64:
+                self._trim()
         return pkt
 
     def _measure_gop(self, ts: int) -> None:

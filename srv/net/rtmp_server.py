@@ -188,15 +188,25 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.flush()
 
     def dispatch(self, events: list[ev.Event]) -> None:
+        media = False  # audio or video went to the source: the publisher is alive (one clock read)
         for e in events:
             if type(e) is ev.MediaMessage:
-                self.on_media(e.message)
+                m = e.message
+                src = self.source
+                if src is not None:  # the hot path: a publisher's audio and video
+                    src.on_message(m.type_id, m.timestamp, m.payload)
+                    media = True
+                else:
+                    self.on_media(m)
             elif type(e) is ev.MetadataMessage:
                 self.on_media(e.message, e.metadata)  # decoded once, here: the hub reuses it
             else:
                 self.on_event(e)
             if self.closed:
                 return
+        if media:
+            self.last_media = time.monotonic()
+            self.media_seen = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         was_closed = self.closed

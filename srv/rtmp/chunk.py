@@ -65,7 +65,12 @@ LIST_CHUNK_SIZE: Final = 1024
 _U32 = struct.Struct(">I")
 _U32LE = struct.Struct("<I")
 _FMT0 = struct.Struct(">BHBHBI")  # ts(3) len(3) type(1) stream id (byte-swapped, see below)
+# a chunk's first 8 bytes: basic header(1) + ts(3) as one word, len(3) + type(1) as the other
+_TS_LEN_TYPE = struct.Struct(">II")
 _EXTENDED: Final = 0xFFFFFF
+# the control types the decoder applies itself, as plain ints (an IntEnum member costs a lookup)
+_SET_CHUNK_SIZE: Final = int(MessageType.SET_CHUNK_SIZE)
+_ABORT: Final = int(MessageType.ABORT)
 #: Size of the message header that follows the basic header, by fmt.
 _HEADER_SIZE: Final = (11, 7, 3, 0)
 
@@ -162,11 +167,15 @@ class ChunkDecoder:
         out: list[Message] = []
         pending = self._pending
         if pending:
-            pending += data
-            if len(pending) < self._need:
+            if len(pending) + len(data) < self._need:
+                pending += data  # the chunk it completes is still not whole: do not parse
                 return out
-            pos, need = self._parse(pending, out)
-            del pending[:pos]  # cheap: a bytearray drops its head without moving the tail
+            # parsed as bytes: a payload is then one slice (one copy), not a slice made bytes
+            data = bytes(pending) + data
+            pending.clear()
+            pos, need = self._parse(data, out)
+            if pos < len(data):
+                pending += data[pos:]
         else:
             if type(data) is not bytes:
                 data = bytes(data)  # the caller may reuse its buffer
@@ -208,11 +217,17 @@ class ChunkDecoder:
         streams = self._streams
         while pos < n:
             b0 = buf[pos]
-            cs = streams.get(b0 & 0x3F) if b0 >= 0xC0 else None
-            if cs is not None and cs.received and not cs.extended and b0 & 0x3F > 1:
-                # fast path: a fmt 3 continuation of a message in progress (1-byte header)
-                p = pos + 1
+            cs = streams.get(b0 & 0x3F)
+            if cs is not None and cs.received and b0 >= 0xC0 and not cs.extended and b0 & 0x3F > 1:
+                p = pos + 1  # fast path: a fmt 3 continuation of a message in progress
             else:
+                if cs is not None and not cs.received and cs.seen and not cs.extended and b0 & 0x3F > 1:
+                    end = self._whole_message(buf, pos, n, cs, out)
+                    if end:  # fast path: a whole message, its header and all its chunks
+                        pos = end
+                        if stop is not None and stop(out[-1]):
+                            return pos, 0
+                        continue
                 p = self._header(buf, pos, n)
                 if p < 0:
                     return pos, -p
@@ -237,12 +252,89 @@ class ChunkDecoder:
                 cs.pieces, cs.add, cs.received = _NO_PIECES, _NO_PIECES.append, 0
                 self._partial -= 1
                 self._partial_bytes -= cs.length
-            if msg.type_id == MessageType.SET_CHUNK_SIZE or msg.type_id == MessageType.ABORT:
+            if msg.type_id == _SET_CHUNK_SIZE or msg.type_id == _ABORT:
                 self._apply_control(msg)
             out.append(msg)
             if stop is not None and stop(msg):
                 return pos, 0
         return pos, 0
+
+    def _whole_message(
+        self, buf: bytes | bytearray, pos: int, n: int, cs: _ChunkStream, out: list[Message]
+    ) -> int:
+        """The fast path for what a publisher mostly sends: a message whose header (1-byte basic
+        header, no extended timestamp) and every chunk are in ``buf``, its chunks not
+        interleaved with another stream's. Decode it at once (the payload copied once, no
+        partial-message bookkeeping), append it to ``out`` and return where it ends; return 0,
+        changing nothing, for anything else (the chunk-by-chunk path then takes it)."""
+        length: int  # (struct gives Any)
+        b0 = buf[pos]
+        fmt = b0 >> 6
+        if fmt < 2:
+            p = pos + (12 if fmt == 0 else 8)
+            if p > n:
+                return 0
+            w0, w1 = _TS_LEN_TYPE.unpack_from(buf, pos)
+            delta = w0 & 0xFFFFFF
+            if delta == _EXTENDED:
+                return 0
+            length, type_id = w1 >> 8, w1 & 0xFF
+            if fmt == 0:
+                stream_id = _U32LE.unpack_from(buf, pos + 8)[0]
+                timestamp = delta  # and fmt 3 messages after it reuse it as their delta
+            else:
+                stream_id = cs.stream_id
+                timestamp = (cs.timestamp + delta) & 0xFFFFFFFF
+        elif fmt == 2:
+            p = pos + 4
+            if p > n:
+                return 0
+            delta = _U32.unpack_from(buf, pos)[0] & 0xFFFFFF
+            if delta == _EXTENDED:
+                return 0
+            length, type_id, stream_id = cs.length, cs.type_id, cs.stream_id
+            timestamp = (cs.timestamp + delta) & 0xFFFFFFFF
+        else:
+            p = pos + 1
+            delta = cs.delta
+            length, type_id, stream_id = cs.length, cs.type_id, cs.stream_id
+            timestamp = (cs.timestamp + delta) & 0xFFFFFFFF
+        size = self.chunk_size
+        if length <= size:
+            end = p + length
+            if end > n:
+                return 0
+            payload = buf[p:end] if type(buf) is bytes else bytes(buf[p:end])
+        else:
+            if length > self.max_message_size:
+                return 0  # refused where the chunk-by-chunk path checks it
+            continuations = (length - 1) // size
+            end = p + length + continuations
+            if end > n:
+                return 0
+            cont = 0xC0 | (b0 & 0x3F)
+            at = p + size
+            for _ in range(continuations):
+                if buf[at] != cont:
+                    return 0  # another stream's chunk in between, or an odd header
+                at += size + 1
+            view = memoryview(buf)
+            try:
+                # each chunk's payload runs up to the next continuation header (the last to `end`)
+                parts = [view[at - size : at] for at in range(p + size, end, size + 1)]
+                parts.append(view[end - (length - continuations * size) : end])
+                payload = b"".join(parts)
+                del parts
+            finally:
+                view.release()  # a bytearray buffer is resized after the parse
+        cs.timestamp, cs.delta, cs.length, cs.type_id, cs.stream_id = (
+            timestamp, delta, length, type_id, stream_id
+        )
+        msg = Message(type_id, stream_id, timestamp, payload)
+        if type_id == _SET_CHUNK_SIZE or type_id == _ABORT:
+            self._apply_control(msg)
+        out.append(msg)
+        return end
 
     _cs: _ChunkStream  # the chunk stream of the chunk whose header _header just committed
 

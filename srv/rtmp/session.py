@@ -33,6 +33,7 @@ from .events import (
     DeleteStream,
     Event,
     FCUnpublish,
+    MediaMessage,
     PauseRequest,
     PlayRequest,
     PublishRequest,
@@ -66,6 +67,10 @@ _IGNORED: Final = frozenset(
     {"_checkbw", "checkBandwidth", "onBWDone", "_result", "_error", "receiveAudio",
      "receiveVideo", "call", "onFCPublish", "onFCUnpublish", "setPeerInfo"}
 )  # fmt: skip
+
+
+_AUDIO: Final = int(MessageType.AUDIO)  # plain ints for the hot path (no enum lookup)
+_VIDEO: Final = int(MessageType.VIDEO)
 
 
 class ServerState(enum.Enum):
@@ -131,6 +136,10 @@ class ServerSession(RtmpConnection):
     def _process(self, messages: list[Message]) -> list[Event]:
         events: list[Event] = []
         for msg in messages:
+            type_id = msg.type_id
+            if (type_id == _AUDIO or type_id == _VIDEO) and self.state is ServerState.CONNECTED:
+                events.append(MediaMessage(msg))  # what a publisher mostly sends: no more to decide
+                continue
             if self._handle_control(msg):
                 continue
             if self.state is ServerState.CONNECTING:
