@@ -79,8 +79,8 @@ def test_ffprobe_reads_codecs_and_resolution_from_every_worker(srs_server, clien
     assert "pull __defaultVhost__/live/livestream from worker" in s.log_text()
 
 
-def test_ffmpeg_records_five_seconds_that_decode(srs_server, clients: Clients, tmp_path: Path) -> None:
-    s = srs_server(workers=2)
+def records_five_clean_seconds(s: Server, clients: Clients, tmp_path: Path) -> Path:
+    """Publish with ffmpeg, record 5 s with an ffmpeg player: the file is whole and decodes."""
     clients.publish(f"{s.url}/live/s")
     publishing(s)
     out = tmp_path / "rec.flv"
@@ -88,6 +88,11 @@ def test_ffmpeg_records_five_seconds_that_decode(srs_server, clients: Clients, t
     assert p.wait(30) == 0, p.stderr.read() if p.stderr else ""
     assert duration(out) >= 4.5
     assert decode_errors(out) == ""
+    return out
+
+
+def test_ffmpeg_records_five_seconds_that_decode(srs_server, clients: Clients, tmp_path: Path) -> None:
+    out = records_five_clean_seconds(srs_server(workers=2), clients, tmp_path)
     assert first_video_packet_is_key(out)
 
 

@@ -322,6 +322,12 @@ _PUBLISH = [
          doc="ms of silence after which a publisher is dropped."),
     Spec("second_publisher", ("vhost.publish",), v.choice("reject", "takeover"), default="reject",
          doc="srv: a second publisher of a stream is refused (reject, SRS) or kicks the first (takeover)."),
+    Spec("mr", ("vhost.publish",), v.flag, default="off", example="on",
+         doc="merged read (SRS): after a small read from a publisher, wait mr_latency before reading "
+             "again, so its bytes arrive in fewer, larger reads (less CPU, up to mr_latency more "
+             "latency); off with min_latency on."),
+    Spec("mr_latency", ("vhost.publish",), v.milliseconds(), default="350",
+         doc="merged read: ms a publisher's reads pause after a small one."),
 ]
 
 # --- vhost { forward [pattern] { } }: ForwardConfig ---------------------------------------

@@ -172,6 +172,10 @@ class PublishConfig:
     # srv: what a second publisher of a stream gets: "reject" (SRS: NetStream.Publish.BadName)
     # or "takeover" (the first one is kicked and the new one publishes)
     second_publisher: str = "reject"
+    # SRS's merged read: after a read of less than MR_SMALL_BYTES, pause the publisher's reads
+    # for mr_latency ms (off: read as bytes arrive)
+    mr: bool = False
+    mr_latency: int = 350
 
 
 @dataclass(frozen=True)

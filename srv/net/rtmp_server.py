@@ -35,7 +35,7 @@ from srv.app.source import Consumer, LiveSource
 from srv.conf.model import VhostConfig
 from srv.net import edge, hooks
 from srv.net.context import ConnectionContext, IpSlot
-from srv.net.flow import tune_player_transport
+from srv.net.flow import MergedRead, tune_player_transport
 from srv.net.forward import ask_backends
 from srv.net.refuse import REFUSE_LINGER, record_refusal
 from srv.net.wait import PublisherWait
@@ -74,7 +74,7 @@ class RtmpServerProtocol(asyncio.Protocol):
     # dict (it did: 7.2 KiB per player instead of 5.4, docs/performance.md).
     __slots__ = ("app", "cid", "client", "close_reason", "closed", "connect_params", "consumer", "ctx",
                  "deadline", "held_data", "in_handshake", "internal", "ip", "ip_slot", "key", "last_media",
-                 "log", "media_seen", "notified", "page_url", "params", "pending_bytes", "pending_media",
+                 "log", "media_seen", "merged_read", "notified", "page_url", "params", "pending_bytes", "pending_media",
                  "recv_bytes", "role", "send_bytes", "session", "source", "started", "stream", "stream_id",
                  "tc_url", "timer", "transport", "unpublished", "url", "vhost", "wait")
 
@@ -115,6 +115,7 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.unpublished = False  # it published, then unpublished (FCUnpublish / deleteStream)
         self.wait: PublisherWait | None = None
         self.close_reason = ""
+        self.merged_read: MergedRead | None = None  # publish { mr on; }: made at the first read it pauses
 
     # ---- asyncio callbacks -------------------------------------------------------------------
 
@@ -186,6 +187,13 @@ class RtmpServerProtocol(asyncio.Protocol):
             self.fail("internal error")
             return
         self.flush()
+        src = self.source
+        if src is not None and src.vhost.publish.mr and not src.vhost.min_latency and not self.closed:
+            latency = src.vhost.publish.mr_latency
+            if self.merged_read is None:
+                self.merged_read = MergedRead(self.transport, self.ctx.loop)
+                self.merged_read.size_buffer(latency)
+            self.merged_read.after_read(len(data), latency)
 
     def dispatch(self, events: list[ev.Event]) -> None:
         media = False  # audio or video went to the source: the publisher is alive (one clock read)
@@ -213,6 +221,8 @@ class RtmpServerProtocol(asyncio.Protocol):
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()
+        if self.merged_read is not None:
+            self.merged_read.cancel()
         self._cancel_deadline()
         if self.wait is not None:
             self.wait.fed()
@@ -652,6 +662,8 @@ class RtmpServerProtocol(asyncio.Protocol):
             self.unpublished = True
             if self.timer is not None:
                 self.timer.cancel()
+            if self.merged_read is not None:
+                self.merged_read.cancel()
             if isinstance(e, ev.FCUnpublish):
                 self.session.send_unpublish_success(self.stream_id)
             self._idle_again()
