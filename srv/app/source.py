@@ -13,6 +13,15 @@ from its cursor, or, if it fell more than `queue_length` behind, skips whole GOP
 keyframe (after the current sequence headers and metadata, which are never dropped). A player
 that stays paused longer than `queue_length` is disconnected.
 
+The players of one wire format are split into up to `PHASES` buckets (ConsumerGroup), each
+flushed on its own tick of the `mw_latency` grid, offset by a fraction of the window: the work of
+flushing thousands of players is spread over the window instead of one callback that holds the
+loop (and every other stream's tick) for tens of milliseconds.
+
+`min_latency on`: a video message is sent at once (with whatever waited before it); audio and
+metadata wait for the next video message, at most `min(mw_latency, MIN_LATENCY_WAIT)`. One send
+per video frame instead of one per message, for a delay of at most one frame on audio.
+
 What a new player receives, in order: metadata, video and audio sequence headers, the cached
 GOP (from its keyframe), then live packets — so it decodes from its first frame.
 """
@@ -22,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -35,6 +45,11 @@ from srv.media.metadata import StreamDescription, StreamMetadata
 log = logging.getLogger("srv.source")
 
 RATE_WINDOW = 30.0  # seconds: SRS reports stream rates as recv_30s / send_30s
+#: the flushes of one window are spread over this many phases at most, one per PHASE_STEP seconds
+PHASES = 16
+PHASE_STEP = 0.025
+#: `min_latency on`: the longest audio or metadata waits for the next video frame (seconds)
+MIN_LATENCY_WAIT = 0.05
 
 
 class Sink(Protocol):
@@ -120,18 +135,25 @@ class Consumer:
 
 
 class ConsumerGroup:
-    """Consumers that share one encoding, hence one flush schedule and one batch per flush."""
+    """Consumers that share one encoding and one phase of the merge window, hence one flush
+    schedule and one batch per flush."""
 
-    __slots__ = ("encoding", "consumers", "flushed", "handle", "starving", "prompt")
+    __slots__ = ("encoding", "phase", "consumers", "flushed", "handle", "timed", "starving", "low", "prompt")
 
-    def __init__(self, encoding: Encoding, flushed: int) -> None:
+    def __init__(self, encoding: Encoding, phase: int, flushed: int, prompt: bool = False) -> None:
         self.encoding = encoding
+        self.phase = phase  # its index among the encoding's merging buckets: where in the window it flushes
+        # its consumers want each message at once (the LL-HLS writer): a bucket of their own, so
+        # the players of the same encoding keep their merged writes
+        self.prompt = prompt
         self.consumers: list[Consumer] = []
         self.flushed = flushed
         self.handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        self.timed = False  # handle is a timer (not a call_soon)
         # a player joined with nothing to play yet: its first packets must not wait for a merge
         self.starving = False
-        self.prompt = 0  # consumers that want each message at once: the group does not merge
+        # no consumer's cursor is below this (as of its last flush, or lower): what _trim keeps
+        self.low = flushed
 
 
 class LiveSource:
@@ -153,7 +175,8 @@ class LiveSource:
         self.gop_start: int | None = None
         self.gop_bytes = 0  # payload bytes from gop_start on
         self.video_seen = False
-        self.groups: dict[int, ConsumerGroup] = {}
+        self.groups: dict[int, list[ConsumerGroup]] = {}  # per encoding, its phase buckets
+        self.phase0 = (zlib.crc32(key.encode()) % 1000) / 1000  # streams' ticks fall apart too
         # fed by a pull from the worker that owns the publisher: what arrives was already merged
         # there (one batch per mw_latency), so it goes out at once instead of waiting again
         self.upstream_merged = False
@@ -187,7 +210,11 @@ class LiveSource:
         self.gop_max = play.gop_cache_max_frames
         self.gop_max_bytes = play.gop_cache_max_size
         self.queue_length = play.queue_length
-        self.mw_latency = 0.0 if vhost.min_latency else play.mw_latency / 1000
+        self.min_latency = vhost.min_latency
+        mw = play.mw_latency / 1000
+        # min_latency: a video frame goes out at once; the rest waits for one, not for the window
+        self.mw_latency = min(mw, MIN_LATENCY_WAIT) if vhost.min_latency else mw
+        self.phases = 1 if vhost.min_latency else max(1, min(PHASES, round(mw / PHASE_STEP)))
 
     # ---- publisher side ------------------------------------------------------------------------
 
@@ -223,8 +250,8 @@ class LiveSource:
         self.ring.clear()
         self.base = end
         self.gop_start = None
-        for g in self.groups.values():
-            g.flushed = end
+        for g in self.buckets():
+            g.flushed = g.low = end
         for c in self.consumers():
             c.pos = end
             c.sink.on_unpublish()
@@ -288,19 +315,38 @@ class LiveSource:
             if self.base + len(ring) - self.gop_start > self.gop_max or (
                     self.gop_max_bytes and self.gop_bytes > self.gop_max_bytes):
                 self.gop_start = None  # too long a GOP: stop caching until the next keyframe
-        for g in self.groups.values():
-            if g.handle is None and g.consumers:
-                if g.starving or self.upstream_merged or not self.mw_latency or g.prompt:
-                    g.handle = self.loop.call_soon(self._flush_group, g)
-                else:
-                    g.handle = self.loop.call_later(self.mw_latency, self._flush_group, g)
-        if not self.groups:
+        if self.groups:
+            now = self.upstream_merged or not self.mw_latency or (self.min_latency and type_id == VIDEO)
+            for bs in self.groups.values():
+                for g in bs:
+                    if g.handle is None:
+                        if g.consumers:
+                            self._arm(g, now or g.prompt)
+                    elif now and g.timed:  # a video frame ends the wait of what came before it
+                        g.handle.cancel()
+                        self._arm(g, True)
+        else:
             # with no consumer only the GOP cache holds the ring: trim when _trim would cut
             # (the cache moved on by more than 64 packets, or there is none to keep)
             start = self.gop_start
             if start is None or start - self.base > 64:
                 self._trim()
         return pkt
+
+    def _arm(self, g: ConsumerGroup, now: bool) -> None:
+        """Schedule g's flush: at once, or at its next tick (its phase of the merge window)."""
+        if now or g.starving:
+            g.handle = self.loop.call_soon(self._flush_group, g)
+            g.timed = False
+            return
+        mw = self.mw_latency
+        if self.min_latency:
+            g.handle = self.loop.call_later(mw, self._flush_group, g)
+        else:  # ticks of this bucket: t = (phase0 + phase / phases) * mw + k * mw
+            t = self.loop.time()
+            offset = (self.phase0 + (g.phase % self.phases) / self.phases) * mw
+            g.handle = self.loop.call_at(t - (t - offset) % mw + mw, self._flush_group, g)
+        g.timed = True
 
     def _measure_gop(self, ts: int) -> None:
         """The GOP the API shows: frames and time from the previous keyframe to this one."""
@@ -314,31 +360,58 @@ class LiveSource:
 
     # ---- consumers -----------------------------------------------------------------------------
 
+    def buckets(self) -> list[ConsumerGroup]:
+        return [g for bs in self.groups.values() for g in bs]
+
     def consumers(self) -> list[Consumer]:
-        return [c for g in self.groups.values() for c in g.consumers]
+        return [c for bs in self.groups.values() for g in bs for c in g.consumers]
+
+    def _bucket(self, encoding: Encoding, prompt: bool) -> ConsumerGroup:
+        """The bucket a new consumer of `encoding` joins: the prompt one (made on first use) for a
+        prompt consumer; else a new phase while there are fewer than `phases`, else the phase with
+        the fewest consumers."""
+        bs = self.groups.setdefault(encoding, [])
+        if prompt:
+            live = [b for b in bs if b.prompt]
+            if not live:
+                g = ConsumerGroup(encoding, 0, self.end, prompt=True)
+                bs.append(g)
+                return g
+        else:
+            merging = [b for b in bs if not b.prompt]
+            live = merging[:self.phases]
+            if len(live) < self.phases:
+                g = ConsumerGroup(encoding, len(merging), self.end)
+                bs.append(g)
+                return g
+        g = min(live, key=lambda b: len(b.consumers))
+        if not g.consumers:  # left empty: it starts afresh, at the live edge
+            if g.handle is not None:
+                g.handle.cancel()
+                g.handle = None
+            g.flushed = g.low = self.end
+        return g
 
     def add_consumer(self, sink: Sink, encoding: Encoding, internal: bool = False,
                      queue_length: float | None = None, stall_timeout: float | None = None,
                      label: str = "player", prompt: bool = False) -> Consumer:
         """Attach an output; it first gets metadata, sequence headers and the GOP cache.
-        `prompt`: its group flushes each message at once instead of merging per mw_latency
-        (the LL-HLS writer, whose parts would otherwise wait for the merge)."""
+        `prompt`: it gets each message at once instead of a merge per mw_latency (the LL-HLS
+        writer, whose parts would otherwise wait for the merge), in a bucket of its own."""
         c = Consumer(self, sink, encoding, internal, queue_length, stall_timeout, label)
-        g = self.groups.get(encoding)
-        if g is None:
-            g = self.groups[encoding] = ConsumerGroup(encoding, self.end)
-        c.group = g
         c.prompt = prompt
-        g.prompt += prompt
+        g = self._bucket(encoding, prompt)
+        c.group = g
         g.consumers.append(c)
         start = self.gop_start if self.gop_start is not None else g.flushed
         c.pos = c.first = min(start, g.flushed)
+        g.low = min(g.low, c.pos)
         self._send_headers(c)
         if c.pos == g.flushed:
             g.starving = True
             if g.handle is not None and self.end > g.flushed:
                 g.handle.cancel()  # packets are waiting for a merge: send them now
-                g.handle = self.loop.call_soon(self._flush_group, g)
+                self._arm(g, True)
         self.catch_up(c, upto=g.flushed)
         return c
 
@@ -346,10 +419,11 @@ class LiveSource:
         g = c.group
         if g is not None and c in g.consumers:
             g.consumers.remove(c)
-            g.prompt -= c.prompt
-            if not g.consumers:
-                if g.handle is not None:
-                    g.handle.cancel()
+            bs = self.groups[g.encoding]
+            if not any(b.consumers for b in bs):
+                for b in bs:
+                    if b.handle is not None:
+                        b.handle.cancel()
                 del self.groups[g.encoding]
         self._maybe_empty()
 
@@ -405,6 +479,7 @@ class LiveSource:
         g.handle = None
         g.starving = False
         start, end = g.flushed, self.end
+        low = end
         if start < end and g.consumers:
             enc = g.encoding
             if start < self.base:
@@ -412,14 +487,16 @@ class LiveSource:
             batch = b"".join([p.encoded(enc) for p in self.ring[start - self.base:]])
             n = len(batch)
             now = time.monotonic()
+            flushed = g.flushed
+            players = 0
             for c in list(g.consumers):
-                if c.pos == g.flushed and not c.paused:
+                if c.pos == flushed and not c.paused:
                     c.sink.write(batch)
                     c.sent_bytes += n
-                    if not c.internal:  # a pull is counted where its players are
-                        self.bytes_out += n
+                    players += not c.internal  # a pull is counted where its players are
                     c.pos = end
-                elif c.paused:
+                    continue
+                if c.paused:
                     stalled = now - c.paused_since
                     limit = max(self.queue_length, 1.0) if c.stall_timeout is None else c.stall_timeout
                     if stalled > limit:
@@ -429,21 +506,29 @@ class LiveSource:
                         self._skip(c)  # bound the ring: paused players lose whole GOPs
                 else:
                     self.catch_up(c, upto=end)
+                if c.pos < low:
+                    low = c.pos
+            self.bytes_out += n * players
+        else:
+            for c in g.consumers:
+                if c.pos < low:
+                    low = c.pos
         g.flushed = end
+        g.low = low
         self._trim()
 
     def flush_all(self) -> None:
-        for g in list(self.groups.values()):
+        for g in self.buckets():
             if g.handle is not None:
                 g.handle.cancel()
             self._flush_group(g)
 
     def _trim(self) -> None:
         keep = self.end if self.gop_start is None else self.gop_start
-        for g in self.groups.values():
-            keep = min(keep, g.flushed)
-            for c in g.consumers:
-                keep = min(keep, c.pos)
+        for bs in self.groups.values():
+            for g in bs:
+                if g.consumers:  # an empty bucket holds nothing back
+                    keep = min(keep, g.low)
         cut = keep - self.base
         if cut > 64 or (cut > 0 and cut == len(self.ring)):
             del self.ring[:cut]

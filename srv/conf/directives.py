@@ -219,7 +219,8 @@ _VHOST = [
     Spec("enabled", ("vhost",), v.flag, default="on", example="on", doc="off rejects every client."),
     Spec("chunk_size", ("vhost",), v.integer(128, 65536), default="<global chunk_size>", example="60000"),
     Spec("min_latency", ("vhost",), v.flag, default="off", example="off",
-         doc="low-latency mode; the consumer decides what it changes (srv keeps mw_latency as set)."),
+         doc="low latency: each video frame is sent at once; audio and metadata wait for the next frame, "
+             "at most min(mw_latency, 50) ms (mw_latency 0: every message at once)."),
     Spec("tcp_nodelay", ("vhost",), v.flag, default="off", example="off", doc="TCP_NODELAY on player sockets."),
     Spec("play", ("vhost",), None, nargs=(0, 0), block=True),
     Spec("publish", ("vhost",), None, nargs=(0, 0), block=True),

@@ -1,0 +1,190 @@
+"""When LiveSource flushes its players (issue 18): `min_latency on` sends one batch per video
+frame, and the `mw_latency` window's flushes are spread over phase buckets.
+
+Everything here is judged by message order and by what is queued or scheduled, never by how
+fast anything ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from test_app_source import AAC_SH, AVC_SH, FLV, META, FakeSink, inter, key, run_loop
+
+from srv.app.packet import AUDIO, DATA, VIDEO
+from srv.app.source import MIN_LATENCY_WAIT, LiveSource
+from srv.conf import load
+from srv.conf.model import PlayConfig, VhostConfig
+
+
+def source(min_latency: bool = False, **play: object) -> LiveSource:
+    loop = asyncio.new_event_loop()
+    vhost = VhostConfig(name="v", min_latency=min_latency, play=PlayConfig(**play))  # type: ignore[arg-type]
+    return LiveSource("v/live/s", vhost, loop)
+
+
+def started(src: LiveSource) -> None:
+    src.on_publish(object(), origin=True)  # type: ignore[arg-type]
+    src.on_message(DATA, 0, META)
+    src.on_message(VIDEO, 0, AVC_SH)
+    src.on_message(AUDIO, 0, AAC_SH)
+    src.on_message(VIDEO, 0, key(0))
+
+
+def audio(n: int) -> bytes:
+    return b"\xaf\x01" + bytes([n % 256]) * 12
+
+
+def test_min_latency_sends_each_video_frame_at_once_with_the_audio_that_waited_for_it() -> None:
+    src = source(min_latency=True)  # mw_latency stays at its default, 350
+    started(src)
+    sink = FakeSink()
+    src.add_consumer(sink, FLV)
+    run_loop(src)
+    sink.writes.clear()
+    sent = []
+    for i in range(1, 51):
+        ts = 40 * i
+        a1 = src.on_message(AUDIO, ts - 17, audio(2 * i))
+        run_loop(src)
+        a2 = src.on_message(AUDIO, ts - 1, audio(2 * i + 1))
+        run_loop(src)
+        assert len(sink.writes) == i - 1, "audio waits for the next video frame"
+        (g,) = src.groups[FLV]
+        assert g.timed and g.handle is not None  # ... but not longer than MIN_LATENCY_WAIT
+        assert g.handle.when() - src.loop.time() <= MIN_LATENCY_WAIT  # type: ignore[union-attr]
+        v = src.on_message(VIDEO, ts, inter(i))
+        run_loop(src)
+        # the frame went out in this loop iteration, in one write, after the audio queued before it
+        assert len(sink.writes) == i
+        assert sink.writes[-1] == a1.flv() + a2.flv() + v.flv()
+        sent.append(sink.writes[-1])
+    assert b"".join(sent) == b"".join(p.flv() for p in src.ring[-150:])
+
+
+def test_min_latency_audio_only_waits_at_most_min_latency_wait_then_goes_out() -> None:
+    src = source(min_latency=True)
+    src.on_publish(object(), origin=True)  # type: ignore[arg-type]
+    src.on_message(AUDIO, 0, AAC_SH)
+    sink = FakeSink()
+    src.add_consumer(sink, FLV)
+    src.on_message(AUDIO, 0, audio(0))  # nothing was waiting for it: it goes out at once
+    run_loop(src)
+    assert sink.writes[-1] == src.ring[-1].flv()
+    sink.writes.clear()
+    pkts = [src.on_message(AUDIO, 23 * i, audio(i)) for i in range(1, 4)]
+    (g,) = src.groups[FLV]
+    assert g.timed and g.handle is not None
+    assert 0 < g.handle.when() - src.loop.time() <= MIN_LATENCY_WAIT  # type: ignore[union-attr]
+    assert sink.writes == []
+    src.loop.run_until_complete(asyncio.sleep(MIN_LATENCY_WAIT * 2))
+    assert sink.writes == [b"".join(p.flv() for p in pkts)]
+
+
+def test_min_latency_with_mw_latency_0_sends_what_arrived_in_each_loop_iteration() -> None:
+    src = source(min_latency=True, mw_latency=0)
+    started(src)
+    sink = FakeSink()
+    src.add_consumer(sink, FLV)
+    run_loop(src)
+    sink.writes.clear()
+    a = src.on_message(AUDIO, 10, audio(1))
+    b = src.on_message(AUDIO, 33, audio(2))  # the same read of the publisher: one batch
+    run_loop(src)
+    assert sink.writes == [a.flv() + b.flv()]
+    c = src.on_message(AUDIO, 56, audio(3))
+    run_loop(src)
+    assert sink.writes[-1] == c.flv() and len(sink.writes) == 2
+
+
+def test_merge_window_flushes_are_spread_over_phases_each_player_once_per_window() -> None:
+    src = source(mw_latency=350)
+    started(src)
+    assert src.phases == 14
+    sinks = [FakeSink() for _ in range(28)]
+    cs = [src.add_consumer(s, FLV) for s in sinks]
+    run_loop(src)
+    assert [len(g.consumers) for g in src.groups[FLV]] == [2] * 14
+    for s in sinks:
+        s.writes.clear()
+    now = src.loop.time()
+    pkt = src.on_message(VIDEO, 40, inter(1))
+    dues = sorted(g.handle.when() for g in src.groups[FLV])  # type: ignore[union-attr]
+    # every bucket flushes within one window, each on its own tick, 25 ms apart
+    assert all(now < d <= now + 0.35 + 1e-6 for d in dues)
+    gaps = [b - a for a, b in zip(dues, dues[1:], strict=False)]
+    assert len(set(round(d, 6) for d in dues)) == 14 and max(gaps) < 0.025 + 1e-6
+    src.loop.run_until_complete(asyncio.sleep(0.4))
+    assert all(s.writes == [pkt.flv()] for s in sinks)  # each player exactly once, same bytes
+    assert all(c.pos == src.end for c in cs)
+    assert src.bytes_out >= 28 * len(pkt.flv())
+
+
+def test_a_paused_player_in_its_phase_bucket_is_still_dropped_by_the_queue_rules() -> None:
+    src = source(mw_latency=350, queue_length=1.0)
+    started(src)
+    slow, ok = FakeSink(), FakeSink()
+    c = src.add_consumer(slow, FLV)
+    other = src.add_consumer(ok, FLV)
+    assert c.group is not other.group
+    c.pause()
+    c.paused_since -= 5  # paused longer than queue_length (1 s) ago
+    src.on_message(VIDEO, 40, inter(1))
+    src.loop.run_until_complete(asyncio.sleep(0.4))
+    assert any(e.startswith("slow:player stalled") for e in slow.events)
+    assert not ok.events and ok.writes[-1].endswith(src.ring[-1].flv())
+
+
+def test_a_bucket_left_empty_neither_holds_the_ring_nor_replays_old_packets() -> None:
+    src = source(mw_latency=50)  # two phases
+    started(src)
+    a, b = FakeSink(), FakeSink()
+    ca = src.add_consumer(a, FLV)
+    cb = src.add_consumer(b, FLV)
+    assert ca.group is not cb.group
+    src.remove_consumer(cb)
+    for t in range(1, 400):
+        src.on_message(VIDEO, 40 * t, key(t) if t % 50 == 0 else inter(t))
+        src.loop.run_until_complete(asyncio.sleep(0.001))
+    src.loop.run_until_complete(asyncio.sleep(0.1))
+    assert len(src.ring) < 150  # trimmed to the GOP cache (50 frames) plus the trim slack
+    late = FakeSink()
+    cl = src.add_consumer(late, FLV)
+    assert cl.group is cb.group  # the empty bucket is reused, from the live edge
+    data = late.data()
+    assert data.count(key(350)) == 1 and key(300) not in data  # metadata, headers, the last GOP
+
+
+def test_the_window_and_phases_follow_min_latency_and_mw_latency() -> None:
+    assert (source().mw_latency, source().phases) == (0.35, 14)
+    assert (source(mw_latency=100).mw_latency, source(mw_latency=100).phases) == (0.1, 4)
+    assert source(mw_latency=10).phases == 1 and source(mw_latency=0).phases == 1
+    low = source(min_latency=True)
+    assert (low.mw_latency, low.phases) == (MIN_LATENCY_WAIT, 1)
+    assert source(min_latency=True, mw_latency=20).mw_latency == 0.02
+    assert source(min_latency=True, mw_latency=0).mw_latency == 0
+
+
+def test_min_latency_and_mw_latency_from_a_config_file_set_the_sources_window(tmp_path: Path) -> None:
+    path = tmp_path / "x.conf"
+    path.write_text("""
+        listen 1935;
+        vhost __defaultVhost__ { min_latency on; }
+        vhost low.mw { min_latency on; play { mw_latency 20; } }
+        vhost spread { play { mw_latency 100; } }
+        vhost vod.nomw { play { mw_latency 0; } }
+    """)
+    config = load(str(path), {})
+    loop = asyncio.new_event_loop()
+
+    def src(name: str) -> LiveSource:
+        vhost = config.vhost(name)
+        assert vhost is not None
+        return LiveSource(f"{name}/live/s", vhost, loop)
+
+    assert (src("__defaultVhost__").mw_latency, src("__defaultVhost__").phases) == (MIN_LATENCY_WAIT, 1)
+    assert src("low.mw").mw_latency == 0.02
+    assert (src("spread").mw_latency, src("spread").phases) == (0.1, 4)
+    assert (src("vod.nomw").mw_latency, src("vod.nomw").phases) == (0, 1)
+    loop.close()
