@@ -24,9 +24,14 @@ Scenarios:
             bytes waiting in the client), a player stalls (< 90 % of its stream in the window)
             or the server's CPU passes 95 %; CPU-s per ingested GB at each N.
   profile   srv only (not in the default set): py-spy on the worker while N players connect
-            and in steady state; top functions by self and inclusive samples.
+            and in steady state; top functions by self and inclusive samples (--mw-latency and
+            --min-latency set the srv it profiles).
   ingest-profile  srv only (not in the default set): py-spy on the worker over an ingest step
             (the first of --ingest-steps publishers), with 0 and with 1 player per stream.
+  curve     (not in the default set) the latency/CPU curve: per srv variant of --curve (an
+            mw_latency in ms, or "min" for `min_latency on` with its default window) and for
+            nginx-rtmp, one server with the latency probes, players stepped over --curve-steps;
+            CPU-s per delivered GB and latency p50/p95 at each step.
   hls       srv and nginx-rtmp (`hls on;`): HLS muxing cost per published Mb/s (K publishers,
             HLS off vs on) and serving cost (CPU-s per delivered GB at 200 and 1000 fetchers);
             see bench_lib/hls.py.
@@ -341,7 +346,7 @@ async def profile(opts: argparse.Namespace, src: float) -> dict[str, Any]:
     """srv worker under py-spy: while N players connect, then in steady state."""
     out: dict[str, Any] = {}
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    server = sv.SrvServer(core=SERVER_CORE)
+    server = sv.SrvServer(core=SERVER_CORE, mw_latency=opts.mw_latency, min_latency=opts.min_latency)
     async with Session(server, opts, src) as sess:
         worker = server.workers()[0].pid
         raw = sv.BENCH_DIR / f"profile-connect-{stamp}.txt"
@@ -366,6 +371,62 @@ async def profile(opts: argparse.Namespace, src: float) -> dict[str, Any]:
     return out
 
 
+async def probed(server: sv.Server, opts: argparse.Namespace, src: float, steps: list[int],
+                 probes: int = 3) -> list[dict[str, Any]]:
+    """One server, the latency probes on a stream this process publishes, players stepped over
+    `steps` on the ffmpeg stream: CPU per delivered GB and latency at each step."""
+    out = []
+    async with Session(server, opts, src) as sess:
+        url = lc.RtmpUrl.parse(server.rtmp_url("lat"))
+        loop = asyncio.get_running_loop()
+        _, pub = await loop.create_connection(lambda: lc.Publisher(url, str(SOURCE)), url.host, url.port)
+        sess.extra.append(pub)
+        await asyncio.wait_for(pub.started, 10)
+        await asyncio.sleep(1)
+        lat: list[lc.RtmpPlayer] = []
+        for _ in range(probes):
+            _, p = await loop.create_connection(
+                lambda: lc.RtmpPlayer(url, parse=True, publisher=pub), url.host, url.port)
+            sess.extra.append(p)
+            lat.append(p)
+        for n in steps:
+            await grow(sess, n)
+            await asyncio.sleep(opts.warmup)
+            for p in lat:
+                p.latencies.clear()
+            m = await sess.measure(opts.window)
+            m["n"] = n
+            samples = sorted(x for p in lat for x in p.latencies)
+            if samples:
+                m["latency_ms_p50"] = round(samples[len(samples) // 2] * 1000, 1)
+                m["latency_ms_p95"] = round(samples[int(len(samples) * 0.95)] * 1000, 1)
+                m["latency_ms_max"] = round(samples[-1] * 1000, 1)
+                m["latency_samples"] = len(samples)
+            log(f"  {server.name} N={n}: {m}")
+            out.append(m)
+            if m["delivery"] < 0.98 or m["server_cpu"] > 0.95:
+                break
+    return out
+
+
+async def curve(opts: argparse.Namespace, src: float) -> dict[str, Any]:
+    """The latency/CPU curve: srv at each --curve variant, nginx-rtmp beside it (if asked)."""
+    res: dict[str, Any] = {}
+    for v in opts.curve:
+        if "srv" not in opts.servers:
+            break
+        minlat = v == "min"
+        mw = 350 if minlat else int(v)
+        log(f"curve: srv {'min_latency on' if minlat else f'mw_latency {mw}'}")
+        server = sv.SrvServer(core=SERVER_CORE, mw_latency=mw, min_latency=minlat)
+        res[f"srv mw={v}"] = await probed(server, opts, src, opts.curve_steps)
+    for name in opts.servers:
+        if name != "srv":
+            log(f"curve: {name}")
+            res[name] = await probed(sv.make(name, core=SERVER_CORE), opts, src, opts.curve_steps)
+    return res
+
+
 def srv_has(feature: str) -> bool:
     top = sv.TOP / "srv"
     if feature == "forward":
@@ -378,6 +439,8 @@ def srv_has(feature: str) -> bool:
 
 async def run_once(opts: argparse.Namespace, src: float) -> dict[str, Any]:
     res: dict[str, Any] = {}
+    if "curve" in opts.scenarios:
+        res["curve"] = {"curve": await curve(opts, src)}
     for name in opts.servers:
         r: dict[str, Any] = {}
         if "capacity" in opts.scenarios:
@@ -607,6 +670,12 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
                   f"real time, delivery {m['delivery']}, {m['cpu_ms_per_answer']} ms CPU per answer, "
                   f"cpu {m['server_cpu']} "
                   f"({m['core_pct_per_viewer']} % of a core per viewer), misses {m['misses']} errors {m['errors']}")
+        for variant, steps in res.get("curve", {}).get("curve", {}).items():
+            for m in steps:
+                print(f"  curve {variant:12} N={m['n']:5} cpu/GB {fmt(m.get('cpu_s_per_gb'))} delivery "
+                      f"{m['delivery']:.3f} cpu {m['server_cpu']:.2f} lat p50/p95/max "
+                      f"{fmt(m.get('latency_ms_p50'))}/{fmt(m.get('latency_ms_p95'))}/"
+                      f"{fmt(m.get('latency_ms_max'))} ms core0 {m['core0_busy']}")
         srv = res.get("srv", {})
         for key in ("mw", "workers", "forward", "httpflv"):
             val = srv.get(key)
@@ -745,8 +814,8 @@ def main() -> None:
     ap.add_argument("--server", default="all", help="srv|nginx|nms|all or a comma list")
     ap.add_argument("--scenario", default="",
                     help="comma list of capacity,latency,mw,workers,forward,httpflv,tls,dvr,hooks,edge,proxy,"
-                         "ingest,ingest-profile,profile,hls,llhls (default: all but dvr, ingest, ingest-profile, "
-                         "profile, llhls; --quick: capacity,latency)")
+                         "ingest,ingest-profile,profile,hls,llhls,curve (default: all but dvr, ingest, "
+                         "ingest-profile, profile, llhls, curve; --quick: capacity,latency)")
     ap.add_argument("--steps", default="", help="comma list of player counts")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--window", type=float, default=0, help="seconds measured per step")
@@ -759,6 +828,11 @@ def main() -> None:
     ap.add_argument("--ingest-steps", default="40,100,200,400", help="publisher counts for the ingest scenario")
     ap.add_argument("--dvr-streams", default="1,20,100", help="published stream counts for the dvr scenario")
     ap.add_argument("--report", metavar="RESULTS_JSON", help="print markdown tables and exit")
+    ap.add_argument("--mw-latency", type=int, default=350, help="srv's mw_latency in the profile scenario")
+    ap.add_argument("--min-latency", action="store_true", help="srv with min_latency on in the profile scenario")
+    ap.add_argument("--curve", default="min,0,10,30,50,100,350",
+                    help='srv variants of the curve scenario: mw_latency values in ms, "min" for min_latency on')
+    ap.add_argument("--curve-steps", default="200,1000,3000", help="player counts of the curve scenario")
     ap.add_argument("--hls-publishers", type=int, default=4, help="publishers for the HLS muxing cost")
     ap.add_argument("--hls-steps", default="200,1000", help="HLS fetcher counts for the serving cost")
     ap.add_argument("--llhls-steps", default="100,1000", help="LL-HLS blocking-reload client counts")
@@ -795,6 +869,8 @@ def main() -> None:
     opts.scenarios = (opts.scenario or default_sc).split(",")
     opts.dvr_streams = [int(x) for x in opts.dvr_streams.split(",")]
     opts.ingest_steps = [int(x) for x in opts.ingest_steps.split(",")]
+    opts.curve = opts.curve.split(",")
+    opts.curve_steps = [int(x) for x in opts.curve_steps.split(",")]
     opts.steps = ([int(x) for x in opts.steps.split(",")] if opts.steps
                   else QUICK_STEPS if opts.quick else FULL_STEPS)
     opts.window = opts.window or (LOOP_SECONDS if opts.quick or opts.check else 2 * LOOP_SECONDS)
