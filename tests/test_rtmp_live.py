@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from conftest import Clients, Server, codecs, ffprobe, wait_for
 from rtmp_tools import RtmpTestClient, run
 
@@ -94,6 +95,20 @@ def records_five_clean_seconds(s: Server, clients: Clients, tmp_path: Path) -> P
 def test_ffmpeg_records_five_seconds_that_decode(srs_server, clients: Clients, tmp_path: Path) -> None:
     out = records_five_clean_seconds(srs_server(workers=2), clients, tmp_path)
     assert first_video_packet_is_key(out)
+
+
+def test_min_latency_plays_audio_and_video_that_decode(srs_server, clients: Clients, tmp_path: Path) -> None:
+    """`min_latency on`: one send per video frame, the audio riding with it; nothing is lost."""
+    s = srs_server(workers=2, body="vhost __defaultVhost__ { min_latency on; }\n")
+    clients.publish(f"{s.url}/live/s")
+    publishing(s)
+    out = tmp_path / "rec.flv"
+    p = record(clients, f"{s.url}/live/s", out, 4)
+    assert p.wait(30) == 0, p.stderr.read() if p.stderr else ""
+    streams = codecs(ffprobe(str(out)))
+    assert streams["video"]["codec_name"] == "h264" and streams["audio"]["codec_name"] == "aac"
+    assert duration(out) >= 3.5
+    assert decode_errors(out) == ""
 
 
 def test_rtmpdump_plays(srs_server, clients: Clients, tmp_path: Path) -> None:
@@ -217,9 +232,10 @@ def test_killed_publisher_frees_the_stream_for_a_new_one(srs_server, clients: Cl
     assert codecs(ffprobe(f"{s.url}/live/s"))["video"]["codec_name"] == "h264"
 
 
+@pytest.mark.parametrize("mode", ["", "min_latency on;"], ids=["merge_window", "min_latency"])
 def test_paused_player_does_not_disturb_others_and_is_dropped(
-        srs_server, clients: Clients, tmp_path: Path) -> None:
-    s = srs_server(workers=1, body="vhost __defaultVhost__ { play { queue_length 2; } }\n")
+        srs_server, clients: Clients, tmp_path: Path, mode: str) -> None:
+    s = srs_server(workers=1, body=f"vhost __defaultVhost__ {{ {mode} play {{ queue_length 2; }} }}\n")
     # constant 2 Mb/s (filler NALs), so the stalled player's buffers fill at a known pace
     pub = clients.publish(f"{s.url}/live/s", video=[
         "-c:v", "libx264", "-preset", "ultrafast", "-b:v", "2M", "-minrate", "2M", "-maxrate", "2M",

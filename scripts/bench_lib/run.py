@@ -211,6 +211,10 @@ class Session:
             "gbps": round(w["bytes"] * 8 / w["seconds"] / 1e9, 3),
             "server_cpu": round(cpu / w["seconds"], 3),
             "cpu_s_per_gb": round(cpu / gb, 3) if gb > 0.001 else None,
+            # sends (write/writev syscalls) per player per second: what the merge window decides,
+            # whatever else the core is doing
+            "writes_per_player_s": round((s1.get("writes", 0) - s0.get("writes", 0)) / max(w["players"], 1)
+                                         / w["seconds"], 2),
             "rss_mib": round(s1["rss"] / 2**20, 1),
             "core0_busy": round(core_busy / w["seconds"], 3),
             "client_cpu": round(w["client_cpu"], 3),
@@ -675,7 +679,8 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
                 print(f"  curve {variant:12} N={m['n']:5} cpu/GB {fmt(m.get('cpu_s_per_gb'))} delivery "
                       f"{m['delivery']:.3f} cpu {m['server_cpu']:.2f} lat p50/p95/max "
                       f"{fmt(m.get('latency_ms_p50'))}/{fmt(m.get('latency_ms_p95'))}/"
-                      f"{fmt(m.get('latency_ms_max'))} ms core0 {m['core0_busy']}")
+                      f"{fmt(m.get('latency_ms_max'))} ms sends/player/s {m.get('writes_per_player_s')} "
+                      f"core0 {m['core0_busy']}")
         srv = res.get("srv", {})
         for key in ("mw", "workers", "forward", "httpflv"):
             val = srv.get(key)

@@ -100,16 +100,18 @@ class Server:
         return procs[1:] or procs[:1]
 
     def sample(self) -> dict[str, float]:
-        """CPU seconds and RSS of the whole tree (exited children are not counted)."""
-        cpu = rss = 0.0
+        """CPU seconds, RSS and write-family syscalls (write/writev: each a send on a socket,
+        for libuv and nginx) of the whole tree (exited children are not counted)."""
+        cpu = rss = writes = 0.0
         for p in self.processes():
             try:
                 t = p.cpu_times()
                 cpu += t.user + t.system
                 rss += p.memory_info().rss
-            except psutil.NoSuchProcess:
+                writes += p.io_counters().write_count
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
-        return {"cpu": cpu, "rss": rss}
+        return {"cpu": cpu, "rss": rss, "writes": writes}
 
     def stop(self) -> None:
         if self.proc is None:
