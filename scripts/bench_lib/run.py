@@ -408,8 +408,8 @@ async def probed(server: sv.Server, opts: argparse.Namespace, src: float, steps:
                 m["latency_samples"] = len(samples)
             log(f"  {server.name} N={n}: {m}")
             out.append(m)
-            if m["delivery"] < 0.98 or m["server_cpu"] > 0.95:
-                break
+            if m["server_cpu"] > 0.95:  # a short delivery is reported, not a stop: on a shared
+                break  # machine one starved window is not the server's limit
     return out
 
 
