@@ -188,3 +188,26 @@ def test_min_latency_and_mw_latency_from_a_config_file_set_the_sources_window(tm
     assert (src("spread").mw_latency, src("spread").phases) == (0.1, 4)
     assert (src("vod.nomw").mw_latency, src("vod.nomw").phases) == (0, 1)
     loop.close()
+
+
+def test_a_prompt_consumer_gets_each_message_at_once_in_its_own_bucket_players_keep_merging() -> None:
+    src = source(mw_latency=350)
+    started(src)
+    player, writer = FakeSink(), FakeSink()
+    cp = src.add_consumer(player, FLV)
+    cw = src.add_consumer(writer, FLV, internal=True, prompt=True)  # the LL-HLS writer
+    assert cw.group is not cp.group and cw.group is not None and cw.group.prompt
+    run_loop(src)
+    player.writes.clear()
+    writer.writes.clear()
+    a = src.on_message(AUDIO, 10, audio(1))
+    run_loop(src)
+    assert writer.writes == [a.flv()] and player.writes == []  # the player waits for its tick
+    assert cp.group is not None and cp.group.timed
+    b = src.on_message(AUDIO, 33, audio(2))
+    run_loop(src)
+    assert writer.writes == [a.flv(), b.flv()] and player.writes == []
+    src.loop.run_until_complete(asyncio.sleep(0.4))
+    assert player.writes == [a.flv() + b.flv()]
+    other = src.add_consumer(FakeSink(), FLV, internal=True, prompt=True)
+    assert other.group is cw.group  # one prompt bucket per encoding
