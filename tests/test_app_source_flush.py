@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from test_app_source import AAC_SH, AVC_SH, FLV, META, FakeSink, inter, key, run_loop
 
+from srv.app import source as source_module
 from srv.app.packet import AUDIO, DATA, VIDEO
 from srv.app.source import MIN_LATENCY_WAIT, LiveSource
 from srv.conf import load
@@ -98,7 +100,29 @@ def test_min_latency_with_mw_latency_0_sends_what_arrived_in_each_loop_iteration
     assert sink.writes[-1] == c.flv() and len(sink.writes) == 2
 
 
-def test_merge_window_flushes_are_spread_over_phases_each_player_once_per_window() -> None:
+@pytest.fixture
+def spread_at_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new phase opens at 2 players instead of SPREAD_AT (100): many phases, few sinks."""
+    monkeypatch.setattr(source_module, "SPREAD_AT", 2)
+
+
+def test_a_small_audience_shares_one_phase_and_one_batch() -> None:
+    src = source(mw_latency=350)
+    started(src)
+    sinks = [FakeSink() for _ in range(source_module.SPREAD_AT)]
+    for s in sinks:
+        src.add_consumer(s, FLV)
+    assert len(src.groups[FLV]) == 1
+    src.add_consumer(FakeSink(), FLV)  # one more than a phase holds: the second phase opens
+    assert [len(g.consumers) for g in src.groups[FLV]] == [source_module.SPREAD_AT, 1]
+    for s in sinks:
+        s.writes.clear()
+    src.on_message(VIDEO, 40, inter(1))
+    src.loop.run_until_complete(asyncio.sleep(0.4))
+    assert len(sinks[0].writes) == 1 and all(s.writes[0] is sinks[0].writes[0] for s in sinks)
+
+
+def test_merge_window_flushes_are_spread_over_phases_each_player_once_per_window(spread_at_2: None) -> None:
     src = source(mw_latency=350)
     started(src)
     assert src.phases == 14
@@ -121,11 +145,12 @@ def test_merge_window_flushes_are_spread_over_phases_each_player_once_per_window
     assert src.bytes_out >= 28 * len(pkt.flv())
 
 
-def test_a_paused_player_in_its_phase_bucket_is_still_dropped_by_the_queue_rules() -> None:
+def test_a_paused_player_in_its_phase_bucket_is_still_dropped_by_the_queue_rules(spread_at_2: None) -> None:
     src = source(mw_latency=350, queue_length=1.0)
     started(src)
     slow, ok = FakeSink(), FakeSink()
     c = src.add_consumer(slow, FLV)
+    src.add_consumer(FakeSink(), FLV)
     other = src.add_consumer(ok, FLV)
     assert c.group is not other.group
     c.pause()
@@ -136,11 +161,12 @@ def test_a_paused_player_in_its_phase_bucket_is_still_dropped_by_the_queue_rules
     assert not ok.events and ok.writes[-1].endswith(src.ring[-1].flv())
 
 
-def test_a_bucket_left_empty_neither_holds_the_ring_nor_replays_old_packets() -> None:
+def test_a_bucket_left_empty_neither_holds_the_ring_nor_replays_old_packets(spread_at_2: None) -> None:
     src = source(mw_latency=50)  # two phases
     started(src)
     a, b = FakeSink(), FakeSink()
     ca = src.add_consumer(a, FLV)
+    src.add_consumer(FakeSink(), FLV)
     cb = src.add_consumer(b, FLV)
     assert ca.group is not cb.group
     src.remove_consumer(cb)

@@ -48,6 +48,9 @@ RATE_WINDOW = 30.0  # seconds: SRS reports stream rates as recv_30s / send_30s
 #: the flushes of one window are spread over this many phases at most, one per PHASE_STEP seconds
 PHASES = 16
 PHASE_STEP = 0.025
+#: a new phase opens only when the least-filled one has this many consumers: a flush of fewer
+#: players is short anyway, and players of a small audience keep getting the same batch together
+SPREAD_AT = 100
 #: `min_latency on`: the longest audio or metadata waits for the next video frame (seconds)
 MIN_LATENCY_WAIT = 0.05
 
@@ -368,8 +371,8 @@ class LiveSource:
 
     def _bucket(self, encoding: Encoding, prompt: bool) -> ConsumerGroup:
         """The bucket a new consumer of `encoding` joins: the prompt one (made on first use) for a
-        prompt consumer; else a new phase while there are fewer than `phases`, else the phase with
-        the fewest consumers."""
+        prompt consumer; else the phase with the fewest consumers, or a new phase when that one
+        already has SPREAD_AT and there are fewer than `phases`."""
         bs = self.groups.setdefault(encoding, [])
         if prompt:
             live = [b for b in bs if b.prompt]
@@ -380,7 +383,7 @@ class LiveSource:
         else:
             merging = [b for b in bs if not b.prompt]
             live = merging[:self.phases]
-            if len(live) < self.phases:
+            if not live or (len(live) < self.phases and min(len(b.consumers) for b in live) >= SPREAD_AT):
                 g = ConsumerGroup(encoding, len(merging), self.end)
                 bs.append(g)
                 return g
