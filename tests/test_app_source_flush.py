@@ -15,7 +15,7 @@ from test_app_source import AAC_SH, AVC_SH, FLV, META, FakeSink, inter, key, run
 
 from srv.app import source as source_module
 from srv.app.packet import AUDIO, DATA, VIDEO
-from srv.app.source import MIN_LATENCY_WAIT, LiveSource
+from srv.app.source import MIN_LATENCY_WAIT, Consumer, LiveSource
 from srv.conf import load
 from srv.conf.model import PlayConfig, VhostConfig
 
@@ -145,14 +145,20 @@ def test_merge_window_flushes_are_spread_over_phases_each_player_once_per_window
     assert src.bytes_out >= 28 * len(pkt.flv())
 
 
+def in_two_phases(src: LiveSource, a: FakeSink, b: FakeSink) -> tuple[Consumer, Consumer]:
+    """Consumers of a and b in two different phases (with SPREAD_AT 2: a filler fills the first)."""
+    ca = src.add_consumer(a, FLV)
+    src.add_consumer(FakeSink(), FLV)
+    cb = src.add_consumer(b, FLV)
+    assert ca.group is not cb.group
+    return ca, cb
+
+
 def test_a_paused_player_in_its_phase_bucket_is_still_dropped_by_the_queue_rules(spread_at_2: None) -> None:
     src = source(mw_latency=350, queue_length=1.0)
     started(src)
     slow, ok = FakeSink(), FakeSink()
-    c = src.add_consumer(slow, FLV)
-    src.add_consumer(FakeSink(), FLV)
-    other = src.add_consumer(ok, FLV)
-    assert c.group is not other.group
+    c, _ = in_two_phases(src, slow, ok)
     c.pause()
     c.paused_since -= 5  # paused longer than queue_length (1 s) ago
     src.on_message(VIDEO, 40, inter(1))
@@ -164,11 +170,7 @@ def test_a_paused_player_in_its_phase_bucket_is_still_dropped_by_the_queue_rules
 def test_a_bucket_left_empty_neither_holds_the_ring_nor_replays_old_packets(spread_at_2: None) -> None:
     src = source(mw_latency=50)  # two phases
     started(src)
-    a, b = FakeSink(), FakeSink()
-    ca = src.add_consumer(a, FLV)
-    src.add_consumer(FakeSink(), FLV)
-    cb = src.add_consumer(b, FLV)
-    assert ca.group is not cb.group
+    _, cb = in_two_phases(src, FakeSink(), FakeSink())
     src.remove_consumer(cb)
     for t in range(1, 400):
         src.on_message(VIDEO, 40 * t, key(t) if t % 50 == 0 else inter(t))
