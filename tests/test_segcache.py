@@ -122,6 +122,11 @@ class Response:
     def head_request(self) -> bool:
         return self.head
 
+    zero_copy = False  # as over TLS: the cache's bytes are written
+
+    async def send_file(self, fd: int, offset: int, count: int) -> int | None:
+        return None
+
     def header(self, name: bytes) -> bytes | None:
         return self.request_headers.get(name)
 
@@ -133,8 +138,8 @@ class Response:
         self.status = status
         self.headers = dict(extra or []) | {b"Content-Type": content_type.encode(), b"Content-Length": b"%d" % length}
 
-    def body(self, data: bytes) -> None:
-        self.writes.append(data)
+    def body(self, data: bytes | memoryview) -> None:
+        self.writes.append(data)  # type: ignore[arg-type]
 
     async def drained(self) -> None:
         pass

@@ -28,9 +28,9 @@ requests are counted for the viewer. `hls_ctx off`: a playlist is a plain file (
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
+from typing import NamedTuple
 from urllib.parse import urlencode
 
 from srv.app.paths import safe_name
@@ -52,8 +52,7 @@ class Kind(Enum):
 EXTENSIONS = {".m3u8": Kind.PLAYLIST, ".ts": Kind.SEGMENT, ".m4s": Kind.SEGMENT, ".mp4": Kind.INIT}
 
 
-@dataclass(frozen=True, slots=True)
-class HlsUrl:
+class HlsUrl(NamedTuple):
     """A URL that may name a file of a vhost's `hls_path`."""
 
     kind: Kind
@@ -89,7 +88,24 @@ def template_of(vhost: VhostConfig, kind: Kind, path: str) -> str:
 
 
 def match_hls(vhost: VhostConfig, path: str) -> HlsUrl | None:
-    """What `path` names among `vhost`'s HLS files, or None (not an HLS file type, HLS off)."""
+    """What `path` names among `vhost`'s HLS files, or None (not an HLS file type, HLS off).
+    Remembered per path (every viewer asks for the same few), for this `vhost` object: a
+    reload's new config is matched afresh."""
+    held = _MATCHED.get(path)
+    if held is not None and held[0] is vhost:
+        return held[1]
+    url = _match(vhost, path)
+    if len(_MATCHED) >= MATCHED_MAX:
+        _MATCHED.clear()
+    _MATCHED[path] = (vhost, url)
+    return url
+
+
+MATCHED_MAX = 4096
+_MATCHED: dict[str, tuple[VhostConfig, HlsUrl | None]] = {}
+
+
+def _match(vhost: VhostConfig, path: str) -> HlsUrl | None:
     if not vhost.hls.enabled:
         return None
     dot = path.rfind(".")

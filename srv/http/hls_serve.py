@@ -70,24 +70,27 @@ async def serve_hls(conn: HttpConnection, host: str, path: str, query: list[tupl
     if url is None:
         return False
     part = hls_ll_serve.part_url(url, path) if url.kind is Kind.SEGMENT and not url.key else None
-    found = static.resolve(vhost.hls.path, path)
+    found = static.resolve_open(vhost.hls.path, path)
     if found.status != 200 and (part is None or found.status == 403):
         return False
     directives = hls_reload.NO_DIRECTIVES
     if url.kind is Kind.PLAYLIST and vhost.hls.ll and any(k.startswith("_HLS_") for k, _ in query):
         got = hls_reload.parse_directives(query)
         if isinstance(got, str):
+            static.close_found(found)
             hls_ll_serve.refuse(conn, 400, got)
             count(ctx, url.key, 0)
             return True
         directives = got
     if url.kind is Kind.PLAYLIST and vhost.hls.ctx:
+        static.close_found(found)
         await _playlist_with_ctx(conn, host, path, query, url, directives)
         return True
     key = part.key if part is not None else url.key
     if found.status != 200 and part is not None:  # the part in progress (or a 404)
         sent = await hls_ll_serve.serve_part(conn, url, part, path)
     elif directives.blocking or directives.skip:
+        static.close_found(found)
         sent = await hls_ll_serve.ll_playlist(conn, url, found.path, directives)
     else:
         cache = segcache.SEGMENTS if url.kind is not Kind.PLAYLIST else None
@@ -151,7 +154,10 @@ async def _playlist_with_ctx(conn: HttpConnection, host: str, path: str, query: 
             else:
                 found = static.resolve(vhost.hls.path, path)
                 try:
-                    text = await ctx.loop.run_in_executor(None, read_file, found.path)
+                    if found.st is not None and found.st.st_size <= static.SMALL:
+                        text = read_file(found.path)  # a playlist: a page-cache read, on the loop
+                    else:
+                        text = await ctx.loop.run_in_executor(None, read_file, found.path)
                 except OSError:
                     conn.error(404, "not found")
                     return

@@ -3,7 +3,7 @@
 Every viewer of a live stream fetches the same few files within a couple of seconds: without a
 cache each fetch reads the file again (in the thread pool, in chunks). `SegmentCache.get` keeps
 a file's bytes keyed by what `os.stat` says of it (path, inode, size, `mtime_ns`):
-- every request stats the file on the loop (cheap; the path was just resolved anyway): a file
+- every request stats the file on the loop (or gives the stat it took resolving the path): a file
   that is gone (`hls_dispose`, cleanup, a republish) is None, so the request is a 404, and a
   file replaced under the same name (new inode, size or mtime) is read again;
 - concurrent requests for a file not yet cached share one read (in the default thread pool)
@@ -47,13 +47,15 @@ class SegmentCache:
         self.entries: OrderedDict[str, tuple[Key, Entry]] = OrderedDict()
         self.reading: dict[Key, asyncio.Future[Entry]] = {}
 
-    async def get(self, path: str, loop: asyncio.AbstractEventLoop) -> Entry | None:
-        """The file's stat and bytes, None if it is not there (or not readable)."""
-        try:
-            st = os.stat(path)
-        except OSError:
-            self._drop(path)
-            return None
+    async def get(self, path: str, loop: asyncio.AbstractEventLoop, st: os.stat_result | None = None) -> Entry | None:
+        """The file's stat and bytes, None if it is not there (or not readable). `st`: the
+        file's stat, when the caller has just taken it."""
+        if st is None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                self._drop(path)
+                return None
         key = key_of(path, st)
         held = self.entries.get(path)
         if held is not None:

@@ -18,6 +18,15 @@ Robustness, per connection only (nothing else is disturbed):
   buffer without bound; request bodies over `MAX_BODY` get 413.
 Once a request becomes an HTTP-FLV play the connection belongs to its `FlvPlayer`; anything
 the client sends afterwards is ignored.
+
+Cost per request (what HLS players make many of): a request that arrives as one plain
+keep-alive `GET`/`HEAD` head for a file (`simple_request.parse`; not HTTP-FLV, the API or the
+console) is answered without h11 (`bypass`): the head is parsed in one pass and the response
+framed here (every such answer has a `Content-Length`); h11 stays idle between two requests, so
+anything else (pipelined bytes, a body, HTTP/1.0, `Connection: close`, bad bytes) goes to h11
+as before. A file's response head is held and written with its first bytes (one send), and on
+plain TCP a file's bytes go from the page cache to the socket with `os.sendfile`
+(`send_file`), as nginx's `sendfile on`.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from http import HTTPStatus
 from typing import Any
@@ -43,6 +53,8 @@ from srv.http.exporter import render
 from srv.http.flv import FlvPlayer, match_mount
 from srv.http.hls_serve import serve_hls
 from srv.http.routes import Route, route
+from srv.http.simple_request import SimpleRequest
+from srv.http.simple_request import parse as parse_simple
 from srv.net import edge, hooks
 from srv.net.context import ConnectionContext, IpSlot
 from srv.net.refuse import record_refusal
@@ -65,6 +77,24 @@ CORS = [(b"Access-Control-Allow-Origin", b"*"),
                                           b"X-Proxy-Authorization,X-Requested-With,Content-Type,Authorization")]
 
 
+REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+
+
+class FileBytes:
+    """What h11 is told of a body that `os.sendfile` writes: only its length."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
+
+
 class HttpConnection(asyncio.Protocol):
     def __init__(self, ctx: ConnectionContext, services: frozenset[str],
                  client: tuple[str, int] | None = None) -> None:
@@ -75,9 +105,16 @@ class HttpConnection(asyncio.Protocol):
         self.scheme = "http"  # "https" once connection_made sees a TLS transport
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER)
         self.timer: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None  # loop time the timer closes the connection at; None: not armed
+        self.paused = False  # reading paused while a request is answered
         self.busy = False
         self.closed = False
-        self.request: h11.Request | None = None
+        self.request: h11.Request | SimpleRequest | None = None
+        self.bypass = False  # this request is answered without h11 (see the module's docstring)
+        self.answered = False  # this request's response head is written (or held)
+        self.held_head = b""  # a file's response head, written with its first bytes
+        self.wait_fd = -1  # a dup of the socket, polled for writability during a `send_file`
+        self.sendfile_ok = False  # a plain socket (not TLS): file bytes may go by os.sendfile
         self.body_size = 0
         self.player: FlvPlayer | None = None
         self.ip_slot = IpSlot()  # an HTTP-FLV play's per_ip counts, given back at the end
@@ -96,6 +133,7 @@ class HttpConnection(asyncio.Protocol):
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
         # https on a TLS listener: what a player's tcUrl (API, hooks) says it came in by
         self.scheme = "https" if transport.get_extra_info("ssl_object") is not None else "http"
+        self.sendfile_ok = self.scheme == "http" and transport.get_extra_info("socket") is not None
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -104,6 +142,17 @@ class HttpConnection(asyncio.Protocol):
         if self.player is not None:
             self.player.recv_bytes += len(data)
             return
+        if not self.busy and self.conn.their_state is h11.IDLE and self.conn.our_state is h11.IDLE \
+                and not self.conn.trailing_data[0]:
+            simple = parse_simple(data, MAX_HEADER)
+            if simple is not None and self._plain_file(simple):
+                self.request, self.bypass, self.body_size = simple, True, 0
+                self._cancel_timer()
+                self._dispatch()
+                return
+        if self.busy and not self.paused and self.transport is not None:
+            self.transport.pause_reading()  # bytes that came during a response are kept by h11, once
+            self.paused = True
         try:
             self.conn.receive_data(data)
         except h11.RemoteProtocolError as e:
@@ -121,7 +170,8 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._cancel_timer()
+        self._stop_timer()
+        self._close_wait_fd()
         if self.task is not None and not self.task.done():
             self.task.cancel()
         self.ip_slot.release()
@@ -146,18 +196,28 @@ class HttpConnection(asyncio.Protocol):
 
     # ---- request cycle -------------------------------------------------------------------------
 
+    # One timer handle lives across requests and is pushed back lazily (`deadline`), instead of
+    # a new one per request: a keep-alive player makes a request every few seconds.
     def _arm_timer(self) -> None:
-        self._cancel_timer()
-        self.timer = self.ctx.loop.call_later(HEADER_TIMEOUT, self._timed_out)
+        self.deadline = self.ctx.loop.time() + HEADER_TIMEOUT
+        if self.timer is None:
+            self.timer = self.ctx.loop.call_at(self.deadline, self._timed_out)
 
     def _cancel_timer(self) -> None:
+        self.deadline = None
+
+    def _stop_timer(self) -> None:
+        self.deadline = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
 
     def _timed_out(self) -> None:
         self.timer = None
-        if self.closed or self.player is not None or self.busy:
+        if self.deadline is None or self.closed or self.player is not None or self.busy:
+            return
+        if self.ctx.loop.time() < self.deadline:
+            self.timer = self.ctx.loop.call_at(self.deadline, self._timed_out)
             return
         if self.conn.their_state is h11.IDLE and not self.conn.trailing_data[0]:
             log.log(srvlog.INFO, "%s: idle http connection closed", self.peer,
@@ -203,14 +263,23 @@ class HttpConnection(asyncio.Protocol):
                 self._close()
                 return
 
+    def _plain_file(self, req: SimpleRequest) -> bool:
+        """Whether `req` is for a file (static, HLS, srv's pages): answered with a Content-Length."""
+        path = req.target.partition(b"?")[0]
+        return not path.endswith(b".flv") and \
+            route(self.services, req.method.decode(), path.decode("latin-1"), self._cors()) is Route.MEDIA
+
     def _dispatch(self) -> None:
         req = self.request
         assert req is not None and self.transport is not None
         self.busy = True
-        self.transport.pause_reading()
+        self.answered = False
+        if not self.bypass:  # a request in one read leaves nothing behind it (data_received)
+            self.transport.pause_reading()
+            self.paused = True
         self.task = self.ctx.loop.create_task(self._respond(req))
 
-    async def _respond(self, req: h11.Request) -> None:
+    async def _respond(self, req: h11.Request | SimpleRequest) -> None:
         try:
             await self.route(req)
         except asyncio.CancelledError:
@@ -218,18 +287,21 @@ class HttpConnection(asyncio.Protocol):
         except Exception:
             log.exception("%s: %s %s failed", self.peer, req.method.decode(),
                           srvlog.redact_url(req.target.decode(errors="replace")))
-            if self.conn.our_state is h11.SEND_RESPONSE:
+            if (not self.answered) if self.bypass else self.conn.our_state is h11.SEND_RESPONSE:
                 self._error(500, "internal error", close=True)
+        bypassed, self.bypass = self.bypass, False
         if self.player is not None or self.closed:
             return
         self.busy = False
         if self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
             self._close()
             return
-        if self.transport is not None:
+        if self.paused and self.transport is not None:
             self.transport.resume_reading()
-        self._next_events()
-        if not self.busy and self.player is None and not self.closed and self.timer is None:
+            self.paused = False
+        if not bypassed or self.conn.trailing_data[0]:  # else h11 is idle and has no bytes
+            self._next_events()
+        if not self.busy and self.player is None and not self.closed and self.deadline is None:
             self._arm_timer()
 
     # ---- responses -----------------------------------------------------------------------------
@@ -242,11 +314,17 @@ class HttpConnection(asyncio.Protocol):
                        extra: list[tuple[bytes, bytes]] | None = None) -> bytes:
         headers = [(b"Server", SERVER), (b"Content-Type", ctype.encode())]
         if length >= 0:  # a 304 has none
-            headers.append((b"Content-Length", str(length).encode()))
+            headers.append((b"Content-Length", b"%d" % length))
         headers += extra or []
         if self._cors():
             headers += CORS
-        return self._send(h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase.encode()))
+        self.answered = True
+        if self.bypass:  # what h11 writes for this response to a keep-alive HTTP/1.1 request
+            lines = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS[status])]
+            lines += [b"%s: %s\r\n" % h for h in headers]
+            lines.append(b"\r\n")
+            return b"".join(lines)
+        return self._send(h11.Response(status_code=status, headers=headers, reason=REASONS[status]))
 
     @property
     def head_request(self) -> bool:
@@ -255,9 +333,13 @@ class HttpConnection(asyncio.Protocol):
 
     def respond(self, status: int, body: bytes, ctype: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
         out = self._response_head(status, ctype, len(body), extra)
-        if body and not self.head_request:
-            out += self._send(h11.Data(data=body))
-        out += self._send(h11.EndOfMessage())
+        if self.bypass:
+            if not self.head_request:
+                out += body
+        else:
+            if body and not self.head_request:
+                out += self._send(h11.Data(data=body))
+            out += self._send(h11.EndOfMessage())
         if self.transport is not None and not self.closed:
             self.transport.write(out)
 
@@ -300,13 +382,13 @@ class HttpConnection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        self._cancel_timer()
+        self._stop_timer()
         if self.transport is not None:
             self.transport.close()
 
     # ---- routing -------------------------------------------------------------------------------
 
-    async def route(self, req: h11.Request) -> None:
+    async def route(self, req: h11.Request | SimpleRequest) -> None:
         method = req.method.decode("ascii", "replace").upper()
         split = urlsplit(req.target.decode("latin-1"))
         path = split.path or "/"
@@ -363,7 +445,7 @@ class HttpConnection(asyncio.Protocol):
         status, obj = await api.handle(method, path, query)
         self.respond_json(status, obj)
 
-    def authorized(self, req: h11.Request, method: str, path: str) -> bool:
+    def authorized(self, req: h11.Request | SimpleRequest, method: str, path: str) -> bool:
         """`http_api { auth }`: True, or False once a 401 with the Basic challenge is sent."""
         header = next((v for k, v in req.headers if k == b"authorization"), None)
         why = auth.refusal(self.ctx.config.http_api.auth, header)
@@ -394,10 +476,13 @@ class HttpConnection(asyncio.Protocol):
     def error(self, status: int, reason: str) -> None:
         self._error(status, reason)
 
+    @property
+    def zero_copy(self) -> bool:
+        return self.sendfile_ok
+
     def start_body(self, status: int, content_type: str, length: int,
                    extra: list[tuple[bytes, bytes]] | None = None) -> None:
-        assert self.transport is not None
-        self.transport.write(self._response_head(status, content_type, length, extra))
+        self.held_head = self._response_head(status, content_type, length, extra)
 
     def start_stream(self, status: int, content_type: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
         """A response of unknown length: chunked for HTTP/1.1 (h11's choice), else until close."""
@@ -407,23 +492,82 @@ class HttpConnection(asyncio.Protocol):
             headers += CORS
         self.transport.write(self._send(h11.Response(status_code=status, headers=headers)))
 
-    def body(self, data: bytes) -> None:
+    def body(self, data: bytes | memoryview) -> None:
         assert self.transport is not None
-        self.transport.write(self._send(h11.Data(data=data)))
+        # h11 frames without copying: a Content-Length body passes through as it is
+        pieces: list[Any] = [data]
+        if not self.bypass:
+            pieces = self.conn.send_with_data_passthrough(h11.Data(data=data)) or []  # type: ignore[arg-type]
+        if self.held_head:
+            pieces.insert(0, self.held_head)
+            self.held_head = b""
+        self.transport.writelines(pieces)
+
+    async def send_file(self, fd: int, offset: int, count: int) -> int | None:
+        transport = self.transport
+        if transport is None or self.closed or not self.zero_copy:
+            return None
+        if self.held_head:
+            transport.write(self.held_head)
+            self.held_head = b""
+        if transport.get_write_buffer_size():  # uvloop still holds bytes: they go first
+            return None
+        if not self.bypass:  # h11 counts the bytes against the Content-Length, never reads them
+            self.conn.send_with_data_passthrough(h11.Data(data=FileBytes(count)))  # type: ignore[arg-type]
+        sock = transport.get_extra_info("socket").fileno()
+        sent = 0
+        try:
+            while sent < count and not self.closed:
+                try:
+                    n = os.sendfile(sock, fd, offset + sent, count - sent)
+                except BlockingIOError:
+                    await self._socket_writable(sock)
+                    continue
+                if n == 0:
+                    break  # the file shrank
+                sent += n
+        except OSError:
+            pass  # the client left (EPIPE, ECONNRESET): the caller closes
+        finally:
+            self._close_wait_fd()
+        return sent
+
+    async def _socket_writable(self, sock: int) -> None:
+        """Until the socket takes bytes again. The transport owns `sock` (uvloop refuses a second
+        watcher on it), so a dup of it is polled, for this response only."""
+        if self.wait_fd < 0:
+            self.wait_fd = os.dup(sock)
+        ready = self.ctx.loop.create_future()
+        self.ctx.loop.add_writer(self.wait_fd, _wake, ready)
+        try:
+            await ready
+        finally:
+            if self.wait_fd >= 0:
+                self.ctx.loop.remove_writer(self.wait_fd)
+
+    def _close_wait_fd(self) -> None:
+        if self.wait_fd >= 0:  # unwatched before it is closed: its number may be reused at once
+            fd, self.wait_fd = self.wait_fd, -1
+            self.ctx.loop.remove_writer(fd)
+            os.close(fd)
 
     async def drained(self) -> None:
         await self.writable.wait()
 
     def end_body(self) -> None:
         assert self.transport is not None
-        self.transport.write(self._send(h11.EndOfMessage()))
+        tail = b"" if self.bypass else self._send(h11.EndOfMessage())
+        if self.held_head:
+            tail, self.held_head = self.held_head + tail, b""
+        if tail:
+            self.transport.write(tail)
 
     def abort(self) -> None:
         self._close()
 
     # ---- HTTP-FLV ------------------------------------------------------------------------------
 
-    async def play_flv(self, req: h11.Request, path: str, query: dict[str, str]) -> bool:
+    async def play_flv(self, req: h11.Request | SimpleRequest, path: str, query: dict[str, str]) -> bool:
         """Start an HTTP-FLV play if `path` is a mount; False if it is not one.
 
         With SRS's on_play hook, the play starts only once every URL accepts; a refusal is a 403

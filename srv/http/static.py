@@ -25,12 +25,15 @@ import asyncio
 import logging
 import mimetypes
 import os
-from dataclasses import dataclass
+import stat
+import time
 from email.utils import formatdate, parsedate_to_datetime
+from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from urllib.parse import unquote
 
+from srv.http import ranges
 from srv.http.segcache import SegmentCache
 
 log = logging.getLogger("srv.http")
@@ -48,15 +51,33 @@ EXTRA_TYPES = {
 WWW = Path(__file__).resolve().parent / "www"
 # URL prefix -> folder of the package; the longest matching prefix wins
 PACKAGED = {"/players/vendor/": WWW / "vendor", "/players/": WWW / "players"}
+_PREFIXES = sorted(PACKAGED, key=len, reverse=True)
 CONSOLE = str(WWW / "console")  # /console/ on the API's port (its own route: behind the API's auth)
 CHUNK = 256 * 1024  # bytes read (in a thread) and written per step when serving a file
+SMALL = 16 * 1024  # a file (a playlist) up to this is read on the loop and written with its head
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(NamedTuple):
     status: int  # 200, 403 or 404
-    path: str = ""
+    path: str = ""  # the file's real path (every symlink followed)
     content_type: str = ""
+    st: os.stat_result | None = None  # the file's, when it was resolved
+    fd: int = -1  # the file, open (`resolve_open`): whoever gets it closes it
+
+
+def close_found(found: Resolved) -> None:
+    """Close the file `resolve_open` left open, for a caller that does not serve it."""
+    if found.fd >= 0:
+        os.close(found.fd)
+
+
+def resolve(root: str, url_path: str) -> Resolved:
+    """Which file of `root` `url_path` names (200, with its real path and stat), or 403/404."""
+    found = resolve_open(root, url_path)
+    if found.fd >= 0:
+        os.close(found.fd)
+        return found._replace(fd=-1)
+    return found
 
 
 def content_type(path: str) -> str:
@@ -72,13 +93,14 @@ def content_type(path: str) -> str:
 
 def packaged(url_path: str) -> tuple[str, str] | None:
     """(folder, path inside it) when `url_path` is one of srv's own pages, else None."""
-    for prefix in sorted(PACKAGED, key=len, reverse=True):
+    for prefix in _PREFIXES:
         if url_path.startswith(prefix):
             return str(PACKAGED[prefix]), url_path[len(prefix) - 1:]
     return None
 
 
-def resolve(root: str, url_path: str) -> Resolved:
+def resolve_open(root: str, url_path: str) -> Resolved:
+    """`resolve`, the file left open in `fd` when it is one (the caller closes it)."""
     try:
         path = unquote(url_path, errors="strict") if "%" in url_path else url_path
     except UnicodeDecodeError:
@@ -88,17 +110,60 @@ def resolve(root: str, url_path: str) -> Resolved:
     segments = [s for s in path.split("/") if s not in ("", ".")]
     if any(s == ".." for s in segments):
         return Resolved(403)
-    real_root = os.path.realpath(root)
-    full = os.path.realpath(os.path.join(real_root, *segments))
+    real_root = _real_root(root)
+    full = os.path.join(real_root, *segments)
+    # the one syscall-cheap check: open the file and ask the kernel where it really is (every
+    # symlink of every component followed), instead of `realpath`'s lstat per component
+    try:
+        fd = os.open(full, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return _resolve_slowly(real_root, full)
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+        st = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        return _resolve_slowly(real_root, full)
+    if (real != real_root and not real.startswith(real_root + os.sep)) or not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        if real != real_root and not real.startswith(real_root + os.sep):
+            return Resolved(403)
+        return _resolve_slowly(real_root, full) if stat.S_ISDIR(st.st_mode) else Resolved(404)
+    return Resolved(200, real, content_type(real), st, fd)
+
+
+def _real_root(root: str) -> str:
+    """`realpath(root)`, looked up again once a second (a root moved by its admin is seen)."""
+    now = time.monotonic()
+    held = _REAL_ROOTS.get(root)
+    if held is not None and held[0] > now:
+        return held[1]
+    if len(_REAL_ROOTS) > 64:
+        _REAL_ROOTS.clear()
+    real = os.path.realpath(root)
+    _REAL_ROOTS[root] = (now + 1.0, real)
+    return real
+
+
+_REAL_ROOTS: dict[str, tuple[float, str]] = {}
+
+
+def _resolve_slowly(real_root: str, full: str) -> Resolved:
+    """Directories (their index.html), files that are not there or cannot be opened."""
+    full = os.path.realpath(full)
     if full != real_root and not full.startswith(real_root + os.sep):
         return Resolved(403)
     if os.path.isdir(full):
         full = os.path.join(full, "index.html")
         if os.path.realpath(full) != full and not os.path.realpath(full).startswith(real_root + os.sep):
             return Resolved(403)
-    if not os.path.isfile(full):
+    try:
+        st = os.stat(full)
+    except OSError:
         return Resolved(404)
-    return Resolved(200, full, content_type(full))
+    if not stat.S_ISREG(st.st_mode):
+        return Resolved(404)
+    return Resolved(200, full, content_type(full), st)
 
 
 class FileResponse(Protocol):
@@ -110,21 +175,35 @@ class FileResponse(Protocol):
     @property
     def head_request(self) -> bool: ...
 
+    @property
+    def zero_copy(self) -> bool:
+        """Whether `send_file` can hand file bytes to the kernel (plain TCP; not TLS)."""
+        ...
+
     def header(self, name: bytes) -> bytes | None: ...
     def error(self, status: int, reason: str) -> None: ...
     def start_body(self, status: int, content_type: str, length: int,
                    extra: list[tuple[bytes, bytes]] | None = None) -> None: ...
-    def body(self, data: bytes) -> None: ...
+    def body(self, data: bytes | memoryview) -> None: ...
     async def drained(self) -> None: ...
+    async def send_file(self, fd: int, offset: int, count: int) -> int | None:
+        """Send `count` bytes of file `fd` from `offset` with `os.sendfile` after the response
+        head: the bytes sent (fewer if the client left), None if it cannot now (nothing sent)."""
+        ...
     def end_body(self) -> None: ...
     def abort(self) -> None: ...
+
+
+@lru_cache(maxsize=4096)
+def _http_date(seconds: int) -> bytes:
+    return formatdate(seconds, usegmt=True).encode()
 
 
 def validators(st: os.stat_result) -> list[tuple[bytes, bytes]]:
     """A file's `ETag` and `Last-Modified` headers: any change of content (a rename over it
     included) changes the ETag."""
-    etag = f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'.encode()
-    return [(b"ETag", etag), (b"Last-Modified", formatdate(st.st_mtime, usegmt=True).encode())]
+    etag = b'"%x-%x-%x"' % (st.st_ino, st.st_size, st.st_mtime_ns)
+    return [(b"ETag", etag), (b"Last-Modified", _http_date(int(st.st_mtime)))]
 
 
 def not_modified(out: FileResponse, st: os.stat_result, etag: bytes) -> bool:
@@ -144,73 +223,117 @@ def not_modified(out: FileResponse, st: os.stat_result, etag: bytes) -> bool:
 
 async def serve(out: FileResponse, root: str, url_path: str, loop: asyncio.AbstractEventLoop,
                 headers: list[tuple[bytes, bytes]] | None = None, cache: SegmentCache | None = None) -> int:
-    """Answer a GET or HEAD for a file of `root`: 200 with the file, 304, 403 or 404, with
-    `headers` added to a 200 or 304. The number of body bytes sent. With a `cache` (HLS
-    segments), the file comes whole from it and is written at once."""
-    return await serve_found(out, resolve(root, url_path), url_path, loop, headers, cache)
+    """Answer a GET or HEAD for a file of `root`: 200 with the file, 206 or 416 for a Range,
+    304, 403 or 404, with `headers` added to a 200, 206 or 304. The number of body bytes sent.
+    On plain HTTP the file goes from the page cache to the socket (`send_file`); with a `cache`
+    (HLS segments) and no zero copy (TLS), it comes whole from the cache in one write."""
+    return await serve_found(out, resolve_open(root, url_path), url_path, loop, headers, cache)
 
 
 async def serve_found(out: FileResponse, found: Resolved, url_path: str, loop: asyncio.AbstractEventLoop,
                       headers: list[tuple[bytes, bytes]] | None = None, cache: SegmentCache | None = None) -> int:
-    """`serve` for a path the caller already resolved (HLS checks the file before it answers)."""
-    if found.status == 403:
-        log.warning("%s: refused static path %r", out.peer, url_path)
-        out.error(403, "forbidden")
-        return 0
-    if cache is not None and found.status == 200:
-        return await _serve_cached(out, found, loop, headers, cache)
+    """`serve` for a path the caller already resolved (HLS checks the file before it answers);
+    it closes the file `found` holds open."""
     try:
-        f = open(found.path, "rb") if found.status == 200 else None
-    except OSError:
-        f = None
-    if f is None:
-        out.error(404, "not found")
-        return 0
-    with f:
-        st = os.fstat(f.fileno())
-        size = st.st_size
-        extra = validators(st) + list(headers or [])
-        if not_modified(out, st, extra[0][1]):
-            out.start_body(304, found.content_type, -1, extra)
-            out.end_body()
+        if found.status == 403:
+            log.warning("%s: refused static path %r", out.peer, url_path)
+            out.error(403, "forbidden")
             return 0
-        out.start_body(200, found.content_type, size, extra)
-        left = 0 if out.head_request else size
-        sent = 0
-        while left > 0:
-            chunk = await loop.run_in_executor(None, f.read, min(CHUNK, left))
-            if not chunk or out.closed:
-                break  # the file shrank, or the client left: Content-Length cannot be met
-            left -= len(chunk)
-            sent += len(chunk)
-            out.body(chunk)
-            await out.drained()
-        if left > 0:
-            out.abort()
-            return sent
-        out.end_body()
-        return sent
+        if found.status != 200 or found.st is None:
+            out.error(404, "not found")
+            return 0
+        if cache is not None and not out.zero_copy:
+            entry = await cache.get(found.path, loop, found.st)
+            if out.closed:
+                return 0
+            if entry is None:
+                out.error(404, "not found")
+                return 0
+            return await _answer(out, found, entry[0], headers, entry[1], -1, loop)
+        if found.fd >= 0:
+            return await _answer(out, found, found.st, headers, None, found.fd, loop)
+        try:
+            fd = os.open(found.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            out.error(404, "not found")
+            return 0
+        try:
+            return await _answer(out, found, os.fstat(fd), headers, None, fd, loop)
+        finally:
+            os.close(fd)
+    finally:
+        if found.fd >= 0:
+            os.close(found.fd)
 
 
-async def _serve_cached(out: FileResponse, found: Resolved, loop: asyncio.AbstractEventLoop,
-                        headers: list[tuple[bytes, bytes]] | None, cache: SegmentCache) -> int:
-    entry = await cache.get(found.path, loop)
-    if out.closed:
-        return 0
-    if entry is None:
-        out.error(404, "not found")
-        return 0
-    st, data = entry
-    extra = validators(st) + list(headers or [])
+async def _answer(out: FileResponse, found: Resolved, st: os.stat_result, headers: list[tuple[bytes, bytes]] | None,
+                  data: bytes | None, fd: int, loop: asyncio.AbstractEventLoop) -> int:
+    """The response for a file whose stat is `st`, its bytes in `data` or to be read from `fd`."""
+    extra = validators(st)
+    if headers:
+        extra += headers
     if not_modified(out, st, extra[0][1]):
         out.start_body(304, found.content_type, -1, extra)
         out.end_body()
         return 0
-    out.start_body(200, found.content_type, len(data), extra)
-    if out.head_request or not data:
+    size = st.st_size
+    part = ranges.decide(out.header(b"range"), size) \
+        if ranges.if_range_holds(out.header(b"if-range"), extra[0][1], st.st_mtime) else ranges.WHOLE
+    if isinstance(part, ranges.Unsatisfiable):
+        body = b"416 range not satisfiable\n"
+        out.start_body(416, "text/plain; charset=utf-8", len(body), [(b"Content-Range", part.content_range)])
+        if not out.head_request:
+            out.body(body)
         out.end_body()
         return 0
-    out.body(data)  # the cache's bytes object: no copy on srv's side
+    if isinstance(part, ranges.Part):
+        status, start, end = 206, part.start, part.end
+        extra.append((b"Content-Range", part.content_range))
+    else:
+        status, start, end = 200, 0, size
+        extra.append((b"Accept-Ranges", b"bytes"))
+    count = end - start
+    out.start_body(status, found.content_type, count, extra)
+    if out.head_request or count == 0:
+        out.end_body()
+        return 0
+    if data is not None:  # the cache's bytes object: no copy on srv's side for a whole file
+        out.body(data if count == len(data) else memoryview(data)[start:end])
+        out.end_body()
+        await out.drained()
+        return count
+    if count <= SMALL:  # a playlist: one read of a page-cache file, written with the head
+        chunk = os.pread(fd, count, start)
+        if len(chunk) < count:
+            out.abort()
+            return 0
+        out.body(chunk)
+        out.end_body()
+        return count
+    if out.zero_copy:
+        sent = await out.send_file(fd, start, count)
+        if sent is not None:
+            if sent < count:
+                out.abort()  # the client left, or the file shrank: Content-Length cannot be met
+            else:
+                out.end_body()
+            return sent
+    return await _send_chunks(out, fd, start, count, loop)
+
+
+async def _send_chunks(out: FileResponse, fd: int, start: int, left: int, loop: asyncio.AbstractEventLoop) -> int:
+    """The file in `CHUNK`s read off the loop, paced by the client's back-pressure."""
+    sent = 0
+    while left > 0:
+        chunk = await loop.run_in_executor(None, os.pread, fd, min(CHUNK, left), start + sent)
+        if not chunk or out.closed:
+            break  # the file shrank, or the client left: Content-Length cannot be met
+        left -= len(chunk)
+        sent += len(chunk)
+        out.body(chunk)
+        await out.drained()
+    if left > 0:
+        out.abort()
+        return sent
     out.end_body()
-    await out.drained()
-    return len(data)
+    return sent
