@@ -4,6 +4,7 @@ SRS's variant playlist and the ctx rewriting, and the signed, cross-worker hls_c
 from __future__ import annotations
 
 import dataclasses
+import time
 
 from srv.app.hls_viewers import HlsViewer, HlsViewers, Visit, owner_of, sign
 from srv.conf.model import HlsConfig, VhostConfig
@@ -60,19 +61,33 @@ def test_with_ctx_marks_every_uri_and_nothing_else() -> None:
 
 
 def test_a_ctx_names_its_worker_and_holds_only_for_its_stream_and_server() -> None:
-    ctx = sign(SECRET, "2-17", "v/live/s")
+    ctx = sign(SECRET, "2-17", "v/live/s", "0a0b0c0d")
     assert owner_of(SECRET, ctx, "v/live/s") == (2, "2-17")
     assert owner_of(SECRET, ctx, "v/live/t") is None
     assert owner_of(b"x" * 32, ctx, "v/live/s") is None
     assert owner_of(SECRET, ctx[:-1] + ("0" if ctx[-1] != "0" else "1"), "v/live/s") is None
-    assert owner_of(SECRET, "3-17-" + ctx.rsplit("-", 1)[1], "v/live/s") is None  # another worker's id
-    for junk in ("", "-", "a-b-c", "1-1", "--" + "0" * 16):
+    assert owner_of(SECRET, "3" + ctx[1:], "v/live/s") is None  # another worker's id
+    assert owner_of(SECRET, ctx.replace(".0a0b0c0d", ".0a0b0c0e"), "v/live/s") is None  # another run's
+    for junk in ("", "-", "a-b-c", "1-1", "--" + "0" * 16, "1-1-" + "0" * 16, "1-1.-" + "0" * 16):
         assert owner_of(SECRET, junk, "v/live/s") is None
+
+
+def test_a_respawned_worker_never_hands_out_a_ctx_its_previous_run_gave() -> None:
+    """A new worker in the same slot counts client ids from 1 again: the dead worker's viewers
+    must not become the new worker's viewers of the same number (they are new viewers)."""
+    dead, respawned = HlsViewers(SECRET, 1), HlsViewers(SECRET, 1)
+    old = dead.ctx_for("1-1", "v/live/s")
+    new = respawned.ctx_for("1-1", "v/live/s")
+    assert old != new
+    assert owner_of(SECRET, old, "v/live/s") == owner_of(SECRET, new, "v/live/s") == (1, "1-1")
+    respawned.open(HlsViewer("1-1", new, "v/live/s", "v", "127.0.0.1", "/live/s.m3u8", "http://h/live", timeout=4))
+    assert respawned.visit(new, 0, time.monotonic()) is Visit.ALIVE
+    assert respawned.visit(old, 0, time.monotonic()) is Visit.UNKNOWN
 
 
 def test_viewers_live_on_their_owner_and_collect_bytes_served_elsewhere() -> None:
     one, two = HlsViewers(SECRET, 1), HlsViewers(SECRET, 2)
-    ctx = sign(SECRET, "1-1", "k")
+    ctx = sign(SECRET, "1-1", "k", "r1")
     viewer = HlsViewer("1-1", ctx, "k", "v", "127.0.0.1", "/live/s.m3u8", "http://h/live", timeout=4)
     viewer.seen = 100.0
     one.open(viewer)
@@ -81,9 +96,9 @@ def test_viewers_live_on_their_owner_and_collect_bytes_served_elsewhere() -> Non
     assert one.visit(ctx, two.take_pending(ctx), 102.0) is Visit.ALIVE and viewer.sent == 500
     assert two.take_pending(ctx) == 0 and two.figures() == {"k": [1, 500]}
     two.served(ctx, 1, 300)
-    two.served(sign(SECRET, "3-9", "k"), 3, 7)
+    two.served(sign(SECRET, "3-9", "k", "r3"), 3, 7)
     owed = two.take_all_pending()
-    assert owed == {1: {ctx: 300}, 3: {sign(SECRET, "3-9", "k"): 7}} and two.take_all_pending() == {}
+    assert owed == {1: {ctx: 300}, 3: {sign(SECRET, "3-9", "k", "r3"): 7}} and two.take_all_pending() == {}
     one.add_sent(owed[1])
     assert viewer.sent == 800
     assert one.expired(105.0) == [] and one.expired(106.5) == [viewer]

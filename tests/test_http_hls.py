@@ -233,7 +233,7 @@ def test_hls_ctx_viewer_across_workers_then_timeout_and_one_on_stop(srs_server: 
     assert [c["id"] for c in listed] == [client_id]
     c = listed[0]
     assert c["name"] == "s" and c["url"] == "/live/s.m3u8" and c["ip"] == "127.0.0.1" and not c["publish"]
-    assert c["tcUrl"] == "http://127.0.0.1/live" and ctx.rsplit("-", 1)[0] == client_id
+    assert c["tcUrl"] == "http://127.0.0.1/live" and ctx.split(".")[0] == client_id
     # bytes of the last segments may be reported with the viewer's next playlist request
     fetch(srv.http_port, uri)
     wait_for(lambda: hls_clients(srv)[0]["send_bytes"] >= sent, 5, what="the viewer's bytes")
@@ -268,7 +268,7 @@ def test_hls_viewers_are_made_by_every_worker_and_a_forged_ctx_is_a_new_viewer(s
         for _ in range(3):
             status, _, text = fetch(srv.http_port, f"/live/s.m3u8?hls_ctx={ctx}")
             assert status == 200 and f"s-0.ts?hls_ctx={ctx}".encode() in text
-    ids = sorted(ctx.rsplit("-", 1)[0] for ctx in ctxs)  # a ctx is its client's id, signed
+    ids = sorted(ctx.split(".")[0] for ctx in ctxs)  # a ctx is its client's id and worker run, signed
     wait_for(lambda: sorted(c["id"] for c in hls_clients(srv)) == ids, 5, what="the viewers")
     # a ctx this server did not sign, or signed for another stream, is a new viewer
     for forged in (ctxs[0][:-1] + ("0" if ctxs[0][-1] != "0" else "1"), "1-1-0123456789abcdef", "x"):
@@ -278,7 +278,7 @@ def test_hls_viewers_are_made_by_every_worker_and_a_forged_ctx_is_a_new_viewer(s
     _, new = ctx_of(fetch(srv.http_port, f"/live/t.m3u8?hls_ctx={ctxs[0]}")[2])
     assert new != ctxs[0]
     # a kicked viewer: 404 (SRS: "HLS stream is EOF") on every worker, and gone from the API
-    victim = next(c for c in hls_clients(srv) if c["id"] == ctxs[0].rsplit("-", 1)[0])
+    victim = next(c for c in hls_clients(srv) if c["id"] == ctxs[0].split(".")[0])
     assert fetch(srv.api_port, f"/api/v1/clients/{victim['id']}", method="DELETE")[0] == 200
     wait_for(lambda: victim["id"] not in [c["id"] for c in hls_clients(srv)], 5, what="the kick")
     for _ in range(4):
@@ -404,7 +404,7 @@ def test_live_stream_every_uri_from_every_worker_viewers_listed_then_gone_with_o
     _, err = player.communicate(timeout=60)
     assert player.returncode == 0 and not err.strip(), err
     # one hls-play client per viewer, whichever workers it reached; each counts as a player
-    ids = sorted(c.rsplit("-", 1)[0] for c in ctxs)
+    ids = sorted(c.split(".")[0] for c in ctxs)
     listed = hls_clients(srv)
     assert set(ids) <= {c["id"] for c in listed} and len(listed) == len({c["id"] for c in listed})
     (stream,) = api(srv, "/api/v1/streams")["streams"]

@@ -6,8 +6,10 @@ checks, gets a variant playlist pointing at `?hls_ctx=<ctx>`, and from then on e
 that carries the ctx is that viewer's. A viewer leaves after `timeout` seconds without a
 playlist request (SRS: twice `hls_window`); `on_stop` is due once then.
 
-Across workers, the ctx is a signed, opaque id: `<client id>-<signature>`, where the client id
-(`<slot>-<n>`) names the worker that admitted the viewer and the signature (HMAC-SHA256 with
+Across workers, the ctx is a signed, opaque id: `<client id>.<run>-<signature>`, where the
+client id (`<slot>-<n>`) names the worker that admitted the viewer, `run` that worker's run (a
+respawned worker counts its client ids from 1 again: the run keeps its ctx apart from the ones
+the dead worker gave, whose viewers are new viewers again) and the signature (HMAC-SHA256 with
 the server's secret, made by the master before it forks any worker) binds it to the stream.
 Any worker checks a ctx alone, with no round trip, and knows its owner. The viewer's record
 (API client `hls-play`, bytes, liveness, kick) lives only on its owner; another worker that
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -45,19 +48,20 @@ class Visit(Enum):
     UNKNOWN = "unknown"  # timed out, or its worker restarted: a new viewer, as SRS
 
 
-def sign(secret: bytes, cid: str, key: str) -> str:
-    """The ctx of client `cid` playing stream `key`."""
-    mac = hmac.new(secret, f"{cid}\0{key}".encode(), hashlib.sha256).hexdigest()[:SIGNATURE_CHARS]
-    return f"{cid}-{mac}"
+def sign(secret: bytes, cid: str, key: str, run: str) -> str:
+    """The ctx of client `cid`, admitted by the worker run `run`, playing stream `key`."""
+    mac = hmac.new(secret, f"{cid}.{run}\0{key}".encode(), hashlib.sha256).hexdigest()[:SIGNATURE_CHARS]
+    return f"{cid}.{run}-{mac}"
 
 
 def owner_of(secret: bytes, ctx: str, key: str) -> tuple[int, str] | None:
     """(owning worker slot, client id) when `ctx` is one this server made for `key`, else None."""
-    cid, _, mac = ctx.rpartition("-")
+    head, _, mac = ctx.rpartition("-")
+    cid, _, run = head.partition(".")
     slot, _, n = cid.partition("-")
-    if len(mac) != SIGNATURE_CHARS or not slot.isdigit() or not n.isdigit():
+    if len(mac) != SIGNATURE_CHARS or not slot.isdigit() or not n.isdigit() or not run.isalnum():
         return None
-    if not hmac.compare_digest(sign(secret, cid, key), ctx):
+    if not hmac.compare_digest(sign(secret, cid, key, run), ctx):
         return None
     return int(slot), cid
 
@@ -102,9 +106,10 @@ class HlsViewer:
 class HlsViewers:
     """One worker's viewers (those it admitted) and what it owes other workers' viewers."""
 
-    def __init__(self, secret: bytes, slot: int) -> None:
+    def __init__(self, secret: bytes, slot: int, run: str | None = None) -> None:
         self.secret = secret
         self.slot = slot
+        self.run = run or secrets.token_hex(4)  # this run of the worker (see the module docstring)
         self.viewers: dict[str, HlsViewer] = {}  # ctx -> viewer, admitted here
         # ctx of another worker's viewer -> bytes sent to it, not yet told to its owner
         self.pending: dict[str, int] = {}
@@ -116,6 +121,10 @@ class HlsViewers:
         # LL-HLS: told after each part and segment this worker's writers put on disk
         # (srv/app/hls_ll.py PartEvent); set by the serving side, None: nobody listens
         self.on_part: PartListener | None = None
+
+    def ctx_for(self, cid: str, key: str) -> str:
+        """The ctx of a viewer this worker admits."""
+        return sign(self.secret, cid, key, self.run)
 
     def open(self, viewer: HlsViewer) -> None:
         self.viewers[viewer.ctx] = viewer

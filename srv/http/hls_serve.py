@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from srv import log as srvlog
 from srv.app import hls_reload
 from srv.app.access import check_access
-from srv.app.hls_viewers import HlsViewer, Visit, owner_of, sign
+from srv.app.hls_viewers import HlsViewer, Visit, owner_of
 from srv.app.http_hooks import HookRequest
 from srv.http import hls, hls_ll_serve, segcache, static
 from srv.http.hls import CTX_PARAM, HlsUrl, Kind
@@ -193,7 +193,7 @@ async def _new_viewer(conn: HttpConnection, host: str, path: str, query: list[tu
         if why is not None:
             conn.refuse(why, f"hls play {path}")
             return
-    viewer = HlsViewer(cid, sign(ctx.hls.secret, cid, url.key), url.key, vhost.name, conn.ip, path, tc_url,
+    viewer = HlsViewer(cid, ctx.hls.ctx_for(cid, url.key), url.key, vhost.name, conn.ip, path, tc_url,
                        timeout=2 * vhost.hls.window, hooked=hooked)
     viewer.kicked = ctx.unregister
     ctx.hls.open(viewer)
