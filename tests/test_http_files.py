@@ -280,3 +280,21 @@ def test_ffmpeg_reads_an_mp4_with_its_index_at_the_end_by_ranges(srs_server: Any
     probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", url],
                            capture_output=True, timeout=60, text=True)
     assert sorted(probe.stdout.split()) == ["aac", "h264"] and not probe.stderr
+
+
+def test_a_client_that_shuts_its_side_after_a_plain_request_still_gets_the_answer(srs_server: Any) -> None:
+    """`printf 'GET ...' | nc -N`: the request, then FIN; the answer comes whole, then the close."""
+    srv: Server = srs_server(REMUX, workers=1, http=True)
+    data = os.urandom(8 * 1024 * 1024)  # more than the socket buffers hold: the answer waits on the client
+    (srv.dir / "big.ts").write_bytes(data)
+    for path, want in (("/big.ts", data), ("/missing.ts", None)):
+        with socket.create_connection(("127.0.0.1", srv.http_port), timeout=10) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            s.sendall(request("GET", path, close=False))
+            s.shutdown(socket.SHUT_WR)
+            time.sleep(0.3)
+            out = b""
+            while chunk := s.recv(1 << 20):
+                out += chunk
+        status, _, body = head_of(out)
+        assert (status, body) == ((200, data) if want is not None else (404, b"404 not found\n")), path

@@ -107,6 +107,7 @@ class HttpConnection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.deadline: float | None = None  # loop time the timer closes the connection at; None: not armed
         self.paused = False  # reading paused while a request is answered
+        self.half_closed = False  # the client shut its side during a response: close after it
         self.busy = False
         self.closed = False
         self.request: h11.Request | SimpleRequest | None = None
@@ -161,6 +162,11 @@ class HttpConnection(asyncio.Protocol):
         self._next_events()
 
     def eof_received(self) -> bool | None:
+        if self.busy and self.player is None and not self.closed:
+            # the client sent its request and shut its side while it is answered (reading goes
+            # on during a plain request's answer on plain TCP): answer it, then close
+            self.half_closed = True
+            return True
         if self.player is None and not self.closed:
             try:
                 self.conn.receive_data(b"")
@@ -274,7 +280,7 @@ class HttpConnection(asyncio.Protocol):
         assert req is not None and self.transport is not None
         self.busy = True
         self.answered = False
-        if not self.bypass:  # a request in one read leaves nothing behind it (data_received)
+        if not self.bypass or not self.sendfile_ok:  # a plain request over plain TCP: see eof_received
             self.transport.pause_reading()
             self.paused = True
         self.task = self.ctx.loop.create_task(self._respond(req))
@@ -293,7 +299,7 @@ class HttpConnection(asyncio.Protocol):
         if self.player is not None or self.closed:
             return
         self.busy = False
-        if self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
+        if self.half_closed or self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
             self._close()
             return
         if self.paused and self.transport is not None:
