@@ -108,6 +108,8 @@ class HttpConnection(asyncio.Protocol):
         self.deadline: float | None = None  # loop time the timer closes the connection at; None: not armed
         self.paused = False  # reading paused while a request is answered
         self.half_closed = False  # the client shut its side during a response: close after it
+        self.raw_request = b""  # the bytes of a request answered without h11
+        self.held_data = b""  # bytes that came while it was answered
         self.busy = False
         self.closed = False
         self.request: h11.Request | SimpleRequest | None = None
@@ -147,13 +149,16 @@ class HttpConnection(asyncio.Protocol):
                 and not self.conn.trailing_data[0]:
             simple = parse_simple(data, MAX_HEADER)
             if simple is not None and self._plain_file(simple):
-                self.request, self.bypass, self.body_size = simple, True, 0
+                self.request, self.bypass, self.body_size, self.raw_request = simple, True, 0, data
                 self._cancel_timer()
                 self._dispatch()
                 return
         if self.busy and not self.paused and self.transport is not None:
-            self.transport.pause_reading()  # bytes that came during a response are kept by h11, once
+            self.transport.pause_reading()  # bytes that came during a response wait for its end, once
             self.paused = True
+        if self.busy and self.bypass:
+            self.held_data += data  # h11 gets them after the request it has not seen
+            return
         try:
             self.conn.receive_data(data)
         except h11.RemoteProtocolError as e:
@@ -305,6 +310,13 @@ class HttpConnection(asyncio.Protocol):
         if self.paused and self.transport is not None:
             self.transport.resume_reading()
             self.paused = False
+        if self.held_data:
+            held, self.held_data = self.held_data, b""
+            try:
+                self.conn.receive_data(held)
+            except h11.RemoteProtocolError as e:
+                self._bad_request(e)
+                return
         if not bypassed or self.conn.trailing_data[0]:  # else h11 is idle and has no bytes
             self._next_events()
         if not self.busy and self.player is None and not self.closed and self.deadline is None:
@@ -493,6 +505,11 @@ class HttpConnection(asyncio.Protocol):
     def start_stream(self, status: int, content_type: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
         """A response of unknown length: chunked for HTTP/1.1 (h11's choice), else until close."""
         assert self.transport is not None
+        if self.bypass:  # h11 frames this one: it reads the request it has not seen
+            self.conn.receive_data(self.raw_request)
+            self.conn.next_event()  # the Request
+            self.conn.next_event()  # its EndOfMessage: h11 waits for our response
+            self.bypass = False
         headers = [(b"Server", SERVER), (b"Content-Type", content_type.encode())] + (extra or [])
         if self._cors():
             headers += CORS
