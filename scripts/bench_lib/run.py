@@ -593,7 +593,7 @@ async def ingest_profile(opts: argparse.Namespace) -> dict[str, Any]:
 async def ingest(name: str, opts: argparse.Namespace) -> dict[str, Any]:
     """Publisher capacity and CPU per ingested GB, with 0 and with 1 player per stream."""
     out: dict[str, Any] = {}
-    for players in (0, 1):
+    for players in opts.ingest_players:
         steps = []
         cap = 0
         for n in opts.ingest_steps:
@@ -831,6 +831,7 @@ def main() -> None:
                     help="SO_RCVLOWAT of counting players (0: read every segment, like a "
                          "real player; costs the load client far more CPU)")
     ap.add_argument("--ingest-steps", default="40,100,200,400", help="publisher counts for the ingest scenario")
+    ap.add_argument("--ingest-players", default="0,1", help="players per stream in the ingest scenario (0, 1 or both)")
     ap.add_argument("--dvr-streams", default="1,20,100", help="published stream counts for the dvr scenario")
     ap.add_argument("--report", metavar="RESULTS_JSON", help="print markdown tables and exit")
     ap.add_argument("--mw-latency", type=int, default=350, help="srv's mw_latency in the profile scenario")
@@ -876,6 +877,7 @@ def main() -> None:
     opts.ingest_steps = [int(x) for x in opts.ingest_steps.split(",")]
     opts.curve = opts.curve.split(",")
     opts.curve_steps = [int(x) for x in opts.curve_steps.split(",")]
+    opts.ingest_players = [int(x) for x in opts.ingest_players.split(",")]
     opts.steps = ([int(x) for x in opts.steps.split(",")] if opts.steps
                   else QUICK_STEPS if opts.quick else FULL_STEPS)
     opts.window = opts.window or (LOOP_SECONDS if opts.quick or opts.check else 2 * LOOP_SECONDS)
