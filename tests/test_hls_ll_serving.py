@@ -380,3 +380,24 @@ def test_hls_js_low_latency_plays_under_2s_behind_live_and_survives_a_republish(
         assert b["currentTime"] > a["currentTime"], "after the republish the picture stood still"
     assert behind and max(behind) < 2.0, f"after the republish: {behind}"
     assert not [e for e in samples[-1]["errors"] if e["fatal"]], samples[-1]["errors"]
+
+
+def test_hls_js_low_latency_plays_through_hls_ctx_viewers(srs_server: Any, tmp_path: Path, clients: Clients,
+                                                           browser: Browser) -> None:
+    """SRS's default `hls_ctx on`: hls.js goes through the variant playlist to its viewer's media
+    playlist, whose blocking requests are held like any other (and whose parts carry the ctx)."""
+    srv, hls_path = ll_server(srs_server, tmp_path, ctx=True)
+    clients.publish(f"{srv.url}/live/s")
+    wait_for(lambda: state_of((hls_path / "live/s.m3u8").read_bytes()).hint
+             if (hls_path / "live/s.m3u8").exists() else None, 40, interval=0.2, what="a live LL-HLS playlist")
+    browser.open(f"http://127.0.0.1:{srv.http_port}/players/?ll=1&url="
+                 f"{quote(f'http://127.0.0.1:{srv.http_port}{PLAYLIST}')}")
+    wait_playing(browser, timeout=40)
+    samples = watch(browser, 15)
+    behind = [(s["now"] - s["programDate"]) / 1000 for s in samples if s["programDate"]]
+    for a, b in zip(samples, samples[1:], strict=False):
+        assert b["currentTime"] > a["currentTime"], "the picture stood still"
+    assert len(behind) == len(samples) and max(behind) < 2.0, behind
+    assert not [e for e in samples[-1]["errors"] if e["fatal"]], samples[-1]["errors"]
+    viewers = [c for c in api(srv, "/api/v1/clients?count=100")["clients"] if c["type"] == "hls-play"]
+    assert len(viewers) == 1, viewers  # one viewer, however many workers its requests reached
