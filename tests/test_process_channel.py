@@ -140,6 +140,34 @@ def test_master_drops_bad_frames_and_restarts_a_worker_that_keeps_sending_them(t
     ours.close()
 
 
+def test_master_relays_ll_hls_changes_only_to_the_workers_that_watch_the_stream(tmp_path: Path) -> None:
+    arbiter = Arbiter(_conf(tmp_path), "-c x.conf", {})
+    ends = {}
+    for slot in (1, 2, 3):
+        ours, theirs = socket.socketpair()
+        theirs.setblocking(False)
+        w = WorkerProc(slot, 4240 + slot, Channel(ours), time.monotonic(), time.monotonic())
+        arbiter.workers[w.pid] = w
+        ends[slot] = (w, theirs, FrameBuffer())
+
+    def received(slot: int) -> list[object]:
+        _, sock, buf = ends[slot]
+        try:
+            return buf.feed(sock.recv(65536))
+        except BlockingIOError:
+            return []
+
+    arbiter.handle_message(ends[2][0], m.HlsWatch("v/live/s", True))
+    assert received(2) == [m.HlsChange("v/live/s", "watch")]  # read again: a change may have come first
+    arbiter.handle_message(ends[1][0], m.HlsChanged("v/live/s", "part"))  # the owner's writer
+    arbiter.handle_message(ends[1][0], m.HlsChanged("v/live/other", "part"))
+    assert received(2) == [m.HlsChange("v/live/s", "part")]
+    assert received(1) == [] and received(3) == []  # not the owner itself, not a worker that does not watch
+    arbiter.handle_message(ends[2][0], m.HlsWatch("v/live/s", False))
+    arbiter.handle_message(ends[1][0], m.HlsChanged("v/live/s", "chunk"))
+    assert received(2) == [] and arbiter.hls_watchers == {}
+
+
 # ---- the worker's end ------------------------------------------------------------------------
 
 

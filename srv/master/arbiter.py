@@ -645,6 +645,8 @@ class Arbiter:
         slots = self.hls_watchers.setdefault(msg.key, set())
         if msg.on:
             slots.add(w.slot)
+            # a change told before this one was handled did not reach the worker: it reads again
+            self.send(w, m.HlsChange(msg.key, "watch"))
         else:
             slots.discard(w.slot)
             if not slots:

@@ -11,7 +11,9 @@ What makes a watch read the file again (`changed`):
 - the owner worker's writer, once a part (or segment) and the playlist naming it are in place,
   calls `PlaylistWaits.publish`: this worker's waiters at once, the other workers through the
   master (`HlsChanged` -> `HlsChange`: one small message per part, sent by the master only to
-  the workers that watch the stream, which say so with `HlsWatch` when a watch starts and ends);
+  the workers that watch the stream, which say so with `HlsWatch` when a watch starts and ends;
+  the master answers a new watch with one `HlsChange`, so a change told before it knew of the
+  watch is read too);
 - the writer's "chunk" events (bytes appended to the part in progress) only wake the requests
   streaming that part (`next_chunk`), not the playlist waiters;
 - a notification that is lost (the master busy, a message dropped) costs at most

@@ -270,7 +270,8 @@ class HlsVisitResult(Message):
 
 @dataclass(frozen=True, slots=True)
 class HlsChange(Message):
-    """HlsChanged, relayed to a worker that watches the stream."""
+    """HlsChanged, relayed to a worker that watches the stream; also the answer to HlsWatch
+    (`kind` "watch"), so a change that came before the watch was known is read too."""
 
     key: str
     kind: str
