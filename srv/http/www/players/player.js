@@ -80,7 +80,14 @@ function startHls(url) {
     logError(true, "unsupported", "hls.js needs Media Source Extensions");
     return null;
   }
-  const hls = new Hls({ liveDurationInfinity: true, lowLatencyMode: LOW_LATENCY, debug: params.has("debug") });
+  const hls = new Hls({
+    liveDurationInfinity: true,
+    lowLatencyMode: LOW_LATENCY,
+    // LL: play up to 1.5x to get back to the target latency (PART-HOLD-BACK) after a stall;
+    // at hls.js's default 1x every stall would stay as latency for good
+    maxLiveSyncPlaybackRate: LOW_LATENCY ? 1.5 : 1,
+    debug: params.has("debug"),
+  });
   let mediaRecoveries = 0;
   hls.on(Hls.Events.ERROR, (_event, data) => {
     logError(data.fatal, data.type, data.details);
