@@ -351,7 +351,8 @@ def test_per_ip_ban_decided_by_one_worker_is_enforced_by_every_worker(srs_server
     def refused_by_the_other_worker() -> bool:
         s, ok = rtmp_from("127.0.0.8", srv.port)
         s.close()
-        assert not ok  # whichever worker took it, the address is refused at the door
+        if ok:  # the other worker took it before the master's ban message reached it: try again
+            return False
         return any("rejected: 127.0.0.8 is banned" in line and line.split("][")[2] != banner
                    for line in srv.log_text().splitlines())
 
