@@ -160,15 +160,8 @@ def daemonize(wait: float = 30.0) -> Callable[[], None]:
     r, w = os.pipe2(os.O_CLOEXEC)
     if os.fork() > 0:
         os.close(w)
-        deadline = time.monotonic() + wait
-        ok = False
-        while not ok and time.monotonic() < deadline:
-            ready, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                break
-            ok = os.read(r, 1) == b"1"
-            if not ok:  # EOF: the master is gone without saying it started
-                break
+        ready, _, _ = select.select([r], [], [], wait)
+        ok = bool(ready) and os.read(r, 1) == b"1"  # b"" (EOF): the master died before saying so
         if not ok:
             print("srs: the daemonized master did not start; see its log", file=sys.stderr)
         os._exit(0 if ok else 1)
