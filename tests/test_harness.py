@@ -57,8 +57,12 @@ def test_a_client_that_forks_is_stopped_with_its_whole_group(tmp_path: Path) -> 
 def test_a_session_that_leaves_a_process_running_fails(tmp_path: Path) -> None:
     (tmp_path / "test_leaks.py").write_text(
         "from conftest import spawn_in_group\n"
+        "import sys\n"
         "def test_leak(tmp_path):\n"
-        "    p = spawn_in_group(['sh', '-c', 'sleep 300 & echo $!'], stdout=-1)\n"
+        "    # Popen returns once the child has exec'd, so the pid printed is already 'sleep 300'\n"
+        "    # (sh's '&' child keeps sh's command line until it execs: the check could see that first)\n"
+        "    p = spawn_in_group([sys.executable, '-c', 'import subprocess; '\n"
+        "                        'print(subprocess.Popen([\"sleep\", \"300\"]).pid, flush=True)'], stdout=-1)\n"
         "    (tmp_path.parent.parent / 'leaked').write_text(p.stdout.readline().decode())\n")
     out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "conftest",
                           "-p", "no:randomly", "-q", "--basetemp", str(tmp_path / "t"),
