@@ -129,21 +129,27 @@ async def serve_part(conn: HttpConnection, url: HlsUrl, part: HlsUrl, path: str)
     if not hls_reload.is_hint(state, path) and not state.ended:
         await w.refresh("checked")  # this worker's copy may be a part behind
         state = w.state
+
+    async def serve_if_complete() -> int | None:
+        found = static.resolve(root, path)
+        if found.status != 200:
+            return None
+        return await static.serve_found(conn, found, path, ctx.loop, [(b"Cache-Control", hls.cache_control(url))],
+                                        segcache.SEGMENTS)
+
     if state.ended or not hls_reload.is_hint(state, path):
-        found = static.resolve(root, path)  # it may have been completed meanwhile
-        if found.status == 200:
-            return await static.serve_found(conn, found, path, ctx.loop, [(b"Cache-Control", hls.cache_control(url))],
-                                            segcache.SEGMENTS)
-        refuse(conn, 404, "not found (not the preload hint)")
-        return 0
+        sent = await serve_if_complete()  # it may have been completed meanwhile
+        if sent is None:
+            refuse(conn, 404, "not found (not the preload hint)")
+            return 0
+        return sent
     deadline = ctx.loop.time() + state.hold
     w.waiters += 1
     try:
         while not conn.closed:
-            found = static.resolve(root, path)
-            if found.status == 200:
-                return await static.serve_found(conn, found, path, ctx.loop,
-                                                [(b"Cache-Control", hls.cache_control(url))], segcache.SEGMENTS)
+            sent = await serve_if_complete()
+            if sent is not None:
+                return sent
             partial = static.resolve(root, path + PARTIAL_SUFFIX)
             if partial.status == 200:
                 sent = await _stream_partial(conn, w, url, partial.path, partial.path[:-len(PARTIAL_SUFFIX)],
