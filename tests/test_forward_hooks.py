@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from conftest import free_port
+from conftest import REPO, free_port
 
 from srv.app.forward_target import on_forward_body, on_forward_urls
 from srv.net.hooks import HookClient, HookError
@@ -148,7 +150,7 @@ def test_unreachable_hook_and_closed_client_are_hook_errors():
         return out
 
     refused, closed = asyncio.run(calls())
-    assert "ConnectError" in refused and "key=***" in refused and "SECRET" not in refused
+    assert "ClientConnectorError" in refused and "key=***" in refused and "SECRET" not in refused
     assert "hook client closed" in closed
 
 
@@ -171,3 +173,24 @@ def test_on_forward_body_is_srs_s_without_srv_via():
     assert body == {"action": "on_forward", "server_id": "h-1", "client_id": "1-7", "ip": "10.0.0.3",
                     "vhost": "__defaultVhost__", "app": "live", "tcUrl": "rtmp://10.0.0.5/live",
                     "stream": "show", "param": "?token=t1"}
+
+
+def test_a_worker_loads_the_http_client_only_when_a_hook_is_called() -> None:
+    """aiohttp costs a worker ~11 MiB: one that never calls a hook never imports it."""
+    code = ("import asyncio, sys\n"
+            "import srv.worker\n"
+            "from srv.net.hooks import HookClient\n"
+            "c = HookClient()\n"
+            "print('aiohttp' in sys.modules)\n"
+            "asyncio.run(c.aclose())\n"
+            "async def call():\n"
+            "    c = HookClient(timeout=1)\n"
+            "    try:\n"
+            "        await c.get('http://127.0.0.1:1/', 10)\n"
+            "    except Exception as e:\n"
+            "        print(type(e).__name__)\n"
+            "    await c.aclose()\n"
+            "asyncio.run(call())\n"
+            "print('aiohttp' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["False", "HookError", "True"], out.stdout + out.stderr

@@ -48,6 +48,11 @@ def fmt(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
+def kind(name: str) -> str:
+    """The software a server name runs: `srv@<dir>` (another tree's srv, for A/B runs) is srv."""
+    return "srv" if name.startswith("srv@") else name
+
+
 def make(name: str, core: str, **kw: Any) -> sv.Server:
     return sv.make(name, core=core, **kw)
 
@@ -91,13 +96,13 @@ async def publishing(bench: Any, server: sv.Server, streams: int, window: float,
 
 async def dvr(bench: Any, opts: argparse.Namespace, src: float, name: str) -> dict[str, Any]:
     """Server CPU with N published streams, recording off, then on (each format the server has)."""
-    formats = ("flv", "mp4") if name == "srv" else ("flv",)
+    formats = ("flv", "mp4") if kind(name) == "srv" else ("flv",)
     out: dict[str, Any] = {}
     for n in opts.dvr_streams:
         row: dict[str, Any] = {}
         for form in ("", *formats):
             bench.log(f"{name}: {n} streams, recording {form or 'off'}")
-            kw: dict[str, Any] = ({"dvr": form} if name == "srv" else {"record": bool(form)})
+            kw: dict[str, Any] = ({"dvr": form} if kind(name) == "srv" else {"record": bool(form)})
             server = make(name, bench.SERVER_CORE, **kw)
             row[form or "off"] = m = await publishing(bench, server, n, opts.window, opts.warmup)
             if form:
@@ -233,7 +238,7 @@ async def run(bench: Any, opts: argparse.Namespace, src: float, res: dict[str, A
     for key in SCENARIOS:
         if key not in opts.scenarios:
             continue
-        for name in [n for n in opts.servers if n in HAS[key]]:
+        for name in [n for n in opts.servers if kind(n) in HAS[key]]:
             res.setdefault(name, {})[key] = await RUNNERS[key](bench, opts, src, name)
 
 

@@ -3,7 +3,7 @@
 One asyncio process (run on the load client's core by `HookServer`): any POST is answered
 `200` with the body `0`, which both SRS's rule (docs/hooks.md: exactly `0`) and nginx-rtmp's
 (any 2xx) read as "allowed". Connections are kept alive when the client asks for it (srv's
-httpx client does; nginx-rtmp sends one HTTP/1.0 request per connection). `GET /stats` answers
+aiohttp client does; nginx-rtmp sends one HTTP/1.0 request per connection). `GET /stats` answers
 the number of POSTs per path as JSON, so the bench can check that every publish and play really
 went through a hook.
 

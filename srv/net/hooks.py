@@ -1,8 +1,10 @@
 """The worker's HTTP hook client: SRS's forward `backend` and its `http_hooks`.
 
 One `HookClient` per worker, built when the worker starts and closed explicitly when it stops
-(`aclose`). It wraps one `httpx.AsyncClient` (on h11, like srv's HTTP server), so a hook never
-blocks the event loop nor takes a thread, and connections to a hook server are reused.
+(`aclose`). It wraps one `aiohttp.ClientSession` (made on the first call, inside the worker's
+loop), so a hook never blocks the event loop nor takes a thread, and connections to a hook server
+are reused. aiohttp rather than httpx: the same call costs ~8x less CPU (measured in
+docs/performance.md, "Hooks"), and every RTMP join may make one.
 
 Invariants:
 - Every call is bounded in time (the timeout, given at construction or per call, covers the
@@ -32,14 +34,14 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from srv import log as srvlog
 from srv.app.access import Refusal
 from srv.app.http_hooks import DECIDING, HookRequest, answer_refusal, hook_body, hook_refusal
 from srv.log import redact_url
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from srv.net.context import ConnectionContext
 
 DEFAULT_TIMEOUT = 5.0  # seconds, for the forward backend (srv's figure since it was added)
@@ -61,17 +63,22 @@ class HookAnswer:
 
 
 class HookClient:
-    def __init__(self, timeout: float = DEFAULT_TIMEOUT, max_answer: int = MAX_ANSWER,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT, max_answer: int = MAX_ANSWER) -> None:
         self.timeout = timeout
         self.max_answer = max_answer
-        # httpx logs each request's URL at INFO, query and all (tokens): srv logs its own lines
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout), transport=transport, trust_env=False,
-            follow_redirects=False, headers={"User-Agent": "srv-hooks"},
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=8))
+        self.session: aiohttp.ClientSession | None = None
         self.closed = False
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            import aiohttp  # on the first hook call: a worker without hooks never pays its ~11 MiB
+            # no proxy from the environment, no cookies kept between hooks, bodies as sent
+            # (an answer is bounded by its bytes on the wire, never inflated)
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64, limit_per_host=0, keepalive_timeout=15),
+                trust_env=False, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
+                headers={"User-Agent": "srv-hooks"})
+        return self.session
 
     async def post_json(self, url: str, body: dict[str, Any], timeout: float | None = None) -> HookAnswer:
         """POST `body` as JSON to `url`; the status and the text of the answer, within
@@ -86,33 +93,37 @@ class HookClient:
     async def _call(self, method: str, url: str, data: bytes | None, timeout: float | None, max_bytes: int,
                     whole: bool) -> HookAnswer:
         """One request, bounded in time and size: `whole` answers longer than `max_bytes` fail
-        (too_large), otherwise the first `max_bytes` are the answer."""
+        (too_large), otherwise the first `max_bytes` are the answer. An answer not read to its
+        end closes its connection (aiohttp never pools it)."""
         if self.closed:
             raise HookError(f"{redact_url(url)}: hook client closed", "closed")
         limit = self.timeout if timeout is None else timeout
         headers = {"Content-Type": "application/json"} if data is not None else {}
+        session = self._session()
+        import aiohttp  # loaded by _session: this only binds the name for the except below
         try:
             async with asyncio.timeout(limit):
-                async with self.client.stream(method, url, content=data, timeout=httpx.Timeout(limit),
-                                              headers=headers) as r:
-                    got = bytearray()
-                    async for piece in r.aiter_bytes():
-                        got += piece
-                        if len(got) > max_bytes:
-                            if whole:
-                                raise HookError(f"{redact_url(url)}: answer longer than {max_bytes} bytes",
-                                                "too_large")
+                async with session.request(method, url, data=data, headers=headers,
+                                                   allow_redirects=False) as r:
+                    got = await r.content.read(max_bytes + 1)
+                    while len(got) <= max_bytes and not r.content.at_eof():
+                        more = await r.content.read(max_bytes + 1 - len(got))
+                        if not more:
                             break
-                    return HookAnswer(r.status_code, bytes(got[:max_bytes]).decode("utf-8", "replace"))
-        except (httpx.TimeoutException, TimeoutError):
+                        got += more
+                    if len(got) > max_bytes and whole:
+                        raise HookError(f"{redact_url(url)}: answer longer than {max_bytes} bytes", "too_large")
+                    return HookAnswer(r.status, got[:max_bytes].decode("utf-8", "replace"))
+        except TimeoutError:
             raise HookError(f"{redact_url(url)}: no answer within {limit:g}s", "timeout") from None
-        except httpx.HTTPError as e:
+        except (aiohttp.ClientError, ValueError) as e:  # ValueError: a URL yarl cannot parse
             raise HookError(f"{redact_url(url)}: {type(e).__name__}: {redact_url(str(e))}") from None
 
     async def aclose(self) -> None:
         if not self.closed:
             self.closed = True
-            await self.client.aclose()
+            if self.session is not None:
+                await self.session.close()
 
 
 # ---- SRS http_hooks ----------------------------------------------------------------------------
