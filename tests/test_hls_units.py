@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 
 import m3u8
 import pytest
 
+from srv.app import diskio, hls
 from srv.app.hls_playlist import Playlist, Segment, parse, render, target_duration, too_long
 from srv.app.hls_segmenter import Cut, Segmenter
 from srv.conf.model import HlsConfig
@@ -170,3 +172,49 @@ def test_new_sequence_headers_cut_at_the_next_keyframe_with_a_discontinuity_and_
     assert not any(c.discontinuity for c in cuts if c.start <= 2500)
     _, ts_cuts = cut_all(changed, HlsConfig(fragment=2.0))
     assert [c.discontinuity for c in ts_cuts] == [c.discontinuity for c in cuts]
+
+
+# ---- hls_dispose against a republish on another worker ---------------------------------------
+
+def _ended_stream(folder: Path) -> tuple[str, str, list[str]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    segments = [folder / f"s-{i}.ts" for i in range(3)]
+    for s in segments:
+        s.write_bytes(b"\x47" * 188)
+    text = ("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n"
+            + "".join(f"#EXTINF:2.000,\n{s.name}\n" for s in segments) + "#EXT-X-ENDLIST\n")
+    (folder / "s.m3u8").write_text(text)
+    return str(folder / "s.m3u8"), text, [str(s) for s in segments]
+
+
+def test_a_dispose_after_a_republish_claimed_the_playlist_removes_nothing(tmp_path: Path) -> None:
+    m3u8, ours, segments = _ended_stream(tmp_path / "live")
+    assert hls.claim_playlist(m3u8) == ours  # the republish reads what the last publish left
+    claimed = Path(m3u8).read_text()
+    assert "#EXT-X-ENDLIST" not in claimed and all(Path(s).name in claimed for s in segments)
+    assert hls.dispose_files(m3u8, ours, segments) is False  # the old writer sees it taken over
+    assert all(Path(s).exists() for s in segments) and Path(m3u8).exists()
+
+
+def test_a_dispose_before_a_republish_leaves_it_nothing_to_take_over(tmp_path: Path) -> None:
+    m3u8, ours, segments = _ended_stream(tmp_path / "live")
+    assert hls.dispose_files(m3u8, ours, segments) is True
+    assert not any(Path(s).exists() for s in [*segments, m3u8])
+    assert hls.claim_playlist(m3u8) is None  # a fresh start: no segment that is gone is listed
+
+
+def test_claim_and_dispose_never_interleave(tmp_path: Path) -> None:
+    """Each takes the folder's lock for its whole check-then-change: while another worker holds
+    it (here: this test), a dispose waits, then finds the claim made meanwhile."""
+    m3u8, ours, segments = _ended_stream(tmp_path / "live")
+    result: list[bool] = []
+    with diskio.folder_lock(str(tmp_path / "live")):
+        t = threading.Thread(target=lambda: result.append(hls.dispose_files(m3u8, ours, segments)))
+        t.start()
+        t.join(0.5)
+        assert t.is_alive() and all(Path(s).exists() for s in segments)  # it waits for the lock
+        # the republish's read and claim, done while the dispose waits (its lock is the one held)
+        text = Path(m3u8).read_text()
+        diskio.write_atomic(m3u8, text.replace("#EXT-X-ENDLIST\n", "").encode())
+    t.join(10)
+    assert result == [False] and all(Path(s).exists() for s in segments)

@@ -12,7 +12,8 @@ The blocking helpers run inside jobs:
   old file or the new one, never a part; a crash leaves only a temp file behind;
 - `sweep_temp` removes the temp files a crash left under a folder (run at start);
 - `append` adds bytes to a file that grows while it is read (an LL-HLS part under way);
-- `remove_quietly` deletes a file that may already be gone.
+- `remove_quietly` deletes a file that may already be gone;
+- `folder_lock` serialises a read-then-write of a folder's files across the host's workers.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
+import fcntl
 import os
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -168,3 +171,20 @@ def sweep_temp(root: str, suffix: str = TEMP_SUFFIX) -> list[str]:
                 if remove_quietly(path):
                     removed.append(path)
     return sorted(removed)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str) -> Iterator[None]:
+    """Hold an exclusive `flock` on `folder` (a blocking call, for jobs): workers of this host
+    that check a file of the folder and then change it take it, so their steps never interleave.
+    Nothing to hold when the folder does not exist (nothing in it to race on)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from srv import log as srvlog
-from srv.app.diskio import TEMP_SUFFIX, DiskLane, DiskPool, LaneFull, remove_quietly, write_atomic
+from srv.app.diskio import TEMP_SUFFIX, DiskLane, DiskPool, LaneFull, folder_lock, remove_quietly, write_atomic
 from srv.app.hls_ll import PARTIAL_SUFFIX, PartEvent, PartListener, part_path, split_part
 from srv.app.hls_parts import PartWriter
 from srv.app.hls_playlist import (
@@ -115,6 +115,44 @@ def part_files(segment_path: str) -> list[str]:
     found = glob.glob(part_path(glob.escape(segment_path), "*")) + glob.glob(
         part_path(glob.escape(segment_path), "*") + PARTIAL_SUFFIX)
     return [f for f in found if (split_part(f.removesuffix(PARTIAL_SUFFIX)) or ("", 0))[0] == segment_path]
+
+
+ENDLIST = "#EXT-X-ENDLIST"
+
+
+def claim_playlist(m3u8: str) -> str | None:
+    """The playlist a publish before left (None: none readable), claimed for a republish: an
+    ended one is written back at once without EXT-X-ENDLIST, under the folder's lock, so the old
+    writer's `dispose_files` (on any worker) sees it taken over and removes nothing. Read and
+    claim are one step for the other workers: a dispose runs wholly before (the files are gone
+    and nothing is read) or wholly after (it finds the claim). A blocking call."""
+    with folder_lock(os.path.dirname(m3u8)):
+        try:
+            with open(m3u8, encoding="utf-8") as f:
+                text = f.read()
+        except (FileNotFoundError, UnicodeDecodeError, IsADirectoryError):
+            return None
+        lines = text.splitlines(keepends=True)
+        if any(line.strip() == ENDLIST for line in lines):
+            write_atomic(m3u8, "".join(line for line in lines if line.strip() != ENDLIST).encode())
+        return text
+
+
+def dispose_files(m3u8: str, ours: str, paths: list[str]) -> bool:
+    """hls_dispose's removal: the playlist and `paths` (a path ending in `_PARTS`: that segment's
+    LL-HLS parts), unless the playlist is no longer `ours` (a republish claimed it); whether they
+    were removed. Under the folder's lock (see `claim_playlist`). A blocking call."""
+    with folder_lock(os.path.dirname(m3u8)):
+        try:
+            with open(m3u8, encoding="utf-8") as f:
+                if f.read() != ours:
+                    return False
+        except FileNotFoundError:
+            pass
+        for path in [*paths, m3u8]:
+            for each in part_files(path.removesuffix(_PARTS)) if path.endswith(_PARTS) else [path]:
+                remove_quietly(each)
+        return True
 
 
 class HlsWriter:
@@ -540,24 +578,12 @@ class HlsWriter:
         self.deletions.clear()
         m3u8, ours = self.m3u8_path, self.last_text
 
-        def job() -> bool:
-            try:
-                with open(m3u8, encoding="utf-8") as f:
-                    if f.read() != ours:
-                        return False
-            except FileNotFoundError:
-                pass
-            for path in [*paths, m3u8]:
-                for each in part_files(path.removesuffix(_PARTS)) if path.endswith(_PARTS) else [path]:
-                    remove_quietly(each)
-            return True
-
         def done(removed: bool) -> None:
             self._forget()
             log.log(srvlog.TRACE, "hls %s: %s", self.name,
                     "disposed" if removed else "not disposed: the playlist was taken over")
 
-        self.submit(job, done, lambda: None)
+        self.submit(lambda: dispose_files(m3u8, ours, paths), done, lambda: None)
 
     # ---- the disk ----------------------------------------------------------------------------
 
@@ -566,11 +592,7 @@ class HlsWriter:
         a publish before left (to go on with it)."""
         for path in temp_files(self.hls, self.vhost, self.app, self.stream):
             remove_quietly(path)
-        try:
-            with open(self.m3u8_path, encoding="utf-8") as f:
-                return f.read()
-        except (FileNotFoundError, UnicodeDecodeError, IsADirectoryError):
-            return None
+        return claim_playlist(self.m3u8_path)
 
     def _prepared(self, text: str | None) -> None:
         old = self.previous = parse(text) if text else None
