@@ -3,7 +3,7 @@
 Origins register with SRS's heartbeat; proxies route each publish to one origin through an
 atomic Redis claim and each player to the stream's owner; HTTP-FLV goes through the proxy's
 HTTP port. Failures: a killed origin, Redis stopping and coming back, bad register bodies, a
-client that stops mid-handshake.
+client that stops mid-handshake, an origin that answers before the task that dialled it resumes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from conftest import (
@@ -37,6 +38,11 @@ from conftest import (
 )
 from rtmp_tools import RtmpTestClient
 
+from srv.cluster import rtmp_relay
+from srv.cluster.balancer import MemoryBalancer, Origin
+from srv.cluster.router import Router
+from srv.conf.model import ProxyConfig, ServerConfig
+from srv.net.context import ConnectionContext
 from srv.rtmp import events as ev
 
 STREAM_TTL = 3
@@ -340,3 +346,58 @@ def test_an_origin_that_stops_mid_handshake_closes_only_that_client(cluster: Clu
     a.wait_log("live/halfway closed: origin half (127.0.0.1:")
     wait_for(lambda: cluster.owner("live/halfway") == "", STREAM_TTL + 2, what="the claim given back")
     half.close()
+
+
+class LateLoop:
+    """A proxy worker's loop as a busy (or descheduled) one runs it: the task that dialled an
+    origin resumes only after the origin's answer has been handled (the link's callbacks come
+    first). Everything else is the real loop's."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loop, name)
+
+    async def create_connection(self, factory: Callable[[], asyncio.Protocol], host: str,
+                                port: int) -> tuple[asyncio.BaseTransport, asyncio.Protocol]:
+        transport, link = await self.loop.create_connection(factory, host, port)
+        deadline = time.monotonic() + 5
+        while getattr(link, "phase", "") != "splice" and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return transport, link
+
+
+def test_a_client_whose_origin_answered_before_the_dialling_task_resumed_is_not_timed_out(
+        srs_server: Callable[..., Server], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answer timer counts from the dial, not from the dialling task's next step: armed
+    after that step, it was never cancelled (the answer had come) and closed a playing client
+    ANSWER_TIMEOUT later, as "the origin did not answer in time" (500 players joining a loaded
+    proxy: 77-86 of them; a player in the Redis outage test)."""
+    monkeypatch.setattr(rtmp_relay, "ANSWER_TIMEOUT", 3.0)
+    origin = srs_server(workers=1, name="origin")
+    relays: list[rtmp_relay.RtmpRelay] = []
+
+    async def run() -> tuple[str, list[bool], bool]:
+        config = ProxyConfig(load_balancer="memory")
+        balancer = MemoryBalancer(config)
+        await balancer.register(Origin("o1", "s1", "1", "127.0.0.1", "origin", (("127.0.0.1", origin.port),)))
+        router = Router(balancer, config)
+        ctx = cast(ConnectionContext, SimpleNamespace(
+            config=ServerConfig("proxy.conf"), loop=LateLoop(asyncio.get_running_loop()), server_id="proxy",
+            new_cid=lambda: f"1-{len(relays)}", register=relays.append, unregister=lambda c: None))
+        proxy = await asyncio.get_running_loop().create_server(
+            lambda: rtmp_relay.RtmpRelay(ctx, router), "127.0.0.1", 0)
+        c = RtmpTestClient(proxy.sockets[0].getsockname()[1])
+        await c.open()
+        status = await c.publish("late")
+        await asyncio.sleep(rtmp_relay.ANSWER_TIMEOUT + 1)
+        closed, still_open = [r.closed for r in relays], not c.closed.is_set()
+        await c.close()
+        proxy.close()
+        return str(status.code), closed, still_open
+
+    code, closed, still_open = asyncio.run(run())
+    assert code == "NetStream.Publish.Start"
+    assert closed == [False] and still_open
+    assert "live/late publish start" in origin.log_text()

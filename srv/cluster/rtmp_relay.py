@@ -69,7 +69,11 @@ class OriginLink(OriginEnd):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         assert self.transport is not None
-        self.relay.link = self  # its answer may arrive before the task that dialled resumes
+        # From here on the origin may answer before the task that dialled it resumes (a busy
+        # loop runs this link's callbacks first), so the link is known and the wait for its
+        # answer timed from this moment, not from that task's next step.
+        self.relay.link = self
+        self.relay.await_answer()
         self.handshake.start()
         self.transport.write(self.handshake.data_to_send())
 
@@ -210,12 +214,17 @@ class RtmpRelay(ClientEnd):
             if claim is not None:
                 self.claim = claim
                 self.keeper = self.ctx.loop.create_task(self.router.keep(claim))
-            self.timer = self.ctx.loop.call_later(ANSWER_TIMEOUT, self.close, "the origin did not answer in time")
             log.log(srvlog.TRACE, "proxy: client %s %s %s %s -> origin %s", self.cid, self.ip, self.kind,
                     self.stream, origin.label())
             return
         code = "NetStream.Publish.Failed" if self.kind == "publish" else "NetStream.Play.Failed"
         self.refuse(code, "no origin could be reached")
+
+    def await_answer(self) -> None:
+        """Give the origin just dialled ANSWER_TIMEOUT to answer the replayed publish/play."""
+        self.timer.cancel()
+        if not self.closed:
+            self.timer = self.ctx.loop.call_later(ANSWER_TIMEOUT, self.close, "the origin did not answer in time")
 
     def replay(self, origin: asyncio.Transport) -> bytes:
         """What the client sent after its handshake, for the origin; then its bytes go straight there."""
