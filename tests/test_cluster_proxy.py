@@ -118,9 +118,16 @@ class Cluster:
         return a, b
 
     def registered(self, count: int) -> None:
+        """Wait until the proxies see `count` live origins (index members not yet expired, as
+        `RedisBalancer.origins` reads them)."""
         assert self.redis is not None
-        wait_for(lambda: len(self.redis.cli("ZRANGE", "srv:cluster:origins", "0", "-1").split()) >= count, 15,
-                 what=f"{count} origins in redis")
+
+        def live() -> int:
+            assert self.redis is not None
+            now_ms = str(int(time.time() * 1000))
+            return len(self.redis.cli("ZRANGEBYSCORE", "srv:cluster:origins", now_ms, "+inf").split())
+
+        wait_for(lambda: live() >= count, 15, what=f"{count} origins in redis")
 
     def owner(self, stream: str = "live/livestream") -> str:
         assert self.redis is not None

@@ -11,6 +11,7 @@ import pytest
 from test_cluster_proxy import Redis
 
 from srv.cluster.balancer import (
+    BalancerError,
     MemoryBalancer,
     Origin,
     RedisBalancer,
@@ -163,5 +164,28 @@ def test_redis_origins_expire_without_heartbeat(redis: Redis) -> None:
         await asyncio.sleep(1.2)
         assert await b.origins() == []
         assert redis.cli("EXISTS", "srv:cluster:origin:vid-46p14mm") == "0"
+        await b.aclose()
+    asyncio.run(go())
+
+
+def test_a_redis_call_in_an_outage_fails_instead_of_landing_late_when_redis_returns(redis: Redis) -> None:
+    """A register begun while Redis is down fails then (the proxy answers 503, the origin beats
+    again): it is not held in client retries until Redis is back and then written with the expiry
+    it computed when it began, already past with a short server_ttl (the origin looked gone to
+    every proxy while the test's registered() saw it). The first call after Redis returns, on a
+    pooled connection that died with the old server, goes through."""
+    async def go() -> None:
+        b = RedisBalancer(ProxyConfig(redis_port=redis.port, server_ttl=4))
+        origin = parse_register(json.dumps(SRS_BODY).encode())
+        await b.register(origin)
+        redis.stop()
+        late = asyncio.create_task(b.register(origin))
+        await asyncio.sleep(1.5)
+        redis.start()  # empty, as after a restart
+        with pytest.raises(BalancerError):
+            await late
+        assert redis.cli("ZCARD", "srv:cluster:origins") == "0"
+        await b.register(origin)
+        assert await b.origins() == [origin]
         await b.aclose()
     asyncio.run(go())

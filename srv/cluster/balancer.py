@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from srv.conf.model import ProxyConfig
@@ -211,13 +213,20 @@ class MemoryBalancer:
 
 
 class RedisBalancer:
-    """State in Redis, shared by every proxy and worker that names the same server and db."""
+    """State in Redis, shared by every proxy and worker that names the same server and db.
+
+    A failing call fails at once: one retry on a fresh connection (a pooled one is dead after a
+    Redis restart), no backoff. redis-py's default (three retries, backing off up to seconds)
+    made each call of an outage take ~4 s: publishes were refused that late, and a register
+    that began in the outage landed after Redis returned with the expiry it computed when it
+    began, already past with a short ``server_ttl``, so its origin looked gone."""
 
     def __init__(self, config: ProxyConfig) -> None:
         self.config = config
         self.client = aioredis.Redis(host=config.redis_host, port=config.redis_port, db=config.redis_db,
                                      password=config.redis_password or None, socket_timeout=1.0,
-                                     socket_connect_timeout=1.0, decode_responses=True)
+                                     socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 1),
+                                     decode_responses=True)
         self._refresh = self.client.register_script(_REFRESH)
         self._release = self.client.register_script(_RELEASE)
 
