@@ -419,10 +419,12 @@ async def curve(opts: argparse.Namespace, src: float) -> dict[str, Any]:
     for v in opts.curve:
         if "srv" not in opts.servers:
             break
-        minlat = v == "min"
-        mw = 350 if minlat else int(v)
-        log(f"curve: srv {'min_latency on' if minlat else f'mw_latency {mw}'}")
-        server = sv.SrvServer(core=SERVER_CORE, mw_latency=mw, min_latency=minlat)
+        base, _, flag = v.partition("+")  # "min+nodelay": the same with tcp_nodelay on
+        minlat = base == "min"
+        mw = 350 if minlat else int(base)
+        nodelay = True if flag == "nodelay" else None
+        log(f"curve: srv {'min_latency on' if minlat else f'mw_latency {mw}'}{' tcp_nodelay on' if nodelay else ''}")
+        server = sv.SrvServer(core=SERVER_CORE, mw_latency=mw, min_latency=minlat, tcp_nodelay=nodelay)
         res[f"srv mw={v}"] = await probed(server, opts, src, opts.curve_steps)
     for name in opts.servers:
         if name != "srv":
@@ -837,7 +839,8 @@ def main() -> None:
     ap.add_argument("--mw-latency", type=int, default=350, help="srv's mw_latency in the profile scenario")
     ap.add_argument("--min-latency", action="store_true", help="srv with min_latency on in the profile scenario")
     ap.add_argument("--curve", default="min,0,10,30,50,100,350",
-                    help='srv variants of the curve scenario: mw_latency values in ms, "min" for min_latency on')
+                    help='srv variants of the curve scenario: mw_latency values in ms, "min" for min_latency on; '
+                         'a "+nodelay" suffix (e.g. min+nodelay) adds tcp_nodelay on')
     ap.add_argument("--curve-steps", default="200,1000,3000", help="player counts of the curve scenario")
     ap.add_argument("--hls-publishers", type=int, default=4, help="publishers for the HLS muxing cost")
     ap.add_argument("--hls-steps", default="200,1000", help="HLS fetcher counts for the serving cost")

@@ -154,6 +154,7 @@ class SrvServer(Server):
     hooks: str = ""  # http_hooks on_publish/on_play to this base URL (+ /on_publish, /on_play)
     origin: str = ""  # an edge: cluster { mode remote; origin <this>; }
     mr_latency: int = 0  # > 0: publish { mr on; mr_latency <ms>; } (SRS's merged read)
+    tcp_nodelay: bool | None = None  # the vhost's tcp_nodelay (None: srv's default, off)
     tree: str = ""  # run the srv package of this source tree instead of this one's
 
     def rtmps_url(self, stream: str = "s") -> str:
@@ -169,6 +170,8 @@ class SrvServer(Server):
         vhost = [f"play {{ mw_latency {self.mw_latency}; }}"]
         if self.min_latency:
             vhost.append("min_latency on;")
+        if self.tcp_nodelay is not None:
+            vhost.append(f"tcp_nodelay {'on' if self.tcp_nodelay else 'off'};")
         if self.mr_latency:
             vhost.append(f"publish {{ mr on; mr_latency {self.mr_latency}; }}")
         if self.forward_to:

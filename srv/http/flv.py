@@ -118,7 +118,8 @@ class FlvPlayer:
 
     def start(self) -> None:
         self.ctx.register(self)
-        tune_player_transport(self.transport)  # a stall must show as back-pressure, as for RTMP
+        # a stall must show as back-pressure, as for RTMP; and the vhost's tcp_nodelay
+        tune_player_transport(self.transport, self.vhost.tcp_nodelay)
         if self.guess is None:
             remux = self.vhost.http_remux
             self._send([FLV_HEADER(remux.has_audio, remux.has_video)])

@@ -16,11 +16,19 @@ PLAYER_SNDBUF = 1 << 20  # bytes; about 4 s of a 2 Mb/s stream
 HIGH_WATER = 256 * 1024  # userspace buffer above which the transport pauses the consumer
 
 
-def tune_player_transport(transport: Any) -> None:
+def tune_player_transport(transport: Any, nodelay: bool) -> None:
+    """A player's TCP socket: the fixed send buffer, and SRS's vhost `tcp_nodelay` (default off).
+
+    asyncio and uvloop set TCP_NODELAY on every TCP socket they make; `tcp_nodelay off` (SRS's
+    and nginx-rtmp's behaviour) clears it, so the kernel holds a small send while an earlier one
+    is unacknowledged and sends it with the next (Nagle): fewer, larger segments for players fed
+    in small writes (`min_latency on`), at the cost of up to an ACK's delay on such a write.
+    """
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PLAYER_SNDBUF // 2)  # kernel doubles it
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
         except OSError:
             pass
     transport.set_write_buffer_limits(high=HIGH_WATER)

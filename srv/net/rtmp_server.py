@@ -642,7 +642,7 @@ class RtmpServerProtocol(asyncio.Protocol):
         assert self.vhost is not None
         self.session.start_play(e.stream_id, e.stream_name)
         self.flush()
-        tune_player_transport(self.transport)
+        tune_player_transport(self.transport, self.vhost.tcp_nodelay)
         self.consumer = self.ctx.hub.play(self.key, self.vhost, self, rtmp_encoding(self.session.out_chunk_size),
                                           internal=self.internal, params={**self.connect_params, **e.params})
         if not self.internal:
