@@ -55,6 +55,8 @@ from srv.worker_context import WorkerContext
 log = logging.getLogger("srv.worker")
 
 HEARTBEAT_INTERVAL = 1.0
+#: a heartbeat this late (seconds) means the loop was held: logged, with how long
+STALL_WARNING = 1.0
 # signs HLS viewers' hls_ctx: made when the master imports this module, before it forks any
 # worker, so every worker of one server (respawned ones too) shares it; a new server, a new one
 SERVER_SECRET = secrets.token_bytes(32)
@@ -279,13 +281,19 @@ class Worker:
                     log.error("%s: %s; keeping the certificate loaded before", spec, e)
 
     async def heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
+            late = loop.time() - due
+            if late > STALL_WARNING:  # the master kills at worker_timeout: say it before that
+                log.warning("worker %d: event loop held for %.1fs (heartbeat late)", self.slot, late)
             self.hub.sample_rates()
             self.ctx.refresh_bytes()
             expire_viewers(self.ctx)
             for slot, sent in self.ctx.hls.take_all_pending().items():
                 self.channel.send(m.HlsBytes(slot, sent))
             self.channel.send(m.Heartbeat(dict(self.ctx.counters)))
+            due = loop.time() + HEARTBEAT_INTERVAL
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
     # ---- control messages ----------------------------------------------------------------------

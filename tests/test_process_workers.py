@@ -71,6 +71,19 @@ def test_worker_that_stops_heartbeating_is_killed_and_replaced(srs_server, clien
     _publish_and_probe(srv, clients, "after-hang")
 
 
+def test_worker_held_below_worker_timeout_says_so_and_is_kept(srs_server, clients) -> None:  # type: ignore[no-untyped-def]
+    srv = srs_server(workers=1)
+    (held,) = worker_procs(srv.master_pid).values()
+    held.send_signal(signal.SIGSTOP)  # its loop makes no turn: as a long callback would hold it
+    time.sleep(3)
+    held.send_signal(signal.SIGCONT)
+    srv.wait_log("worker 1: event loop held for", timeout=10)
+    line = next(ln for ln in srv.log_text().splitlines() if "event loop held for" in ln)
+    assert "[Warn]" in line and float(line.split("held for ")[1].split("s")[0]) >= 2.0
+    assert worker_procs(srv.master_pid)[1].pid == held.pid  # 3 s < worker_timeout: not replaced
+    _publish_and_probe(srv, clients, "after-hold")
+
+
 def test_ttin_adds_a_worker_and_ttou_retires_the_last_one(srs_server, clients) -> None:  # type: ignore[no-untyped-def]
     srv = srs_server(workers=2)
     srv.send_signal(signal.SIGTTIN)
