@@ -239,3 +239,66 @@ def test_a_prompt_consumer_gets_each_message_at_once_in_its_own_bucket_players_k
     assert player.writes == [a.flv() + b.flv()]
     other = src.add_consumer(FakeSink(), FLV, internal=True, prompt=True)
     assert other.group is cw.group  # one prompt bucket per encoding
+
+
+class PushingBackSink(FakeSink):
+    """A transport with a buffer: it pauses its consumer once `limit` bytes wait in it, as
+    uvloop calls `pause_writing` inside the write that passes its high-water mark."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.buffered = 0
+        self.consumer: Consumer | None = None
+
+    def writelines(self, data: list[bytes]) -> None:
+        super().writelines(data)
+        self.buffered += sum(map(len, data))
+        if self.buffered > self.limit and self.consumer is not None:
+            self.consumer.pause()
+
+    def write(self, data: bytes) -> None:
+        self.writelines([data])
+
+    def drain(self) -> None:
+        self.buffered = 0
+        assert self.consumer is not None
+        self.consumer.resume()
+
+
+def test_a_resumed_player_gets_what_it_missed_a_chunk_at_a_time_until_its_transport_pushes_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(source_module, "CATCH_UP_CHUNK", 300)
+    src = source(mw_latency=0)
+    started(src)
+    sink = PushingBackSink(limit=500)
+    c = src.add_consumer(sink, FLV)
+    sink.consumer = c
+    run_loop(src)
+    c.pause()
+    missed = [src.on_message(VIDEO, 40 * i, inter(i)) for i in range(1, 201)]  # ~7 KB while paused
+    run_loop(src)
+    sink.writes.clear()
+    sink.drain()
+    # one resume writes until the transport pushes back, not the whole backlog into its buffer
+    first = sum(map(len, sink.writes))
+    assert 500 < first <= 500 + 300 + len(missed[0].flv()) and c.paused and c.pos < src.end
+    resumes = 1
+    while c.pos < src.end:
+        sink.drain()
+        resumes += 1
+    assert resumes > 5
+    # nothing lost, nothing twice, in order
+    assert sink.data() == b"".join(p.flv() for p in missed)
+    assert not sink.events and c.dropped == 0
+
+
+def test_a_player_that_keeps_up_gets_its_whole_backlog_in_one_catch_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(source_module, "CATCH_UP_CHUNK", 300)
+    src = source(mw_latency=0)
+    started(src)
+    pkts = [src.on_message(VIDEO, 40 * i, inter(i)) for i in range(1, 41)]
+    sink = FakeSink()  # never pushes back: joining, it gets the GOP from its keyframe, in pieces
+    c = src.add_consumer(sink, FLV)
+    assert c.pos == src.end and len(sink.writes) > 3
+    assert sink.data().endswith(b"".join(p.flv() for p in pkts))

@@ -53,6 +53,12 @@ PHASE_STEP = 0.025
 SPREAD_AT = 100
 #: `min_latency on`: the longest audio or metadata waits for the next video frame (seconds)
 MIN_LATENCY_WAIT = 0.05
+#: a player behind the live edge (it joined, or its transport resumed) is written at most this
+#: many bytes at a time, and no more once its transport pauses. Writing all it missed at once put
+#: seconds of stream into the transport's buffer on each resume, so the longer a starved loop's
+#: turn, the more each resume cost in the next turn: the turns grew until the master killed the
+#: worker for a missed heartbeat (a 3000-player connect storm on a loaded core).
+CATCH_UP_CHUNK = 256 * 1024
 
 
 class Sink(Protocol):
@@ -449,10 +455,23 @@ class LiveSource:
         end = self.end if upto is None else upto
         if c.pos < self.base or (c.pos < end and self._too_old(c)):
             self._skip(c)
-        if c.pos < end:
-            enc = c.encoding
-            self._write(c, [p.encoded(enc) for p in self.ring[c.pos - self.base:end - self.base]])
-            c.pos = end
+        # in pieces of CATCH_UP_CHUNK, until the sink pushes back: what a player could not take
+        # stays in the ring (shared) instead of the transport's buffer, and a turn of the loop
+        # costs a bounded amount per player however long it was held (see CATCH_UP_CHUNK)
+        enc = c.encoding
+        ring = self.ring
+        while c.pos < end and not c.paused:
+            parts = []
+            n = 0
+            i = c.pos - self.base
+            stop = end - self.base
+            while i < stop and n < CATCH_UP_CHUNK:
+                b = ring[i].encoded(enc)
+                parts.append(b)
+                n += len(b)
+                i += 1
+            c.pos = i + self.base  # before the write, which may pause it
+            self._write(c, parts)
 
     def _too_old(self, c: Consumer) -> bool:
         limit = self.queue_length if c.queue_length is None else c.queue_length
