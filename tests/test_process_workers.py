@@ -84,6 +84,22 @@ def test_worker_held_below_worker_timeout_says_so_and_is_kept(srs_server, client
     _publish_and_probe(srv, clients, "after-hold")
 
 
+def test_a_held_worker_does_not_blame_its_publisher_for_the_silence(srs_server, clients) -> None:  # type: ignore[no-untyped-def]
+    srv = srs_server("vhost __defaultVhost__ { publish { normal_timeout 1500; } }\n", workers=1)
+    pub = clients.publish(f"{srv.url}/live/s")
+    srv.wait_log("publish start", timeout=20)
+    time.sleep(1)
+    (held,) = worker_procs(srv.master_pid).values()
+    held.send_signal(signal.SIGSTOP)  # longer than normal_timeout; the publisher goes on sending
+    time.sleep(4)
+    held.send_signal(signal.SIGCONT)
+    srv.wait_log("worker 1: event loop held for", timeout=10)
+    time.sleep(3)  # a few timeout checks after the hold
+    assert "publisher sent nothing" not in srv.log_text()
+    assert pub.poll() is None
+    assert set(codecs(ffprobe(f"{srv.url}/live/s"))) == {"video", "audio"}
+
+
 def test_ttin_adds_a_worker_and_ttou_retires_the_last_one(srs_server, clients) -> None:  # type: ignore[no-untyped-def]
     srv = srs_server(workers=2)
     srv.send_signal(signal.SIGTTIN)

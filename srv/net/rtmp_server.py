@@ -58,6 +58,8 @@ MAX_PENDING_MEDIA_BYTES = 8 * 1024 * 1024
 # How long a publisher taking a stream over (second_publisher takeover) waits for the kicked one
 # to let go of it, on whichever worker it was.
 TAKEOVER_WAIT = 5.0
+# A publish-timeout check that runs this late (seconds) found the loop held, not the publisher silent.
+HELD_LOOP = 0.5
 
 
 class Role(enum.Enum):
@@ -571,6 +573,11 @@ class RtmpServerProtocol(asyncio.Protocol):
 
     def _check_timeout(self) -> None:
         if self.closed or self.vhost is None:
+            return
+        if self.timer is not None and self.ctx.loop.time() - self.timer.when() > HELD_LOOP:
+            # the loop was held (the worker's CPU starved): what the publisher sent meanwhile is
+            # still unread in the socket and timers run before reads, so judge at the next check
+            self._arm_timeout()
             return
         pub = self.vhost.publish
         limit = (pub.normal_timeout if self.media_seen else pub.firstpkt_timeout) / 1000
