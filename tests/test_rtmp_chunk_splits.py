@@ -178,3 +178,39 @@ def test_reads_that_cut_right_after_a_whole_message_keep_the_rest_for_the_next_r
     data, expected = random_chunk_stream(rng)
     for cut in range(0, len(data), max(1, len(data) // 97)):
         assert decode(data, [cut]) == expected
+
+
+
+def decode_with_media_callback(data: bytes, cuts: list[int]) -> list[tuple[int, int, bytes]]:
+    """Like `decode`, audio and video handed to a callback: each read's callbacks, then the
+    messages it returned, must be the messages of that read in the order they were sent."""
+    decoder = ChunkDecoder()
+    got: list[tuple[int, int, bytes]] = []
+    calls = 0
+    start = 0
+    for cut in [*sorted(cuts), len(data)]:
+        called: list[tuple[int, int, bytes]] = []
+        returned = decoder.feed(data[start:cut], lambda t, ts, p, into=called: into.append((t, ts, p)))
+        start = cut
+        calls += len(called)
+        assert all(t in (8, 9) for t, _, _ in called)
+        # media go to the callback only until the first other message: from it on, all is returned
+        assert not returned or returned[0].type_id not in (8, 9)
+        got += called + [(m.type_id, m.timestamp, m.payload) for m in returned]
+    assert decoder.media_delivered == calls
+    assert decoder.buffered == 0 and decoder.partial_bytes == 0
+    return got
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), ncuts=st.integers(0, 60))
+def test_media_handed_to_a_callback_keep_their_order_with_the_returned_messages(seed: int, ncuts: int) -> None:
+    """The publisher's hot path (audio and video straight to the source) sees every message
+    the plain decode returns, in the same order, however the reads cut the stream."""
+    rng = random.Random(seed)
+    data, expected = random_chunk_stream(rng)
+    want = [(m.type_id, m.timestamp, m.payload) for m in expected]
+    assert decode_with_media_callback(data, []) == want
+    cuts = [rng.randrange(len(data) + 1) for _ in range(ncuts)]
+    assert decode_with_media_callback(data, cuts) == want
+    assert decode_with_media_callback(data, list(range(0, len(data), 7))) == want

@@ -279,6 +279,22 @@ def test_publisher_that_sends_nothing_is_dropped(srs_server, clients: Clients) -
     publishing(s, count=2)
 
 
+def test_publisher_sending_media_outlives_normal_timeout(srs_server, clients: Clients) -> None:
+    """A publisher's audio and video go to its source without an event per message: each read
+    that carries media must still count as a sign of life, or normal_timeout would drop it."""
+    s = srs_server(workers=1, body="vhost __defaultVhost__ { publish { normal_timeout 1000; } }\n")
+    pub = clients.publish(f"{s.url}/live/alive")
+    publishing(s)
+    time.sleep(4)  # four normal_timeouts of real-time media
+    assert pub.poll() is None
+    assert "normal_timeout" not in s.log_text()
+    pub.send_signal(signal.SIGSTOP)  # connected, silent: now normal_timeout drops it
+    try:
+        s.wait_log("normal_timeout 1s", timeout=10)
+    finally:
+        pub.send_signal(signal.SIGCONT)
+
+
 def test_max_connections_closes_the_extra_ones(srs_server) -> None:
     import socket
 

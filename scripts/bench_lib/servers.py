@@ -388,10 +388,14 @@ class NmsServer(Server):
 def make(kind: str, **kw: object) -> Server:
     """A server by its bench name; `srv-mr<ms>` is srv with `publish { mr on; mr_latency <ms>; }`
     (`srv-mr`: 350, SRS's default); `srv@<dir>` is the srv source tree in <dir>, run with this
-    tree's venv (the same workload on the code before a change, in the same run)."""
-    if kind.startswith("srv-mr"):
-        return SrvServer(name=kind, mr_latency=int(kind[6:] or 350), **kw)  # type: ignore[arg-type]
-    if kind.startswith("srv@"):  # another tree's srv (e.g. `git archive` of a base commit): A/B in one run
-        return SrvServer(name=kind, tree=kind[4:], **kw)  # type: ignore[arg-type]
+    tree's venv (the same workload on the code before a change, in the same run); the two combine
+    (`srv-mr@<dir>`)."""
+    base, _, tree = kind.partition("@")
+    if tree:  # another tree's srv (e.g. `git archive` of a base commit): A/B in one run
+        kw["tree"] = tree
+    if base.startswith("srv-mr"):
+        return SrvServer(name=kind, mr_latency=int(base[6:] or 350), **kw)  # type: ignore[arg-type]
+    if base == "srv" and tree:
+        return SrvServer(name=kind, **kw)  # type: ignore[arg-type]
     cls = {"srv": SrvServer, "nginx": NginxServer, "nms": NmsServer}[kind]
     return cls(**kw)  # type: ignore[arg-type]

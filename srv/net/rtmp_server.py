@@ -174,8 +174,17 @@ class RtmpServerProtocol(asyncio.Protocol):
                 self.transport.pause_reading()  # type: ignore[union-attr]
             return
         self.recv_bytes += len(data)
+        src = self.source
         try:
-            events = self.session.receive_data(data)
+            if src is not None:  # publishing: audio and video go straight into the source
+                session = self.session
+                delivered = session.media_received
+                events = session.receive_data(data, src.on_message)
+                if session.media_received != delivered:
+                    self.last_media = time.monotonic()  # the publisher is alive (one clock read)
+                    self.media_seen = True
+            else:
+                events = self.session.receive_data(data)
             if self.in_handshake and self.session.state is not ServerState.HANDSHAKE:
                 self.in_handshake = False
                 if self.deadline is not None:

@@ -71,6 +71,12 @@ _EXTENDED: Final = 0xFFFFFF
 # the control types the decoder applies itself, as plain ints (an IntEnum member costs a lookup)
 _SET_CHUNK_SIZE: Final = int(MessageType.SET_CHUNK_SIZE)
 _ABORT: Final = int(MessageType.ABORT)
+_AUDIO: Final = int(MessageType.AUDIO)
+_VIDEO: Final = int(MessageType.VIDEO)
+
+#: What :meth:`ChunkDecoder.feed` hands audio and video to when given one:
+#: ``(type_id, timestamp, payload)``.
+MediaCallback = Callable[[int, int, bytes], object]
 #: Size of the message header that follows the basic header, by fmt.
 _HEADER_SIZE: Final = (11, 7, 3, 0)
 
@@ -125,6 +131,10 @@ class ChunkDecoder:
         # progress: small reads of a big chunk are appended without re-parsing.
         self._pending = bytearray()
         self._need = 0
+        # feed's media callback while it still applies to this read (see feed)
+        self._media: MediaCallback | None = None
+        #: audio and video messages handed to a media callback so far
+        self.media_delivered = 0
 
     def set_limits(self, max_message_size: int, max_partial_bytes: int | None = None) -> None:
         """Change the message cap and the budget for unfinished messages (default: one
@@ -162,8 +172,17 @@ class ChunkDecoder:
         """Bytes held for messages in progress (their buffers have the announced length)."""
         return self._partial_bytes
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
-        """Consume ``data``; return every message completed by it, in order."""
+    def feed(
+        self, data: bytes | bytearray | memoryview, media: MediaCallback | None = None
+    ) -> list[Message]:
+        """Consume ``data``; return every message completed by it, in order.
+
+        ``media``: audio and video messages are handed to it as ``(type_id, timestamp,
+        payload)`` instead of being returned (no :class:`Message` made, counted in
+        ``media_delivered``), until the first other message of this read: that one and every
+        message after it are returned, so the caller still sees everything in the order it was
+        sent (a publisher's media before a command or metadata that follows them).
+        """
         out: list[Message] = []
         pending = self._pending
         if pending:
@@ -173,16 +192,19 @@ class ChunkDecoder:
             # parsed as bytes: a payload is then one slice (one copy), not a slice made bytes
             data = bytes(pending) + data
             pending.clear()
+            self._media = media
             pos, need = self._parse(data, out)
             if pos < len(data):
                 pending += data[pos:]
         else:
             if type(data) is not bytes:
                 data = bytes(data)  # the caller may reuse its buffer
+            self._media = media
             pos, need = self._parse(data, out)
             if pos < len(data):
                 pending += data[pos:]
         self._need = need - pos
+        self._media = None
         return out
 
     def feed_until(
@@ -194,6 +216,7 @@ class ChunkDecoder:
         message stopped the parse, the bytes after it are the caller's (the decoder keeps
         none of them). A relay uses it to find where an answer ends in a byte stream.
         """
+        self._media = None
         before = len(self._pending)
         buf = bytes(self._pending) + data
         out: list[Message] = []
@@ -238,7 +261,7 @@ class ChunkDecoder:
                 return pos, end
             pos = end
             if cs.received == 0 and end - p == cs.length:  # the whole message in one chunk
-                msg = Message(cs.type_id, cs.stream_id, cs.timestamp, bytes(buf[p:end]))
+                payload = bytes(buf[p:end])
             else:
                 if not cs.received:
                     self._start_partial(cs)
@@ -248,11 +271,19 @@ class ChunkDecoder:
                     continue
                 pieces = cs.pieces
                 payload = b"".join(pieces) if isinstance(pieces, list) else bytes(pieces)
-                msg = Message(cs.type_id, cs.stream_id, cs.timestamp, payload)
                 cs.pieces, cs.add, cs.received = _NO_PIECES, _NO_PIECES.append, 0
                 self._partial -= 1
                 self._partial_bytes -= cs.length
-            if msg.type_id == _SET_CHUNK_SIZE or msg.type_id == _ABORT:
+            type_id = cs.type_id
+            media = self._media
+            if media is not None:
+                if type_id == _VIDEO or type_id == _AUDIO:
+                    self.media_delivered += 1
+                    media(type_id, cs.timestamp, payload)
+                    continue
+                self._media = None  # in order: this message and all after it are returned
+            msg = Message(type_id, cs.stream_id, cs.timestamp, payload)
+            if type_id == _SET_CHUNK_SIZE or type_id == _ABORT:
                 self._apply_control(msg)
             out.append(msg)
             if stop is not None and stop(msg):
@@ -330,6 +361,13 @@ class ChunkDecoder:
         cs.timestamp, cs.delta, cs.length, cs.type_id, cs.stream_id = (
             timestamp, delta, length, type_id, stream_id
         )
+        media = self._media
+        if media is not None:
+            if type_id == _VIDEO or type_id == _AUDIO:
+                self.media_delivered += 1
+                media(type_id, timestamp, payload)
+                return end
+            self._media = None  # in order: this message and all after it are returned
         msg = Message(type_id, stream_id, timestamp, payload)
         if type_id == _SET_CHUNK_SIZE or type_id == _ABORT:
             self._apply_control(msg)

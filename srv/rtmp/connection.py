@@ -17,7 +17,15 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from . import amf0, amf3
-from .chunk import CSID_COMMAND, CSID_DATA, CSID_PROTOCOL, DEFAULT_CHUNK_SIZE, ChunkDecoder, encode
+from .chunk import (
+    CSID_COMMAND,
+    CSID_DATA,
+    CSID_PROTOCOL,
+    DEFAULT_CHUNK_SIZE,
+    ChunkDecoder,
+    MediaCallback,
+    encode,
+)
 from .errors import ProtocolError
 from .events import Event, MediaMessage, MetadataMessage
 from .messages import (
@@ -151,9 +159,9 @@ class RtmpConnection:
     def _send_data(self, stream_id: int, *values: Any) -> None:
         self.send_message(data_message(*values, stream_id=stream_id), CSID_DATA)
 
-    def _receive_chunks(self, data: bytes) -> list[Message]:
+    def _receive_chunks(self, data: bytes, media: MediaCallback | None = None) -> list[Message]:
         self.bytes_received += len(data)
-        messages = self._decoder.feed(data)
+        messages = self._decoder.feed(data, media)
         if self._peer_window and self.bytes_received - self._acked >= self._peer_window:
             self._acked = self.bytes_received
             self.send_message(ack_message(self.bytes_received), CSID_PROTOCOL)

@@ -23,7 +23,7 @@ import enum
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from .chunk import CSID_PROTOCOL
+from .chunk import CSID_PROTOCOL, MediaCallback
 from .client import ClientSession
 from .connection import Command, RtmpConnection, decode_command, split_query, status_info
 from .errors import ProtocolError
@@ -118,8 +118,19 @@ class ServerSession(RtmpConnection):
     def complex_handshake(self) -> bool:
         return self._handshake.complex
 
-    def receive_data(self, data: bytes) -> list[Event]:
-        """Consume bytes from the client; return the events they complete."""
+    @property
+    def media_received(self) -> int:
+        """Audio and video messages handed to ``on_media`` callbacks so far."""
+        return self._decoder.media_delivered
+
+    def receive_data(self, data: bytes, on_media: MediaCallback | None = None) -> list[Event]:
+        """Consume bytes from the client; return the events they complete.
+
+        ``on_media``: once connected, audio and video go to it as ``(type_id, timestamp,
+        payload)`` rather than as :class:`MediaMessage` events (the publisher's hot path: no
+        event, no message object), up to the first other message of this data; the events are
+        then those of the messages after it, in order (see :meth:`ChunkDecoder.feed`).
+        """
         if self.state is ServerState.HANDSHAKE:
             self.bytes_received += len(data)
             self._handshake.receive_data(data)
@@ -131,6 +142,8 @@ class ServerSession(RtmpConnection):
             self.bytes_received -= len(data)
             if not data:
                 return []
+        if on_media is not None and self.state is ServerState.CONNECTED:
+            return self._process(self._receive_chunks(data, on_media))
         return self._process(self._receive_chunks(data))
 
     def _process(self, messages: list[Message]) -> list[Event]:
