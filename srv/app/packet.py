@@ -14,7 +14,7 @@ from typing import NewType
 
 from srv.media import codec
 from srv.media.flv import encode_tag
-from srv.rtmp.chunk import encode_message, media_csid
+from srv.rtmp.chunk import encode_message, media_csid, one_chunk_header
 from srv.rtmp.messages import MessageType
 
 # the media type ids (FLV tag types are the RTMP message types), declared once in srv/rtmp
@@ -88,6 +88,27 @@ class Packet:
         flags = ("K" if self.is_keyframe else "") + ("H" if self.is_header else "")
         return f"<Packet {kind} ts={self.timestamp} {len(self.payload)}B {flags}>"
 
+
+
+def wire_parts(packets: list[Packet], encoding: Encoding) -> list[bytes]:
+    """Parts whose join is `packets` as `encoding` sends them, for a batch joined once: a
+    message that fits one RTMP chunk is its header and its payload (joined only there: one
+    copy of the payload, where its cached encoding would be a copy joined again); anything
+    else, and an encoding already cached on the packet, is `Packet.encoded`."""
+    if encoding == FLV or encoding >> 32:
+        return [p.encoded(encoding) for p in packets]
+    out: list[bytes] = []
+    append = out.append
+    for p in packets:
+        payload = p.payload
+        if p._rtmp is None and len(payload) <= encoding:
+            head = one_chunk_header(p.type_id, PLAY_STREAM_ID, p.timestamp, len(payload), media_csid(p.type_id))
+            if head is not None:
+                append(head)
+                append(payload)
+                continue
+        append(p.rtmp(encoding))
+    return out
 
 
 def rtmp_encoding(chunk_size: int, stream_id: int = PLAY_STREAM_ID) -> Encoding:

@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from srv import log as srvlog
-from srv.app.packet import AUDIO, DATA, FLV, VIDEO, Encoding, Packet
+from srv.app.packet import AUDIO, DATA, FLV, VIDEO, Encoding, Packet, wire_parts
 from srv.app.roles import Publisher
 from srv.conf.model import ForwardConfig, VhostConfig
 from srv.media.metadata import StreamDescription, StreamMetadata
@@ -506,7 +506,7 @@ class LiveSource:
             enc = g.encoding
             if start < self.base:
                 start = self.base
-            batch = b"".join([p.encoded(enc) for p in self.ring[start - self.base:]])
+            batch = b"".join(wire_parts(self.ring[start - self.base:], enc))
             n = len(batch)
             now = time.monotonic()
             flushed = g.flushed

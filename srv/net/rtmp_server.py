@@ -189,7 +189,8 @@ class RtmpServerProtocol(asyncio.Protocol):
                 self.in_handshake = False
                 if self.deadline is not None:
                     self._arm_deadline("identify_timeout", self.ctx.config.identify_timeout)
-            self.dispatch(events)
+            if events:  # a publisher's reads mostly carry media only, all in the source already
+                self.dispatch(events)
         except ProtocolError as e:
             self.fail(f"protocol error: {e}")
             return

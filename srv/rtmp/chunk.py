@@ -520,6 +520,23 @@ _BASIC0: Final = {csid: _basic_header(0, csid) for csid in range(2, 64)}
 _BASIC3: Final = {csid: _basic_header(3, csid) for csid in range(2, 64)}
 
 
+#: a whole fmt 0 header with a 1-byte basic header: csid, ts(3) len(3) type(1), stream id (swapped)
+_FMT0_CHUNK = struct.Struct(">BBHBHBI")
+
+
+def one_chunk_header(type_id: int, stream_id: int, timestamp: int, length: int, csid: int) -> bytes | None:
+    """The fmt 0 header that :func:`encode_message` puts before a payload of ``length`` bytes
+    sent in ONE chunk (``length`` <= the chunk size): header + payload is its whole encoding,
+    so a sender joining many messages joins headers and payloads once (each payload copied
+    once, not twice). None where a header takes more (csid past 63, an extended timestamp)."""
+    ts = timestamp & 0xFFFFFFFF
+    if ts >= _EXTENDED or not 2 <= csid <= 63 or length > 0xFFFFFF:
+        return None
+    sid = stream_id & 0xFFFFFFFF  # little-endian on the wire: swapped for the big-endian struct
+    return _FMT0_CHUNK.pack(csid, ts >> 16, ts & 0xFFFF, length >> 16, length & 0xFFFF, type_id,
+                            (sid & 0xFF) << 24 | (sid & 0xFF00) << 8 | (sid >> 8) & 0xFF00 | sid >> 24)
+
+
 def encode_message(
     type_id: int,
     stream_id: int,
@@ -539,6 +556,10 @@ def encode_message(
     n = len(payload)
     if n > 0xFFFFFF:
         raise ValueError(f"message of {n} bytes is too long for RTMP")
+    if n <= chunk_size:
+        head = one_chunk_header(type_id, stream_id, timestamp, n, csid)
+        if head is not None:
+            return head + payload
     b0 = _BASIC0.get(csid) or _basic_header(0, csid)
     # stream id is little-endian on the wire; swap it so one big-endian struct packs it all
     sid_swapped = int.from_bytes((stream_id & 0xFFFFFFFF).to_bytes(4, "little"), "big")
