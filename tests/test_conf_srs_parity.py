@@ -4,19 +4,38 @@ current spelling; includes fall back to the working directory as SRS's do."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import SRS
 
 from srv import cli
+from srv import log as srvlog
 from srv.conf import ConfigErrors, Endpoint, ForwardConfig, load
 from srv.conf.model import ClusterConfig, ServerConfig, origin_address
 
 TRUNK = Path(__file__).resolve().parent / "data" / "srs-trunk-conf"
 NGINX_CONFIGS = {"hls.edge.conf", "nginx.proxy.conf"}  # nginx's own configs, shipped beside SRS's
 SRS_CONFIGS = sorted(p.name for p in (TRUNK / "conf").glob("*.conf") if p.name not in NGINX_CONFIGS)
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_as_it_was(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """`cli.main` sets up this process's logging as srs's own (`srvlog.setup`: a handler on the
+    root logger, the root level at trace): undone after each test, or every later test of this
+    xdist worker logs through it (pytest then keeps each srv trace line for the test report,
+    which test_memory_per_player counted as memory kept per connection)."""
+    root = logging.getLogger()
+    level, handler = root.level, srvlog._handler
+    for name in ("_handler", "_tank", "_path", "_role"):  # restored by monkeypatch after this
+        monkeypatch.setattr(srvlog, name, getattr(srvlog, name))
+    yield
+    if srvlog._handler is not handler and srvlog._handler is not None:
+        root.removeHandler(srvlog._handler)
+    root.setLevel(level)
 
 
 def test_the_trunk_set_is_srs_trunk_conf() -> None:
