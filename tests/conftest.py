@@ -40,6 +40,11 @@ FFMPEG_PUBLISH = [
 ]
 
 
+# A ceiling on the wait for a server (or a respawned worker) to say it accepts, never a speed
+# claim: starting costs ~1.5 CPU-s of imports and config parsing (master, then each worker), which
+# took over 20 s at a load of 30 on 2 cores (63 tests of one full-suite run failed on it so)
+STARTUP_TIMEOUT = 90.0
+
 PORT_LOCKS = Path(tempfile.gettempdir()) / "srv-test-ports"
 _held_ports: dict[int, int] = {}  # port -> fd of its lock file, released when the test ends
 
@@ -305,7 +310,7 @@ class Server:
             self.wait_ready()
         return self
 
-    def wait_ready(self, timeout: float = 20) -> None:
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
         """Until the master of the last launch sends READY=1 (every worker accepts)."""
         def exited() -> None:
             if self.proc is not None and self.proc.poll() is not None:
@@ -314,7 +319,7 @@ class Server:
         self.notify.wait(lambda m: m.get("READY") == "1", after=self._ready_after, timeout=timeout,
                          what="srs READY=1", alive=exited)
 
-    def wait_worker_ready(self, slot: int, not_pid: int | None = None, timeout: float = 20) -> int:
+    def wait_worker_ready(self, slot: int, not_pid: int | None = None, timeout: float = STARTUP_TIMEOUT) -> int:
         """Until the master's sd_notify says worker `slot` accepts (`X_SRS_WORKERS=slot:pid ...`,
         with a pid other than `not_pid`: the respawned one); returns its pid."""
         def ready_pid(msg: dict[str, str]) -> int | None:
