@@ -9,7 +9,6 @@ writes). Speed is never asserted here; that is scripts/bench's job.
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,9 @@ import loadclient as lc  # noqa: E402
 
 from srv.media.flv import FlvReader  # noqa: E402
 
-SECONDS = 6.0
+SECONDS = 12  # the publisher's length: one GOP (-g 500), so every player starts on its keyframe
+ONE_GOP = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "500",
+           "-pix_fmt", "yuv420p"]
 
 
 def flv_media_bytes(path: Path) -> int:
@@ -34,6 +35,13 @@ def flv_media_bytes(path: Path) -> int:
 
 
 async def play_side_by_side(rtmp_url: str, rtmpdump_out: Path) -> dict[str, Any]:
+    """Three counting views and rtmpdump join the live stream within its one GOP, so each starts
+    on its keyframe from the GOP cache (the read carrying Play.Start carries media too) and gets
+    every frame after it; the publisher's end (UnpublishNotify, `publish_notify on`) ends
+    rtmpdump, and the counters are read once the parsing player has what rtmpdump wrote. The same
+    stream from the same first frame to the same last one: whatever the load, no view gets a GOP
+    more or a second less than another (joining a 1 s GOP at different moments and stopping
+    rtmpdump by a signal while it lagged made the views differ by up to a GOP)."""
     url = lc.RtmpUrl.parse(rtmp_url)
     loop = asyncio.get_running_loop()
     dump = subprocess.Popen(["rtmpdump", "-q", "-v", "-r", rtmp_url, "-o", str(rtmpdump_out)],
@@ -45,38 +53,44 @@ async def play_side_by_side(rtmp_url: str, rtmpdump_out: Path) -> dict[str, Any]
     _, parser = await loop.create_connection(lambda: lc.RtmpPlayer(url, parse=True),
                                              url.host, url.port)
     players = [*counters, parser]
-    await asyncio.wait_for(asyncio.gather(*(p.ready for p in players)), 15)
-    await asyncio.sleep(SECONDS)
-    dump.send_signal(signal.SIGINT)
-    result = {"counted": [p.bytes for p in counters], "parsed": parser.media_bytes,
+    await asyncio.wait_for(asyncio.gather(*(p.ready for p in players)), 60)
+    deadline = loop.time() + 90  # ceilings: the publisher's seconds on a loaded machine
+    while dump.poll() is None and loop.time() < deadline:
+        await asyncio.sleep(0.2)
+    dumped = flv_media_bytes(rtmpdump_out) if dump.poll() == 0 else -1
+    while parser.media_bytes < dumped and loop.time() < deadline:
+        await asyncio.sleep(0.2)
+    result = {"counted": [p.bytes for p in counters], "parsed": parser.media_bytes, "dumped": dumped,
               "failed": [p.failed for p in players]}
     for p in players:
         p.close()
+    if dump.poll() is None:
+        dump.kill()
     dump.wait(10)
     return result
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(240)
 def test_load_client_counts_what_rtmpdump_and_a_parsing_player_receive(srs_server, clients,
                                                                      tmp_path, monkeypatch):
     # read every byte as it comes (the bench batches reads with SO_RCVLOWAT, which leaves up to
     # 32 KiB unread at any instant: a rounding error at 2 Mb/s, a big one for this small stream)
     monkeypatch.setattr(lc, "COUNTING_RCVLOWAT", 0)
-    server = srs_server(workers=1)
+    server = srs_server(workers=1, body="vhost __defaultVhost__ { play { publish_notify on; } }\n")
     stream = f"{server.url}/live/bench"
-    clients.publish(stream)
-    server.wait_log("publish start", timeout=20)
-    time.sleep(1)  # the GOP cache holds a keyframe: every player starts on it
+    clients.publish(stream, seconds=SECONDS, video=ONE_GOP)
+    server.wait_log("publish start", timeout=60)
+    time.sleep(1)  # the GOP cache holds a keyframe and a second of media: every player starts on it
     out = asyncio.run(play_side_by_side(stream, tmp_path / "dump.flv"))
 
     assert out["failed"] == ["", "", ""]
-    dumped = flv_media_bytes(tmp_path / "dump.flv")
-    parsed = out["parsed"]
-    assert parsed > 50_000, out  # ~6 s of a real stream, not a few control messages
+    dumped, parsed = out["dumped"], out["parsed"]
+    assert dumped > 0, out  # rtmpdump ended at the unpublish
+    assert parsed > 50_000, out  # ~12 s of a real stream, not a few control messages
     for counted in out["counted"]:
         # counted = payload + RTMP chunk headers: a little more than the payload, never less
         assert parsed * 0.97 <= counted <= parsed * 1.08, (counted, parsed)
-        # rtmpdump ran the same seconds, give or take its start-up and our reads
+        # rtmpdump got the same frames
         assert dumped * 0.85 <= counted <= dumped * 1.15, (counted, dumped)
 
 
