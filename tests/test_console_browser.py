@@ -114,7 +114,7 @@ def test_console_pages_live_updates_kick_and_player_in_chromium(
     alert.accept()
     wait_for(lambda: victim not in {c["id"] for c in api(srv, "clients")["clients"]}, 10,
              what="the kicked client gone from the API")
-    wait_for(lambda: not texts(browser, button), 5, what="its row gone")
+    wait_for(lambda: not texts(browser, button), 20, what="its row gone")
 
     # player: HTTP-FLV with mpegts.js in the player frame, latency shown, OBS URLs
     sid = next(s["id"] for s in api(srv, "streams")["streams"] if s["name"] == "cam")

@@ -137,7 +137,7 @@ def test_topology_serves_from_all_three_and_drains_one_gracefully(topology: Topo
         for i in range(40, 60):
             src = f"127.0.0.{i}"
             socks.append(flv_player(p["LB_FLV"], src))
-            node = wait_for(lambda s=src: t.node_of(s, "flv-play"), 5, what=f"the server of {src}")
+            node = wait_for(lambda s=src: t.node_of(s, "flv-play"), 20, what=f"the server of {src}")
             served.add(node)
             if len(served) == 3:
                 break
