@@ -20,6 +20,7 @@ import random
 import re
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -184,6 +185,9 @@ def _no_process_left_behind() -> Iterator[None]:
 # ---- sd_notify ---------------------------------------------------------------------------------
 
 
+SO_TIMESTAMP = getattr(socket, "SO_TIMESTAMP", 29)  # Linux's value; Python's socket module lacks it
+
+
 class NotifySocket:
     """What systemd does for `Type=notify`: a unix datagram socket given as NOTIFY_SOCKET.
 
@@ -195,18 +199,27 @@ class NotifySocket:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind("\0" + self.address[1:])
         self.sock.setblocking(False)
+        # the kernel stamps each datagram as it arrives: when the test reads it does not matter
+        # (a test slowed for 0.5 s read two WATCHDOG=1 at once and saw a gap the server never left)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
         self.messages: list[dict[str, str]] = []  # one dict per datagram
-        self.times: list[float] = []
+        self.times: list[float] = []  # when each arrived (wall clock, s)
 
     def poll(self) -> list[dict[str, str]]:
+        stamp = struct.Struct("@ll")  # struct timeval
         while True:
             try:
-                data = self.sock.recv(4096)
+                data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(stamp.size))
             except BlockingIOError:
                 return self.messages
             fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
             self.messages.append(fields)
-            self.times.append(time.monotonic())
+            arrived = time.time()
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMP:
+                    sec, usec = stamp.unpack(value[:stamp.size])
+                    arrived = sec + usec / 1e6
+            self.times.append(arrived)
 
     def wait(self, pred: Callable[[dict[str, str]], bool], after: int = 0, timeout: float = 15,
              what: str = "notify message", alive: Callable[[], None] | None = None) -> int:
