@@ -56,8 +56,7 @@ MIN_LATENCY_WAIT = 0.05
 #: a player behind the live edge (it joined, or its transport resumed) is written at most this
 #: many bytes at a time, and no more once its transport pauses. Writing all it missed at once put
 #: seconds of stream into the transport's buffer on each resume, so the longer a starved loop's
-#: turn, the more each resume cost in the next turn: the turns grew until the master killed the
-#: worker for a missed heartbeat (a 3000-player connect storm on a loaded core).
+#: turn, the more each resume cost in the next one (docs/performance.md, "held loops").
 CATCH_UP_CHUNK = 256 * 1024
 
 
