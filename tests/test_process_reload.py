@@ -30,7 +30,7 @@ def test_hup_adds_a_vhost_while_a_publisher_and_a_player_stay_connected(srs_serv
              what="player connected")
     # before: vhost "new" is unknown, so the connect is rejected
     _probe_fails(f"{srv.url}/live?vhost=new/s")
-    assert "connect rejected" in srv.log_text()
+    srv.wait_log("connect rejected")  # logged just after the answer ffprobe exits on
 
     srv.write_conf(FIRST + "vhost new { }\n")
     srv.send_signal(signal.SIGHUP)

@@ -164,7 +164,7 @@ def test_second_publisher_is_refused_whatever_its_worker(srs_server, clients: Cl
         dup = clients.publish(f"{s.url}/live/s")
         assert dup.wait(20) != 0
     assert first.poll() is None, "the first publisher must not be disturbed"
-    assert s.log_text().count("publish refused") >= 4
+    s.wait_log("publish refused", count=4)  # logged just after the answer ffmpeg exits on
     assert codecs(ffprobe(f"{s.url}/live/s"))["video"]["codec_name"] == "h264"
 
 
@@ -260,7 +260,7 @@ def test_paused_player_does_not_disturb_others_and_is_dropped(
     assert duration(out) >= 7.5
     assert decode_errors(out) == ""
     assert pub.poll() is None
-    assert "player stalled for" in s.log_text()
+    s.wait_log("player stalled for")
 
 
 def test_publisher_that_sends_nothing_is_dropped(srs_server, clients: Clients) -> None:
@@ -274,7 +274,7 @@ def test_publisher_that_sends_nothing_is_dropped(srs_server, clients: Clients) -
         await asyncio.wait_for(c.closed.wait(), 10)
 
     run(go())
-    assert "firstpkt_timeout" in s.log_text()
+    s.wait_log("firstpkt_timeout")
     clients.publish(f"{s.url}/live/idle")
     publishing(s, count=2)
 
