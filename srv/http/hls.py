@@ -123,9 +123,13 @@ def _match(vhost: VhostConfig, path: str) -> HlsUrl | None:
 
 def cache_control(url: HlsUrl) -> bytes:
     if url.kind is Kind.SEGMENT:
-        age = int(url.vhost.hls.dispose) or SEGMENT_MAX_AGE
-        return f"public, max-age={age}, immutable".encode()
+        return _segment_cache_control(int(url.vhost.hls.dispose) or SEGMENT_MAX_AGE)
     return NO_CACHE
+
+
+@lru_cache(maxsize=64)
+def _segment_cache_control(age: int) -> bytes:
+    return f"public, max-age={age}, immutable".encode()
 
 
 def variant(path: str, ctx: str, query: list[tuple[str, str]]) -> bytes:

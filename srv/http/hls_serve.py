@@ -33,7 +33,7 @@ from srv.app import hls_reload
 from srv.app.access import check_access
 from srv.app.hls_viewers import HlsViewer, Visit, owner_of
 from srv.app.http_hooks import HookRequest
-from srv.http import hls, hls_ll_serve, segcache, static
+from srv.http import eager, hls, hls_ll_serve, segcache, static
 from srv.http.hls import CTX_PARAM, HlsUrl, Kind
 from srv.net import hooks
 from srv.net.context import ConnectionContext
@@ -84,13 +84,16 @@ async def serve_hls(conn: HttpConnection, host: str, path: str, query: list[tupl
         directives = got
     if url.kind is Kind.PLAYLIST and vhost.hls.ctx:
         static.close_found(found)
+        await eager.in_task()  # viewers: the hook client and the master need a Task
         await _playlist_with_ctx(conn, host, path, query, url, directives)
         return True
     key = part.key if part is not None else url.key
     if found.status != 200 and part is not None:  # the part in progress (or a 404)
+        await eager.in_task()
         sent = await hls_ll_serve.serve_part(conn, url, part, path)
     elif directives.blocking or directives.skip:
         static.close_found(found)
+        await eager.in_task()
         sent = await hls_ll_serve.ll_playlist(conn, url, found.path, directives)
     else:
         cache = segcache.SEGMENTS if url.kind is not Kind.PLAYLIST else None

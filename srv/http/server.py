@@ -26,7 +26,8 @@ framed here (every such answer has a `Content-Length`); h11 stays idle between t
 anything else (pipelined bytes, a body, HTTP/1.0, `Connection: close`, bad bytes) goes to h11
 as before. A file's response head is held and written with its first bytes (one send), and on
 plain TCP a file's bytes go from the page cache to the socket with `os.sendfile`
-(`send_file`), as nginx's `sendfile on`.
+(`send_file`), as nginx's `sendfile on`. Such a request is answered inside `data_received`
+(`eager.start`): no Task is made for it unless it has to wait (a full socket, a viewer's checks).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from srv import SIGNATURE, __version__
 from srv import log as srvlog
 from srv.app.access import Refusal, check_access, plain_ip
 from srv.app.http_hooks import HookRequest
-from srv.http import auth, dvr_api, health, static
+from srv.http import auth, dvr_api, eager, health, static
 from srv.http.api import Api
 from srv.http.exporter import CONTENT_TYPE as METRICS_TYPE
 from srv.http.exporter import render
@@ -104,6 +105,7 @@ class HttpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.scheme = "http"  # "https" once connection_made sees a TLS transport
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER)
+        self.h11_used = False  # h11 was given bytes: until then it is idle with none (no need to ask it)
         self.timer: asyncio.TimerHandle | None = None
         self.deadline: float | None = None  # loop time the timer closes the connection at; None: not armed
         self.paused = False  # reading paused while a request is answered
@@ -118,6 +120,7 @@ class HttpConnection(asyncio.Protocol):
         self.held_head = b""  # a file's response head, written with its first bytes
         self.wait_fd = -1  # a dup of the socket, polled for writability during a `send_file`
         self.sendfile_ok = False  # a plain socket (not TLS): file bytes may go by os.sendfile
+        self.sock_fd = -1  # its descriptor (the transport's, while it is open)
         self.body_size = 0
         self.player: FlvPlayer | None = None
         self.ip_slot = IpSlot()  # an HTTP-FLV play's per_ip counts, given back at the end
@@ -136,7 +139,9 @@ class HttpConnection(asyncio.Protocol):
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
         # https on a TLS listener: what a player's tcUrl (API, hooks) says it came in by
         self.scheme = "https" if transport.get_extra_info("ssl_object") is not None else "http"
-        self.sendfile_ok = self.scheme == "http" and transport.get_extra_info("socket") is not None
+        sock = transport.get_extra_info("socket")
+        self.sendfile_ok = self.scheme == "http" and sock is not None
+        self.sock_fd = sock.fileno() if self.sendfile_ok else -1
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -145,8 +150,8 @@ class HttpConnection(asyncio.Protocol):
         if self.player is not None:
             self.player.recv_bytes += len(data)
             return
-        if not self.busy and self.conn.their_state is h11.IDLE and self.conn.our_state is h11.IDLE \
-                and not self.conn.trailing_data[0]:
+        if not self.busy and (not self.h11_used or self.conn.their_state is h11.IDLE
+                              and self.conn.our_state is h11.IDLE and not self.conn.trailing_data[0]):
             simple = parse_simple(data, MAX_HEADER)
             if simple is not None and self._plain_file(simple):
                 self.request, self.bypass, self.body_size, self.raw_request = simple, True, 0, data
@@ -159,6 +164,7 @@ class HttpConnection(asyncio.Protocol):
         if self.busy and self.bypass:
             self.held_data += data  # h11 gets them after the request it has not seen
             return
+        self.h11_used = True
         try:
             self.conn.receive_data(data)
         except h11.RemoteProtocolError as e:
@@ -173,6 +179,7 @@ class HttpConnection(asyncio.Protocol):
             self.half_closed = True
             return True
         if self.player is None and not self.closed:
+            self.h11_used = True
             try:
                 self.conn.receive_data(b"")
             except h11.RemoteProtocolError:
@@ -288,7 +295,12 @@ class HttpConnection(asyncio.Protocol):
         if not self.bypass or not self.sendfile_ok:  # a plain request over plain TCP: see eof_received
             self.transport.pause_reading()
             self.paused = True
-        self.task = self.ctx.loop.create_task(self._respond(req))
+        if self.bypass:  # a file: answered here unless it has to wait (see the module's docstring)
+            task = eager.start(self.ctx.loop, self._respond(req))
+            if task is not None:  # (when it finished, a pipelined request may already have a task)
+                self.task = task
+        else:
+            self.task = self.ctx.loop.create_task(self._respond(req))
 
     async def _respond(self, req: h11.Request | SimpleRequest) -> None:
         try:
@@ -304,7 +316,8 @@ class HttpConnection(asyncio.Protocol):
         if self.player is not None or self.closed:
             return
         self.busy = False
-        if self.half_closed or self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
+        if self.half_closed or self.h11_used and (self.conn.our_state is h11.MUST_CLOSE
+                                                  or self.conn.their_state is h11.MUST_CLOSE):
             self._close()
             return
         if self.paused and self.transport is not None:
@@ -312,12 +325,13 @@ class HttpConnection(asyncio.Protocol):
             self.paused = False
         if self.held_data:
             held, self.held_data = self.held_data, b""
+            self.h11_used = True
             try:
                 self.conn.receive_data(held)
             except h11.RemoteProtocolError as e:
                 self._bad_request(e)
                 return
-        if not bypassed or self.conn.trailing_data[0]:  # else h11 is idle and has no bytes
+        if not bypassed or self.h11_used and self.conn.trailing_data[0]:  # else h11 is idle and has no bytes
             self._next_events()
         if not self.busy and self.player is None and not self.closed and self.deadline is None:
             self._arm_timer()
@@ -408,11 +422,16 @@ class HttpConnection(asyncio.Protocol):
 
     async def route(self, req: h11.Request | SimpleRequest) -> None:
         method = req.method.decode("ascii", "replace").upper()
-        split = urlsplit(req.target.decode("latin-1"))
-        path = split.path or "/"
-        pairs = parse_qsl(split.query)
+        target = req.target.decode("latin-1")
+        if target[:1] == "/" and target[1:2] != "/" and "?" not in target and "#" not in target:
+            path, pairs = target, []  # what urlsplit says of a plain path (players' segments, playlists)
+        else:
+            split = urlsplit(target)
+            path = split.path or "/"
+            pairs = parse_qsl(split.query)
         query = dict(pairs)
-        which = route(self.services, method, path, self._cors())
+        # a bypassed request was routed by `_plain_file`: a file of the media service
+        which = Route.MEDIA if self.bypass else route(self.services, method, path, self._cors())
         if which is Route.PREFLIGHT:
             self.respond(200, b"", "text/plain")
         elif which is Route.LIVE:
@@ -506,6 +525,7 @@ class HttpConnection(asyncio.Protocol):
         """A response of unknown length: chunked for HTTP/1.1 (h11's choice), else until close."""
         assert self.transport is not None
         if self.bypass:  # h11 frames this one: it reads the request it has not seen
+            self.h11_used = True
             self.conn.receive_data(self.raw_request)
             self.conn.next_event()  # the Request
             self.conn.next_event()  # its EndOfMessage: h11 waits for our response
@@ -537,7 +557,7 @@ class HttpConnection(asyncio.Protocol):
             return None
         if not self.bypass:  # h11 counts the bytes against the Content-Length, never reads them
             self.conn.send_with_data_passthrough(h11.Data(data=FileBytes(count)))  # type: ignore[arg-type]
-        sock = transport.get_extra_info("socket").fileno()
+        sock = self.sock_fd
         sent = 0
         try:
             while sent < count and not self.closed:
