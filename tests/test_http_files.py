@@ -219,6 +219,40 @@ def test_a_large_file_reaches_a_slow_reader_whole_and_a_client_leaving_mid_file_
     assert head_of(exchange(srv.http_port, request("GET", "/big.ts", extra="Range: bytes=-4\r\n")))[2] == data[-4:]
 
 
+def test_a_client_still_reading_an_answer_is_not_an_idle_keep_alive_connection(srs_server: Any) -> None:
+    """The kernel takes MBs of a file at once (its send buffer grows to 4 MiB on loopback), so
+    the server's part of an answer ends long before a slow client has read it. The 10 s idle
+    timer must not close the connection while the client is still reading: its next request is
+    answered on the same connection."""
+    srv: Server = srs_server(REMUX, workers=1, http=True)
+    data = os.urandom(4 * 1024 * 1024)
+    (srv.dir / "big.ts").write_bytes(data)
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        s.settimeout(30)
+        s.connect(("127.0.0.1", srv.http_port))
+        s.sendall(request("GET", "/big.ts", close=False))
+        buf = bytearray()
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(16384)
+        head, _, body = bytes(buf).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        start = time.monotonic()
+        body_buf = bytearray(body)
+        while len(body_buf) < len(data):  # ~200 KB/s: about 20 s for the whole file
+            chunk = s.recv(16384)
+            assert chunk, f"closed after {len(body_buf)} bytes"
+            body_buf += chunk
+            time.sleep(0.08)
+        took = time.monotonic() - start
+        assert bytes(body_buf) == data
+        assert took > 12, took  # long enough that an idle timer started at the server's end would have fired
+        s.sendall(request("GET", "/big.ts", close=False, extra="Range: bytes=0-9\r\n"))
+        status, _, body = read_response(s, bytearray())
+        assert status == 206 and body == data[:10]
+    assert "idle http connection closed" not in srv.log_text()
+
+
 def curl(url: str, *args: str) -> tuple[int, dict[str, str], bytes]:
     out = subprocess.run(["curl", "-s", "-k", "-D", "-", *args, url], capture_output=True, timeout=30, check=True)
     return head_of(out.stdout)

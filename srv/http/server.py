@@ -13,7 +13,9 @@ Robustness, per connection only (nothing else is disturbed):
   `MAX_HEADER`) and the connection is closed;
 - the request head (and body) must arrive within `HEADER_TIMEOUT` seconds of the connection or
   of the previous response, else the connection is closed (slowloris); idle keep-alive
-  connections are closed by the same timer;
+  connections are closed by the same timer. A connection whose client is still reading the
+  previous answer (bytes of it wait in the transport or the kernel's send queue, fewer at each
+  check) is not idle: its timer starts again;
 - reading is paused while a request is being answered, so a pipelining client cannot make us
   buffer without bound; request bodies over `MAX_BODY` get 413.
 Once a request becomes an HTTP-FLV play the connection belongs to its `FlvPlayer`; anything
@@ -33,9 +35,12 @@ plain TCP a file's bytes go from the page cache to the socket with `os.sendfile`
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
+import struct
+import termios
 import time
 from http import HTTPStatus
 from typing import Any
@@ -63,6 +68,7 @@ from srv.net.refuse import record_refusal
 log = logging.getLogger("srv.http")
 
 HEADER_TIMEOUT = 10.0
+UNKNOWN = 1 << 62  # `unsent` before a first idle check: any figure is progress
 MAX_HEADER = 16 * 1024
 MAX_BODY = 64 * 1024
 # the status of an HTTP-FLV play refused at the door, by reason (others: 503)
@@ -121,6 +127,7 @@ class HttpConnection(asyncio.Protocol):
         self.wait_fd = -1  # a dup of the socket, polled for writability during a `send_file`
         self.sendfile_ok = False  # a plain socket (not TLS): file bytes may go by os.sendfile
         self.sock_fd = -1  # its descriptor (the transport's, while it is open)
+        self.unsent = UNKNOWN  # bytes of our answers the client had not taken at the last idle check
         self.body_size = 0
         self.player: FlvPlayer | None = None
         self.ip_slot = IpSlot()  # an HTTP-FLV play's per_ip counts, given back at the end
@@ -218,6 +225,7 @@ class HttpConnection(asyncio.Protocol):
     # a new one per request: a keep-alive player makes a request every few seconds.
     def _arm_timer(self) -> None:
         self.deadline = self.ctx.loop.time() + HEADER_TIMEOUT
+        self.unsent = UNKNOWN
         if self.timer is None:
             self.timer = self.ctx.loop.call_at(self.deadline, self._timed_out)
 
@@ -238,6 +246,12 @@ class HttpConnection(asyncio.Protocol):
             self.timer = self.ctx.loop.call_at(self.deadline, self._timed_out)
             return
         if self.conn.their_state is h11.IDLE and not self.conn.trailing_data[0]:
+            unsent = self._unsent()
+            if 0 < unsent < self.unsent:  # still reading our answer, and it moved: not idle
+                self.unsent = unsent
+                self.deadline = self.ctx.loop.time() + HEADER_TIMEOUT
+                self.timer = self.ctx.loop.call_at(self.deadline, self._timed_out)
+                return
             log.log(srvlog.INFO, "%s: idle http connection closed", self.peer,
                     extra=srvlog.event("close", client=self.peer))
         else:
@@ -245,6 +259,17 @@ class HttpConnection(asyncio.Protocol):
             log.warning("%s: request not received within %.0fs; closing", self.peer, HEADER_TIMEOUT,
                         extra=srvlog.event("error", client=self.peer))
         self._close()
+
+    def _unsent(self) -> int:
+        """Bytes of our answers the client has not taken yet: in the transport's buffer and, on a
+        plain socket, in the kernel's send queue (only read when the idle timer fires)."""
+        n = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        if self.sock_fd >= 0:
+            try:
+                n += struct.unpack("i", fcntl.ioctl(self.sock_fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+            except OSError:
+                pass
+        return n
 
     def _next_events(self) -> None:
         while not self.busy and not self.closed and self.player is None:
