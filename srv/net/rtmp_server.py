@@ -304,8 +304,8 @@ class RtmpServerProtocol(asyncio.Protocol):
         - play: ``onStatus`` error NetStream.Play.Failed (or `refusal.code`, e.g.
           NetStream.Play.StreamNotFound).
 
-        Counted, logged and weighed toward a per-IP ban by `record_refusal`. The answer is
-        flushed, then the transport closes; a client that does not read it within
+        Counted, logged and weighed toward a per-IP ban by `record_refusal` before the answer is
+        flushed; then the transport closes; a client that does not read it within
         REFUSE_LINGER seconds is aborted.
         """
         if self.closed:
@@ -320,8 +320,10 @@ class RtmpServerProtocol(asyncio.Protocol):
         else:
             stage = "play"
             self.session.reject_play(request.stream_id, refusal.code or "NetStream.Play.Failed", refusal.reason)
-        self.flush()
+        # logged before the answer leaves: whoever reads the answer (a test, an operator's
+        # script) finds the log line already written
         record_refusal(self.ctx, self.ip, self.log, stage, refusal)
+        self.flush()
         self.close_reason = f"{stage} refused"
         self.role = Role.NONE
         self.closed = True
