@@ -12,7 +12,7 @@ and exceptions behave as if the Task had run it from the start.
 
 The first step runs outside any Task, so `asyncio.current_task()` is None there and
 `asyncio.timeout()` refuses to work. Code that needs a Task (the hook client, which uses
-`asyncio.timeout` and httpx) first awaits `in_task()`, which moves what follows into the Task.
+`asyncio.timeout` and aiohttp) first awaits `in_task()`, which moves what follows into the Task.
 """
 
 from __future__ import annotations
