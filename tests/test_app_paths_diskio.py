@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from srv.app.diskio import TEMP_SUFFIX, DiskPool, LaneFull, remove_quietly, sweep_temp, write_atomic
+from srv.app.diskio import TEMP_SUFFIX, DiskClosed, DiskPool, LaneFull, remove_quietly, sweep_temp, write_atomic
 from srv.app.paths import UnsafePath, expand, place_under, safe_name
 
 
@@ -118,5 +118,27 @@ def test_a_lane_that_the_disk_cannot_keep_up_with_says_so() -> None:
         lane.submit(lambda: None)
         await lane.drain()
         pool.close()
+
+    asyncio.run(main())
+
+
+def test_a_job_after_the_pool_closed_fails_in_its_future_not_in_the_loop(tmp_path: Path) -> None:
+    """A recording's delayed deletion that comes due while the worker stops: the job is refused
+    through its future (the writer's error path), not raised out of the timer callback."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        raised: list[dict[str, object]] = []
+        loop.set_exception_handler(lambda _loop, context: raised.append(context))
+        pool = DiskPool(threads=1)
+        lane = pool.lane("live/s")
+        pool.close()
+        target = tmp_path / "seg.ts"
+        target.write_bytes(b"x")
+        got: list[asyncio.Future[None]] = []
+        loop.call_soon(lambda: got.append(lane.submit(lambda: remove_quietly(str(target)))))
+        await asyncio.sleep(0.01)
+        with pytest.raises(DiskClosed):
+            await got[0]
+        assert target.exists() and not raised and lane.pending == 0
 
     asyncio.run(main())

@@ -37,12 +37,17 @@ class LaneFull(RuntimeError):
     """A lane already holds its ``max_pending`` jobs: the disk is not keeping up."""
 
 
+class DiskClosed(RuntimeError):
+    """The worker's disk threads are stopped (a job came after `DiskPool.close`, e.g. a timer's)."""
+
+
 class DiskPool:
     """The worker's file threads; `lane` hands out ordered queues over them."""
 
     def __init__(self, threads: int = 2) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="srv-disk")
         self._lanes: weakref.WeakSet[DiskLane] = weakref.WeakSet()
+        self.closed = False
 
     def lane(self, name: str, max_pending: int = 64) -> DiskLane:
         lane = DiskLane(self, name, max_pending)
@@ -55,10 +60,18 @@ class DiskPool:
             await lane.drain()
 
     def run(self, job: Callable[[], T]) -> asyncio.Future[T]:
-        """`job` in a disk thread, outside any lane (no order kept)."""
-        return asyncio.get_running_loop().run_in_executor(self._executor, job)
+        """`job` in a disk thread, outside any lane (no order kept). Once the pool is closed the
+        future fails with `DiskClosed` instead of raising where the job was asked for (a
+        recording's delayed deletion can come due while a worker stops)."""
+        loop = asyncio.get_running_loop()
+        if self.closed:
+            refused: asyncio.Future[T] = loop.create_future()
+            refused.set_exception(DiskClosed("the disk threads are stopped"))
+            return refused
+        return loop.run_in_executor(self._executor, job)
 
     def close(self) -> None:
+        self.closed = True
         self._executor.shutdown(wait=True, cancel_futures=False)
 
 
