@@ -33,7 +33,7 @@ from srv.app import hls_reload
 from srv.app.access import check_access
 from srv.app.hls_viewers import HlsViewer, Visit, owner_of
 from srv.app.http_hooks import HookRequest
-from srv.http import eager, hls, hls_ll_serve, segcache, static
+from srv.http import eager, hls, hls_ll_serve, openfiles, segcache, static
 from srv.http.hls import CTX_PARAM, HlsUrl, Kind
 from srv.net import hooks
 from srv.net.context import ConnectionContext
@@ -70,7 +70,7 @@ async def serve_hls(conn: HttpConnection, host: str, path: str, query: list[tupl
     if url is None:
         return False
     part = hls_ll_serve.part_url(url, path) if url.kind is Kind.SEGMENT and not url.key else None
-    found = static.resolve_open(vhost.hls.path, path)
+    found = static.resolve_open(vhost.hls.path, path, openfiles.FILES)
     if found.status != 200 and (part is None or found.status == 403):
         return False
     directives = hls_reload.NO_DIRECTIVES

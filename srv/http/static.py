@@ -34,6 +34,7 @@ from typing import NamedTuple, Protocol
 from urllib.parse import unquote
 
 from srv.http import ranges
+from srv.http.openfiles import OpenFile, OpenFiles
 from srv.http.segcache import SegmentCache
 
 log = logging.getLogger("srv.http")
@@ -62,12 +63,15 @@ class Resolved(NamedTuple):
     path: str = ""  # the file's real path (every symlink followed)
     content_type: str = ""
     st: os.stat_result | None = None  # the file's, when it was resolved
-    fd: int = -1  # the file, open (`resolve_open`): whoever gets it closes it
+    fd: int = -1  # the file, open (`resolve_open`): whoever gets it closes it (`close_found`)
+    held: OpenFile | None = None  # the open-file cache's, when `fd` is borrowed from it
 
 
 def close_found(found: Resolved) -> None:
-    """Close the file `resolve_open` left open, for a caller that does not serve it."""
-    if found.fd >= 0:
+    """Close the file `resolve_open` left open (or give it back to the open-file cache)."""
+    if found.held is not None:
+        found.held.release()
+    elif found.fd >= 0:
         os.close(found.fd)
 
 
@@ -99,8 +103,10 @@ def packaged(url_path: str) -> tuple[str, str] | None:
     return None
 
 
-def resolve_open(root: str, url_path: str) -> Resolved:
-    """`resolve`, the file left open in `fd` when it is one (the caller closes it)."""
+def resolve_open(root: str, url_path: str, files: OpenFiles | None = None) -> Resolved:
+    """`resolve`, the file left open in `fd` when it is one (the caller closes it with
+    `close_found`). With `files`, a file held open by an earlier request is borrowed from it
+    when the path still reaches it (one `stat`), and a file opened here is kept there."""
     try:
         path = unquote(url_path, errors="strict") if "%" in url_path else url_path
     except UnicodeDecodeError:
@@ -112,6 +118,10 @@ def resolve_open(root: str, url_path: str) -> Resolved:
         return Resolved(403)
     real_root = _real_root(root)
     full = os.path.join(real_root, *segments)
+    if files is not None:
+        got = files.borrow(full)
+        if got is not None:
+            return Resolved(200, full, got[0].content_type, got[1], got[0].fd, got[0])
     # the one syscall-cheap check: open the file and ask the kernel where it really is (every
     # symlink of every component followed), instead of `realpath`'s lstat per component
     try:
@@ -129,7 +139,10 @@ def resolve_open(root: str, url_path: str) -> Resolved:
         if real != real_root and not real.startswith(real_root + os.sep):
             return Resolved(403)
         return _resolve_slowly(real_root, full) if stat.S_ISDIR(st.st_mode) else Resolved(404)
-    return Resolved(200, real, content_type(real), st, fd)
+    ctype = content_type(real)
+    if files is not None and real == full:  # no symlink on the way: later requests may borrow it
+        return Resolved(200, real, ctype, st, fd, files.keep(full, fd, st, ctype))
+    return Resolved(200, real, ctype, st, fd)
 
 
 def _real_root(root: str) -> str:
@@ -262,8 +275,7 @@ async def serve_found(out: FileResponse, found: Resolved, url_path: str, loop: a
         finally:
             os.close(fd)
     finally:
-        if found.fd >= 0:
-            os.close(found.fd)
+        close_found(found)
 
 
 async def _answer(out: FileResponse, found: Resolved, st: os.stat_result, headers: list[tuple[bytes, bytes]] | None,
