@@ -10,7 +10,10 @@ Serving: one publisher, HLS on, N fetchers (200, 1000) that each behave like a p
 keep-alive HTTP/1.1 connection: every 2 s (the target duration) GET the playlist, then GET
 every segment listed after the last one it has (the newest one at start). CPU-seconds of the
 server per delivered GB (segments and playlists, as counted by the fetchers), and the
-delivery: bytes fetched / (N x the source's rate).
+delivery: bytes fetched / (N x the source's rate). Beside that whole figure, the marginal
+serving cost: the same server process is first measured for a window with the stream and no
+fetcher (`stream_cpu`, cores: ingest, muxing, playlists), and (CPU with fetchers - stream_cpu x
+the window) / delivered GB is what the fetchers alone cost (`marginal_cpu_s_per_gb`).
 """
 
 from __future__ import annotations
@@ -133,9 +136,8 @@ class Fetchers(PlayerClients):
 
 
 def make_hls(name: str, core: str, hls: bool) -> sv.Server:
-    if name == "srv":
-        return sv.SrvServer(core=core, hls=hls)
-    return sv.NginxServer(core=core, hls=hls)
+    """srv, `srv@<dir>` (another tree's srv: A/B in one run) or nginx, HLS on or off."""
+    return sv.make(name, core=core, hls=hls)
 
 
 def two_segments(body: bytes) -> bool:
@@ -205,6 +207,11 @@ async def serving(session: Any, server_names: list[str], steps: list[int], src_b
             fetchers = Fetchers("127.0.0.1", server.http_port, f"/{server.app}/s.m3u8")
             try:
                 await wait_playlist(fetchers)
+                # the stream alone first (ingest, muxing, playlists; no fetcher), same process
+                await asyncio.sleep(warmup)
+                q0, t0 = server.sample(), time.monotonic()
+                await asyncio.sleep(window)
+                q1, alone = server.sample(), time.monotonic() - t0
                 fetchers.start(n)
                 await asyncio.sleep(warmup + FETCH_INTERVAL)
                 me = psutil.Process()
@@ -219,10 +226,13 @@ async def serving(session: Any, server_names: list[str], steps: list[int], src_b
                 server.stop()
             gb = (b1 - b0) / 1e9
             cpu = s1["cpu"] - s0["cpu"]
+            stream = (q1["cpu"] - q0["cpu"]) / alone  # cores the stream costs with no fetcher
             m = {"n": n, "gbps": round((b1 - b0) * 8 / seconds / 1e9, 3),
                  "delivery": round((b1 - b0) / seconds / (n * src_bps), 3),
                  "server_cpu": round(cpu / seconds, 3),
                  "cpu_s_per_gb": round(cpu / gb, 3) if gb > 0.001 else None,
+                 "stream_cpu": round(stream, 4),
+                 "marginal_cpu_s_per_gb": round((cpu - stream * seconds) / gb, 3) if gb > 0.001 else None,
                  "client_cpu": round((c1.user + c1.system - c0.user - c0.system) / seconds, 3),
                  "errors": e1 - e0, "rss_mib": round(s1["rss"] / 2**20, 1)}
             log(f"  {name} hls serving N={n}: {m}")

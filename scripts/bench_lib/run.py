@@ -32,9 +32,10 @@ Scenarios:
             mw_latency in ms, or "min" for `min_latency on` with its default window) and for
             nginx-rtmp, one server with the latency probes, players stepped over --curve-steps;
             CPU-s per delivered GB and latency p50/p95 at each step.
-  hls       srv and nginx-rtmp (`hls on;`): HLS muxing cost per published Mb/s (K publishers,
-            HLS off vs on) and serving cost (CPU-s per delivered GB at 200 and 1000 fetchers);
-            see bench_lib/hls.py.
+  hls       srv (also srv@<dir>) and nginx-rtmp (`hls on;`): HLS muxing cost per published Mb/s
+            (K publishers, HLS off vs on) and serving cost (CPU-s per delivered GB at 200 and 1000
+            fetchers; beside it the marginal cost: minus the same process's CPU with the stream
+            and no fetcher); see bench_lib/hls.py.
   llhls     srv only (not in the default set): LL-HLS (hls_ll on, 0.2 s parts, 1 s GOP, two
             workers), N blocking-reload clients (--llhls-steps): how far behind live each
             blocking answer arrives (p50/p95) and the server's CPU per viewer; see
@@ -495,7 +496,7 @@ async def run_once(opts: argparse.Namespace, src: float) -> dict[str, Any]:
                         r["httpflv"][proto] = await point(s, opts, src, opts.point_n, proto, 0)
         res[name] = r
     await features.run(sys.modules[__name__], opts, src, res)
-    hls_servers = [n for n in opts.servers if n in ("srv", "nginx")]
+    hls_servers = [n for n in opts.servers if n.partition("@")[0] in ("srv", "nginx")]
     if "hls" in opts.scenarios and hls_servers:
         log(f"hls muxing: {hls_servers}, {opts.hls_publishers} publishers, HLS off then on")
         mux = await hls.muxing(sys.modules[__name__], hls_servers, opts.hls_publishers, opts.window,
@@ -705,7 +706,8 @@ def hls_rows(res: dict[str, Any]) -> list[str]:
         mux, serve = r.get("hls_muxing"), r.get("hls_serving")
         if not mux:
             continue
-        cells = " | ".join(f"{fmt(m.get('cpu_s_per_gb'))} ({m['delivery']:.3f}, {m['gbps']} Gb/s)"
+        cells = " | ".join(f"{fmt(m.get('cpu_s_per_gb'))} ({m['delivery']:.3f}, {m['gbps']} Gb/s; marginal "
+                           f"{fmt(m.get('marginal_cpu_s_per_gb'))}, stream alone {fmt(m.get('stream_cpu'))})"
                            for m in (serve or {}).values())
         rows.append(f"| {name} | {mux['off']['cpu']} / {mux['on']['cpu']} | {mux['on']['published_mbps']} "
                     f"| {fmt(mux['core_pct_per_mbps'])} | {fmt(mux['core_pct_per_2mbps_stream'])} | {cells} |")
@@ -717,7 +719,8 @@ def print_hls(res: dict[str, Any]) -> None:
     if rows:
         steps = next(iter(r["hls_serving"] for r in res.values() if r.get("hls_serving")))
         print("  hls: server | CPU HLS off / on | published Mb/s | % core per Mb/s | % core per 2 Mb/s "
-              "| " + " | ".join(f"CPU-s/GB (delivery, Gb/s) @{n} fetchers" for n in steps))
+              "| " + " | ".join(f"CPU-s/GB (delivery, Gb/s; marginal CPU-s/GB, stream alone cores) @{n} fetchers"
+                                 for n in steps))
         for row in rows:
             print("  " + row)
 
@@ -777,7 +780,8 @@ def markdown(runs: list[dict[str, Any]]) -> str:
             steps = next(iter(r["hls_serving"] for r in res.values() if r.get("hls_serving")))
             out += ["", "| HLS | server CPU, HLS off / on (cores) | published Mb/s | % of a core per Mb/s "
                     "| % of a core per 2 Mb/s stream | "
-                    + " | ".join(f"serving CPU-s/GB (delivery, Gb/s) @{n} fetchers" for n in steps) + " |",
+                    + " | ".join(f"serving CPU-s/GB (delivery, Gb/s; marginal CPU-s/GB, stream alone cores) "
+                                 f"@{n} fetchers" for n in steps) + " |",
                     "|---|---|---|---|---|" + "---|" * len(steps), *hls_table]
         out += features.tables(res)
     if len(runs) > 1:
