@@ -11,6 +11,10 @@ Two measurements:
 * ``--server N``: the real server (one worker) with N publishers sending AAC-like audio in
   ``--chunk-size``-byte chunks as fast as the server takes it for ``--seconds``; prints the
   worker's CPU share and whether the server kept or refused them.
+
+The hot path is the compiled one when the bootstrap built it for these sources (srv/accel.py),
+the pure Python with ``SRV_ACCEL=off``; the session line says which, and the best pass's CPU
+time per message.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ for bench_lib
 
 from bench_lib.run import SOURCE, make_source  # noqa: E402
+from srv.accel import status as hot_path  # noqa: E402
 from srv.app.source import LiveSource  # noqa: E402
 from srv.conf.model import VhostConfig  # noqa: E402
 from srv.media.flv import read_flv_file  # noqa: E402
@@ -100,8 +105,10 @@ def tick_reads(chunk_size: int, tick_ms: int) -> list[bytes]:
 def run_session(args: argparse.Namespace) -> None:
     reads = tick_reads(args.chunk_size, args.ticks) if args.ticks else pieces(media_wire(args.chunk_size), args.read)
     wire = b"".join(reads)
+    messages = sum(1 for t in read_flv_file(SOURCE) if t.tag_type in CSID)
     loop = asyncio.new_event_loop()
     cpu = 0.0
+    best = float("inf")
     for i in range(args.repeat):
         server = publishing_session()
         source = LiveSource(f"__defaultVhost__/live/s{i}", VhostConfig(name="__defaultVhost__"), loop)
@@ -112,11 +119,14 @@ def run_session(args: argparse.Namespace) -> None:
                 if isinstance(e, ev.MediaMessage):  # media after another message in the same read
                     m = e.message
                     on_message(m.type_id, m.timestamp, m.payload)
-        cpu += time.process_time() - t0
+        spent = time.process_time() - t0
+        cpu += spent
+        best = min(best, spent)
     gb = len(wire) * args.repeat / 1e9
     how = f"one read per {args.ticks} ms tick" if args.ticks else f"reads of {args.read} B"
     print(f"session: chunk size {args.chunk_size}, {how} ({len(reads)} reads, {len(wire) // len(reads)} B each), "
-          f"{len(wire) * args.repeat / 1e6:.0f} MB in {cpu:.2f} CPU-s: {cpu / gb:.2f} CPU-s/GB")
+          f"{len(wire) * args.repeat / 1e6:.0f} MB in {cpu:.2f} CPU-s: {cpu / gb:.2f} CPU-s/GB; "
+          f"best pass {best / messages * 1e6:.2f} us per message; {hot_path()}")
 
 
 def run_decoder(args: argparse.Namespace) -> None:

@@ -6,3 +6,9 @@ rtmp -> media -> conf -> app -> net -> http -> worker/master.
 
 __version__ = "0.1.0"
 SIGNATURE = "srv"
+
+# the hot path compiled with mypyc when a build for these very sources exists (srv/accel.py);
+# before any of its modules is imported
+from srv import accel as _accel  # noqa: E402
+
+_accel.install()

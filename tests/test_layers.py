@@ -19,7 +19,8 @@ r"""The package's layers import one way only (ARCHITECTURE.md), by the real rule
 A layer may import the layers below it, never one beside or above it: a connection never
 reaches the worker's composition root (it sees `srv.net.context.ConnectionContext`), the worker
 never imports the master, only the process model imports `srv/process`. `srv/log.py` and
-`srv/__init__.py` are for everyone. A new top-level module must be given a layer here.
+`srv/__init__.py` (and `srv/accel.py`, which it runs first) are for everyone. A new top-level
+module must be given a layer here.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ ALLOWED: dict[str, set[str]] = {
     "cli": {"master", "worker", "process", "cluster", "http", "net", "app"} | _BOTTOM,
 }
 TOP_LEVEL = {"worker": "worker", "worker_context": "worker", "cli": "cli", "__main__": "cli",
-             "log": "base", "__init__": "base"}
+             "log": "base", "__init__": "base", "accel": "base"}
 
 
 def layer_of(module: str) -> str | None:

@@ -34,7 +34,7 @@ from typing import Any
 
 from setproctitle import setproctitle
 
-from srv import __version__
+from srv import __version__, accel
 from srv import log as srvlog
 from srv.app.access import IpLimiter
 from srv.app.diskio import remove_quietly
@@ -164,6 +164,7 @@ class Arbiter:
         log.log(srvlog.TRACE, "srv %s master pid %d, config %s, %d workers, listen %s",
                 __version__, os.getpid(), self.config.path, self.num_workers,
                 ", ".join(str(s) for s in self.listeners.specs))
+        log.log(logging.WARNING if accel.failed() else srvlog.TRACE, "%s", accel.status())
         for w in self.config.warnings:
             log.warning("%s", w)
         self.sweep_recordings()
