@@ -40,6 +40,7 @@ import resource
 import socket
 import ssl
 import statistics
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -505,6 +506,191 @@ class IngestPublisher(PublishingProtocol):
             self.transport.abort()
 
 
+#: Linux's SO_TIMESTAMPNS (= SCM_TIMESTAMPNS); Python's socket module lacks it.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("@qq")
+
+
+class TimedProbe:
+    """A parse-everything RTMP player that times each video message three ways.
+
+    It reads its socket itself (``loop.add_reader`` + ``recvmsg``) so that, for each read, it
+    knows (a) when the kernel received the last segment of it (``SO_TIMESTAMPNS``, stamped as the
+    segment crossed loopback: what the server alone decides), (b) when this process's loop got
+    round to the socket (``woke``), and (c) when the message was parsed (``parsed``: what a player
+    would see). Latency of a video message = each of these minus the publisher's write time
+    (``CLOCK_MONOTONIC`` is one clock for every process, so the publisher may be another process's
+    table as long as it lives in this one). ``parsed - kernel`` is what this process's own loop
+    added: with hundreds of busy sockets in the same loop (the load client) that is not the
+    server's.
+    """
+
+    def __init__(self, url: RtmpUrl, sent: dict[tuple[int, bytes], float]) -> None:
+        self.url = url
+        self.sent = sent
+        self.session = ClientSession(url.app, url.tc_url)
+        self.sock: socket.socket | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.started_at = 0.0
+        self.counting = False
+        self.failed = ""
+        self.closed = False
+        self.pending = b""
+        #: per timed video message: (kernel, woke, parsed) latency in seconds
+        self.samples: list[tuple[float, float, float]] = []
+        self.ready: asyncio.Future[bool] | None = None
+
+    async def start(self) -> None:
+        loop = self.loop = asyncio.get_running_loop()
+        self.ready = loop.create_future()
+        sock = self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        await loop.sock_connect(sock, (self.url.host, self.url.port))
+        self.session.start()
+        loop.add_reader(sock.fileno(), self._readable)
+        self._send()
+
+    def _send(self) -> None:
+        self.pending += self.session.data_to_send()
+        if self.pending and self.sock is not None and not self.closed:
+            try:
+                n = self.sock.send(self.pending)
+            except BlockingIOError:
+                n = 0
+            except OSError as e:
+                self._close(f"send: {e}")
+                return
+            self.pending = self.pending[n:]  # the rest goes with the next read's answer
+
+    def _readable(self) -> None:
+        woke = time.monotonic()
+        assert self.sock is not None
+        try:
+            data, anc, _, _ = self.sock.recvmsg(_READ_SIZE, socket.CMSG_SPACE(_TIMESPEC.size))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._close(f"recv: {e}")
+            return
+        if not data:
+            self._close("closed by the server")
+            return
+        kernel = woke
+        for level, kind, value in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = _TIMESPEC.unpack(value[:_TIMESPEC.size])
+                # wall clock -> monotonic, at this moment (the two differ by a constant here)
+                kernel = sec + nsec / 1e9 - (time.time() - time.monotonic())
+        try:
+            events = self.session.receive_data(data)
+        except Exception as e:
+            self._close(f"protocol error: {e}")
+            return
+        videos = []
+        for e in events:
+            if isinstance(e, ev.StatusEvent):
+                if e.code == "NetStream.Play.Start" and not self.counting:
+                    self.counting = True
+                    self.started_at = time.monotonic()
+                    if self.ready is not None and not self.ready.done():
+                        self.ready.set_result(True)
+                elif e.level == "error":
+                    self._close(f"{e.code}: {e.description}")
+            elif isinstance(e, ev.Connected):
+                self.session.create_stream()
+            elif isinstance(e, ev.StreamCreated):
+                self.session.play(self.url.stream)
+            elif isinstance(e, ev.ConnectFailed):
+                self._close(f"connect failed: {e}")
+            elif isinstance(e, ev.MediaMessage) and self.counting and e.message.type_id == MessageType.VIDEO:
+                videos.append(e.message.payload)
+        parsed = time.monotonic()
+        for payload in videos:
+            sent = self.sent.get(latency_key(payload))
+            if sent is not None and sent >= self.started_at:
+                self.samples.append((kernel - sent, woke - sent, parsed - sent))
+        self._send()
+
+    def _close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.failed = self.failed or reason
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_result(False)
+        if self.sock is not None:
+            if self.loop is not None:
+                self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+
+    def close(self) -> None:
+        self._close("closed")
+
+
+def latency_figures(probes: list[TimedProbe], prefix: str = "latency_ms") -> dict[str, float]:
+    """p50/p95/max in ms of the probes' samples: `<prefix>_*` (parsed, what a player sees),
+    `<prefix>_kernel_*` (the kernel's arrival stamp: the server and loopback alone) and the
+    sample count (`latency_samples` for the prefix `latency_ms`)."""
+    out: dict[str, float] = {}
+    for i, kind in ((2, ""), (0, "_kernel")):
+        xs = sorted(s[i] for p in probes for s in p.samples)
+        if xs:
+            out[f"{prefix}{kind}_p50"] = round(xs[len(xs) // 2] * 1000, 1)
+            out[f"{prefix}{kind}_p95"] = round(xs[int(len(xs) * 0.95)] * 1000, 1)
+            out[f"{prefix}{kind}_max"] = round(xs[-1] * 1000, 1)
+    if probes:
+        out[f"{prefix.replace('_ms', '')}_samples"] = sum(len(p.samples) for p in probes)
+    return out
+
+
+async def open_latency_probes(publish_url: str, play_url: str, n: int, flv_path: str,
+                              ) -> tuple[Publisher, list[TimedProbe]]:
+    """Publish `flv_path` to `publish_url` (timing each video message) and play it with n
+    TimedProbes; return once the probes play."""
+    loop = asyncio.get_running_loop()
+    to = RtmpUrl.parse(publish_url)
+    _, pub = await loop.create_connection(lambda: Publisher(to, flv_path), to.host, to.port)
+    await asyncio.wait_for(pub.started, 10)
+    await asyncio.sleep(1)
+    url = RtmpUrl.parse(play_url)
+    probes = [TimedProbe(url, pub.sent) for _ in range(n)]
+    for p in probes:
+        await p.start()
+    await asyncio.wait_for(asyncio.gather(*(p.ready for p in probes if p.ready)), 10)
+    return pub, probes
+
+
+async def _probe_main(args: argparse.Namespace) -> None:
+    """`--probe-publish`: the latency probes alone in this process, driven over stdin/stdout
+    (one JSON line per command: "clear" forgets the samples, "report" prints the figures,
+    "samples" the raw (kernel, woke, parsed) seconds, EOF ends). scripts/bench runs it beside the
+    load client so that the latency is timed by a process that does nothing else."""
+    pub, probes = await open_latency_probes(args.probe_publish, args.url, args.players, args.flv)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    print(json.dumps({"ready": sum(1 for p in probes if p.counting)}), flush=True)
+    while True:
+        line = (await reader.readline()).decode().strip()
+        if not line:
+            break
+        if line == "clear":
+            for p in probes:
+                p.samples.clear()
+            out: dict[str, Any] = {"cleared": True}
+        elif line == "samples":
+            out = {"samples": [s for p in probes for s in p.samples]}
+        else:
+            out = latency_figures(probes)
+            out["failed"] = [p.failed for p in probes if p.failed]
+        print(json.dumps(out), flush=True)
+    for p in probes:
+        p.close()
+    pub.close()
+
+
 def _insecure_tls() -> ssl.SSLContext:
     """One client context for every TLS player (the bench's self-signed certificate)."""
     global _TLS
@@ -650,9 +836,13 @@ def main() -> None:
     ap.add_argument("--report-every", type=float, default=0.0,
                     help="print {t, alive, bytes per player} as a JSON line this often (seconds) "
                          "until --seconds are over, instead of one window's summary")
+    ap.add_argument("--probe-publish", metavar="RTMP_URL",
+                    help="latency probe mode: publish --flv to this URL, play `url` with -n timing "
+                         "probes, answer \"clear\" / \"report\" / \"samples\" lines on stdin with JSON lines")
+    ap.add_argument("--flv", help="the FLV the probe mode publishes (looped, paced by its timestamps)")
     args = ap.parse_args()
     install_uvloop()
-    asyncio.run(_main(args))
+    asyncio.run(_probe_main(args) if args.probe_publish else _main(args))
 
 
 if __name__ == "__main__":

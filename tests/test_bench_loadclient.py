@@ -9,6 +9,7 @@ writes). Speed is never asserted here; that is scripts/bench's job.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -99,3 +100,44 @@ def test_rtmp_url_splits_app_stream_and_query():
     u = lc.RtmpUrl.parse("rtmp://127.0.0.1:1940/live/cam1?key=x")
     assert (u.host, u.port, u.app, u.stream) == ("127.0.0.1", 1940, "live", "cam1?key=x")
     assert u.tc_url == "rtmp://127.0.0.1:1940/live"
+
+
+@pytest.mark.timeout(180)
+def test_probe_process_times_each_video_message_from_the_kernels_arrival_to_its_parse(srs_server, tmp_path):
+    """`loadclient.py --probe-publish` (the bench's latency probes in a process of their own):
+    it publishes the file, plays it back with its probes and times each video message three ways,
+    kernel arrival <= loop wake-up <= parsed, all after the publisher's write."""
+    flv = tmp_path / "src.flv"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc2=size=320x240:rate=25", "-t", "4", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-g", "25", "-pix_fmt", "yuv420p", "-f", "flv", str(flv)], check=True, timeout=60)
+    server = srs_server(workers=1)
+    url = f"{server.url}/live/probe"
+    proc = subprocess.Popen([sys.executable, str(Path(lc.__file__)), url, "-n", "2", "--probe-publish", url,
+                             "--flv", str(flv)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        assert json.loads(proc.stdout.readline()) == {"ready": 2}
+
+        def ask(command: str) -> dict[str, Any]:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(command + "\n")
+            proc.stdin.flush()
+            got: dict[str, Any] = json.loads(proc.stdout.readline())
+            return got
+
+        ask("clear")
+        deadline = time.monotonic() + 60
+        while ask("report").get("latency_samples", 0) < 40 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        fig = ask("report")
+        samples = ask("samples")["samples"]
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert fig["failed"] == [] and fig["latency_samples"] >= 40, fig
+    assert len(samples) == fig["latency_samples"]
+    for kernel, woke, parsed in samples:
+        assert 0 < kernel <= woke <= parsed, (kernel, woke, parsed)
+    assert any(kernel < woke for kernel, woke, _ in samples)  # the kernel's stamp, not the wake-up
+    assert fig["latency_ms_kernel_p95"] <= fig["latency_ms_p95"] <= fig["latency_ms_max"]

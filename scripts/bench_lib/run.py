@@ -222,6 +222,74 @@ class Session:
         }
 
 
+class ProbeProcess:
+    """The latency probes in a process of their own (`scripts/loadclient.py --probe-publish`),
+    on the client core: a publisher of the source on its own stream and `n` timing players of
+    it, in a loop that does nothing else, as a player's own process would. The load client's
+    thousands of sockets share one loop; a probe inside it waits its turn behind them, which is
+    the client's delay, not the server's (docs/performance.md, "What is measured")."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, server: sv.Server, stream: str = "latp", n: int = 3) -> ProbeProcess:
+        proc = await asyncio.create_subprocess_exec(
+            "taskset", "-c", CLIENT_CORE, sys.executable, str(Path(lc.__file__).resolve()),
+            server.rtmp_url(stream), "-n", str(n), "--probe-publish", server.publish_url(stream),
+            "--flv", str(SOURCE), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self = cls(proc)
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        if not line or json.loads(line).get("ready") != n:
+            self.close()
+            raise RuntimeError(f"{server.name}: latency probe process did not start ({line!r})")
+        return self
+
+    async def ask(self, command: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(command.encode() + b"\n")
+        await self.proc.stdin.drain()
+        got: dict[str, Any] = json.loads(await asyncio.wait_for(self.proc.stdout.readline(), 30))
+        return got
+
+    def close(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+
+class LatencyProbes:
+    """Both ways of timing a stream's video messages, side by side: probes in their own process
+    (`latency_ms_*`, the figure reported) and probes inside the load client's loop
+    (`latency_ms_inproc_*`, how the bench timed it before; the difference is the load client's
+    own delay). Each has a `_kernel_` figure too: the kernel's arrival stamp of the read, i.e.
+    the server and loopback alone."""
+
+    def __init__(self, own: ProbeProcess, inproc: list[lc.TimedProbe]) -> None:
+        self.own = own
+        self.inproc = inproc
+
+    @classmethod
+    async def open(cls, sess: Session, server: sv.Server, n: int = 3) -> LatencyProbes:
+        own = await ProbeProcess.start(server, "latp", n)
+        sess.extra.append(own)
+        pub, inproc = await lc.open_latency_probes(server.publish_url("lat"), server.rtmp_url("lat"), n,
+                                                    str(SOURCE))
+        sess.extra += [pub, *inproc]
+        return cls(own, inproc)
+
+    async def clear(self) -> None:
+        await self.own.ask("clear")
+        for p in self.inproc:
+            p.samples.clear()
+
+    async def figures(self) -> dict[str, Any]:
+        out = await self.own.ask("report")
+        out.pop("failed", None)
+        out.update(lc.latency_figures(self.inproc, "latency_ms_inproc"))
+        return out
+
+
 async def grow(sess: Session, n: int, proto: str = "rtmp") -> None:
     assert sess.client is not None
     have = len([p for p in sess.client.players if not p.closed])
@@ -263,35 +331,18 @@ async def point(server: sv.Server, opts: argparse.Namespace, src: float, n: int,
                 check_urls: tuple[str, ...] = ()) -> dict[str, Any]:
     """N counting players on "s" + latency probes on a stream this process publishes."""
     async with Session(server, opts, src) as sess:
-        lat: list[lc.RtmpPlayer] = []
-        if probes:
-            to = lc.RtmpUrl.parse(server.publish_url("lat"))
-            url = lc.RtmpUrl.parse(server.rtmp_url("lat"))
-            loop = asyncio.get_running_loop()
-            _, pub = await loop.create_connection(lambda: lc.Publisher(to, str(SOURCE)),
-                                                  to.host, to.port)
-            sess.extra.append(pub)
-            await asyncio.wait_for(pub.started, 10)
-            await asyncio.sleep(1)
-            for _ in range(probes):
-                _, p = await loop.create_connection(
-                    lambda: lc.RtmpPlayer(url, parse=True, publisher=pub), url.host, url.port)
-                sess.extra.append(p)
-                lat.append(p)
+        lat = await LatencyProbes.open(sess, server, probes) if probes else None
         base = server.sample()
         await grow(sess, n, proto)
         await asyncio.sleep(opts.warmup)
-        for p in lat:
-            p.latencies.clear()
+        if lat is not None:
+            await lat.clear()
         m = await sess.measure(opts.window)
         m["n"] = n
         m["rss_per_player_kib"] = round((m["rss_mib"] * 2**20 - base["rss"]) / max(n, 1) / 1024, 1)
         m["protocol"] = proto
-        samples = sorted(x for p in lat for x in p.latencies)
-        if samples:
-            m["latency_ms_p50"] = round(samples[len(samples) // 2] * 1000, 1)
-            m["latency_ms_p95"] = round(samples[int(len(samples) * 0.95)] * 1000, 1)
-            m["latency_samples"] = len(samples)
+        if lat is not None:
+            m.update(await lat.figures())
         if check_urls:
             # e.g. the forward destinations: does the stream really arrive there?
             got = []
@@ -382,31 +433,14 @@ async def probed(server: sv.Server, opts: argparse.Namespace, src: float, steps:
     `steps` on the ffmpeg stream: CPU per delivered GB and latency at each step."""
     out = []
     async with Session(server, opts, src) as sess:
-        url = lc.RtmpUrl.parse(server.rtmp_url("lat"))
-        loop = asyncio.get_running_loop()
-        _, pub = await loop.create_connection(lambda: lc.Publisher(url, str(SOURCE)), url.host, url.port)
-        sess.extra.append(pub)
-        await asyncio.wait_for(pub.started, 10)
-        await asyncio.sleep(1)
-        lat: list[lc.RtmpPlayer] = []
-        for _ in range(probes):
-            _, p = await loop.create_connection(
-                lambda: lc.RtmpPlayer(url, parse=True, publisher=pub), url.host, url.port)
-            sess.extra.append(p)
-            lat.append(p)
+        lat = await LatencyProbes.open(sess, server, probes)
         for n in steps:
             await grow(sess, n)
             await asyncio.sleep(opts.warmup)
-            for p in lat:
-                p.latencies.clear()
+            await lat.clear()
             m = await sess.measure(opts.window)
             m["n"] = n
-            samples = sorted(x for p in lat for x in p.latencies)
-            if samples:
-                m["latency_ms_p50"] = round(samples[len(samples) // 2] * 1000, 1)
-                m["latency_ms_p95"] = round(samples[int(len(samples) * 0.95)] * 1000, 1)
-                m["latency_ms_max"] = round(samples[-1] * 1000, 1)
-                m["latency_samples"] = len(samples)
+            m.update(await lat.figures())
             log(f"  {server.name} N={n}: {m}")
             out.append(m)
             if m["server_cpu"] > 0.95:  # a short delivery is reported, not a stop: on a shared
@@ -417,18 +451,20 @@ async def probed(server: sv.Server, opts: argparse.Namespace, src: float, steps:
 async def curve(opts: argparse.Namespace, src: float) -> dict[str, Any]:
     """The latency/CPU curve: srv at each --curve variant, nginx-rtmp beside it (if asked)."""
     res: dict[str, Any] = {}
+    srvs = [name for name in opts.servers if name == "srv" or name.startswith("srv@")]
     for v in opts.curve:
-        if "srv" not in opts.servers:
-            break
-        base, _, flag = v.partition("+")  # "min+nodelay": the same with tcp_nodelay on
-        minlat = base == "min"
-        mw = 350 if minlat else int(base)
-        nodelay = True if flag == "nodelay" else None
-        log(f"curve: srv {'min_latency on' if minlat else f'mw_latency {mw}'}{' tcp_nodelay on' if nodelay else ''}")
-        server = sv.SrvServer(core=SERVER_CORE, mw_latency=mw, min_latency=minlat, tcp_nodelay=nodelay)
-        res[f"srv mw={v}"] = await probed(server, opts, src, opts.curve_steps)
+        for name in srvs:  # srv@<dir>: the same variant on another tree, right after (A/B)
+            base, _, flag = v.partition("+")  # "min+nodelay": the same with tcp_nodelay on
+            minlat = base == "min"
+            mw = 350 if minlat else int(base)
+            nodelay = True if flag == "nodelay" else None
+            log(f"curve: {name} {'min_latency on' if minlat else f'mw_latency {mw}'}"
+                f"{' tcp_nodelay on' if nodelay else ''}")
+            server = sv.SrvServer(name=name, core=SERVER_CORE, mw_latency=mw, min_latency=minlat,
+                                  tcp_nodelay=nodelay, tree=name.partition("@")[2])
+            res[f"{name} mw={v}"] = await probed(server, opts, src, opts.curve_steps)
     for name in opts.servers:
-        if name != "srv":
+        if name not in srvs:
             log(f"curve: {name}")
             res[name] = await probed(sv.make(name, core=SERVER_CORE), opts, src, opts.curve_steps)
     return res
@@ -682,8 +718,11 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
                 print(f"  curve {variant:12} N={m['n']:5} cpu/GB {fmt(m.get('cpu_s_per_gb'))} delivery "
                       f"{m['delivery']:.3f} cpu {m['server_cpu']:.2f} lat p50/p95/max "
                       f"{fmt(m.get('latency_ms_p50'))}/{fmt(m.get('latency_ms_p95'))}/"
-                      f"{fmt(m.get('latency_ms_max'))} ms sends/player/s {m.get('writes_per_player_s')} "
-                      f"core0 {m['core0_busy']}")
+                      f"{fmt(m.get('latency_ms_max'))} ms (kernel p95 {fmt(m.get('latency_ms_kernel_p95'))}; "
+                      f"in the load client p50/p95 {fmt(m.get('latency_ms_inproc_p50'))}/"
+                      f"{fmt(m.get('latency_ms_inproc_p95'))}, kernel p95 {fmt(m.get('latency_ms_inproc_kernel_p95'))}) "
+                      f"sends/player/s {m.get('writes_per_player_s')} core0 {m['core0_busy']} "
+                      f"client {m['client_cpu']}")
         srv = res.get("srv", {})
         for key in ("mw", "workers", "forward", "httpflv"):
             val = srv.get(key)
