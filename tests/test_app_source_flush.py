@@ -302,3 +302,102 @@ def test_a_player_that_keeps_up_gets_its_whole_backlog_in_one_catch_up(monkeypat
     c = src.add_consumer(sink, FLV)
     assert c.pos == src.end and len(sink.writes) > 3
     assert sink.data().endswith(b"".join(p.flv() for p in pkts))
+
+
+class LoggingSink(FakeSink):
+    """A FakeSink that also appends (name, bytes) to a log shared by several sinks: the order in
+    which the loop wrote to them."""
+
+    def __init__(self, name: str, log: list[tuple[str, bytes]]) -> None:
+        super().__init__()
+        self.name = name
+        self.log = log
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.log.append((self.name, data))
+
+    def writelines(self, data: list[bytes]) -> None:
+        super().writelines(data)
+        self.log.extend((self.name, d) for d in data)
+
+
+@pytest.fixture
+def slice_of_3(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flush writes 3 consumers per callback instead of FLUSH_SLICE."""
+    monkeypatch.setattr(source_module, "FLUSH_SLICE", 3)
+
+
+def test_a_big_buckets_flush_lets_another_streams_frame_out_between_its_slices(slice_of_3: None) -> None:
+    big = source(min_latency=True)
+    small = LiveSource("v/live/small", big.vhost, big.loop)
+    started(big)
+    started(small)
+    log: list[tuple[str, bytes]] = []
+    for i in range(10):
+        big.add_consumer(LoggingSink(f"big{i}", log), FLV)
+    small.add_consumer(LoggingSink("small", log), FLV)
+    run_loop(big)
+    log.clear()
+    # both frames arrive in the same turn of the loop (the big stream's first)
+    fb = big.on_message(VIDEO, 40, inter(1))
+    fs = small.on_message(VIDEO, 40, inter(2))
+    for _ in range(6):
+        run_loop(big)
+    order = [name for name, _ in log]
+    assert sorted(order) == sorted([f"big{i}" for i in range(10)] + ["small"])  # one write each
+    # the small stream's frame went out after the big one's first slice, not after all 10 players
+    assert order.index("small") == 3, order
+    assert all(data == fb.flv() for name, data in log if name != "small")
+    assert dict(log)["small"] == fs.flv()
+
+
+def test_messages_arriving_during_a_sliced_flush_reach_every_player_once_in_order(slice_of_3: None) -> None:
+    src = source(min_latency=True)
+    started(src)
+    sinks = [FakeSink() for _ in range(10)]
+    cs = [src.add_consumer(s, FLV) for s in sinks]
+    src.loop.run_until_complete(asyncio.sleep(0.01))
+    for s in sinks:
+        s.writes.clear()
+    sent = []
+    late: FakeSink | None = None
+    for i in range(1, 40):
+        # audio and video come while the previous frame's flush is still going through its slices
+        sent.append(src.on_message(AUDIO, 40 * i - 20, audio(i)))
+        sent.append(src.on_message(VIDEO, 40 * i, inter(i)))
+        run_loop(src)
+        if i == 10:
+            src.remove_consumer(cs[9])  # leaves mid-flush
+            gone = len(sinks[9].writes)
+        if i == 20:
+            late = FakeSink()  # joins mid-flush
+            cl = src.add_consumer(late, FLV)
+            late_from = cl.pos
+    src.loop.run_until_complete(asyncio.sleep(0.2))
+    everything = b"".join(p.flv() for p in sent)
+    for s in sinks[:9]:
+        assert s.data() == everything  # nothing lost, nothing twice, in order
+        assert len(s.writes) < 40  # merged: frames that came during a flush share the next batch
+    assert len(sinks[9].writes) == gone
+    assert late is not None and late.data().endswith(b"".join(p.flv() for p in src.ring[late_from - src.base:]))
+    assert all(c.pos == src.end for c in cs[:9])
+
+
+def test_unpublish_during_a_sliced_flush_gives_every_player_the_whole_batch_first(slice_of_3: None) -> None:
+    src = source(mw_latency=0)
+    started(src)
+    log: list[tuple[str, bytes]] = []
+    sinks = [LoggingSink(f"p{i}", log) for i in range(30)]
+    for s in sinks:
+        src.add_consumer(s, FLV)
+    run_loop(src)
+    for s in sinks:
+        s.writes.clear()
+    pkt = src.on_message(VIDEO, 40, inter(1))
+    run_loop(src)
+    assert 0 < sum(1 for s in sinks if s.writes) < 30  # some slices so far, not all
+    src.on_unpublish()
+    assert all(s.writes == [pkt.flv()] and s.events == ["unpublish"] for s in sinks)
+    src.loop.run_until_complete(asyncio.sleep(0.05))
+    assert all(s.writes == [pkt.flv()] for s in sinks)  # and nothing again afterwards

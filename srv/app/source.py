@@ -58,6 +58,10 @@ MIN_LATENCY_WAIT = 0.05
 #: seconds of stream into the transport's buffer on each resume, so the longer a starved loop's
 #: turn, the more each resume cost in the next one (docs/performance.md, "held loops").
 CATCH_UP_CHUNK = 256 * 1024
+#: a flush writes at most this many consumers per callback; the rest go on in the next turn of the
+#: loop (the same batch, in order). One callback writing a frame to 3000 players held the loop
+#: ~25 ms: every other stream's flush and every publisher's read waited behind it.
+FLUSH_SLICE = 256
 
 
 class Sink(Protocol):
@@ -109,7 +113,7 @@ class Consumer:
 
     __slots__ = ("source", "sink", "encoding", "internal", "pos", "first", "paused", "paused_since",
                  "dropped", "sent_bytes", "group", "queue_length", "stall_timeout", "label", "headers_due",
-                 "prompt")
+                 "prompt", "removed")
 
     def __init__(self, source: LiveSource, sink: Sink, encoding: Encoding, internal: bool,
                  queue_length: float | None = None, stall_timeout: float | None = None,
@@ -130,6 +134,7 @@ class Consumer:
         self.label = label  # how the logs name it when it is too slow
         self.headers_due = False  # skipped while paused: headers go out when it resumes
         self.prompt = False  # wants each message at once, not a merge per mw_latency (LL-HLS)
+        self.removed = False  # remove_consumer was called
 
     def pause(self) -> None:
         if not self.paused:
@@ -146,7 +151,8 @@ class ConsumerGroup:
     """Consumers that share one encoding and one phase of the merge window, hence one flush
     schedule and one batch per flush."""
 
-    __slots__ = ("encoding", "phase", "consumers", "flushed", "handle", "timed", "starving", "low", "prompt")
+    __slots__ = ("encoding", "phase", "consumers", "flushed", "handle", "timed", "starving", "low", "prompt",
+                 "flush", "due")
 
     def __init__(self, encoding: Encoding, phase: int, flushed: int, prompt: bool = False) -> None:
         self.encoding = encoding
@@ -162,6 +168,26 @@ class ConsumerGroup:
         self.starving = False
         # no consumer's cursor is below this (as of its last flush, or lower): what _trim keeps
         self.low = flushed
+        # a flush under way, sliced over turns of the loop (FLUSH_SLICE): its batch and who is left
+        self.flush: _Flush | None = None
+        # a message that wanted an immediate flush arrived while one was under way
+        self.due = False
+
+
+class _Flush:
+    """One flush of a bucket, written FLUSH_SLICE consumers per callback: the batch of
+    [start, end), the consumers it was made for (in order), how far it got, their lowest cursor."""
+
+    __slots__ = ("batch", "start", "end", "consumers", "next", "low", "players")
+
+    def __init__(self, batch: bytes, start: int, end: int, consumers: list[Consumer]) -> None:
+        self.batch = batch
+        self.start = start  # the bucket's flushed position the batch continues from
+        self.end = end
+        self.consumers = consumers
+        self.next = 0
+        self.low = end
+        self.players = 0
 
 
 class LiveSource:
@@ -333,6 +359,8 @@ class LiveSource:
                     elif now and g.timed:  # a video frame ends the wait of what came before it
                         g.handle.cancel()
                         self._arm(g, True)
+                    elif now and g.flush is not None:
+                        g.due = True  # sliced flush under way: the next one goes at once after it
         else:
             # with no consumer only the GOP cache holds the ring: trim when _trim would cut
             # (the cache moved on by more than 64 packets, or there is none to keep)
@@ -397,6 +425,8 @@ class LiveSource:
             if g.handle is not None:
                 g.handle.cancel()
                 g.handle = None
+            g.flush = None
+            g.due = False
             g.flushed = g.low = self.end
         return g
 
@@ -421,12 +451,15 @@ class LiveSource:
                 g.handle.cancel()  # packets are waiting for a merge: send them now
                 self._arm(g, True)
         self.catch_up(c, upto=g.flushed)
+        if g.flush is not None:  # joined during a sliced flush: its cursor counts in that flush's low
+            g.flush.low = min(g.flush.low, c.pos)
         return c
 
     def remove_consumer(self, c: Consumer) -> None:
         g = c.group
         if g is not None and c in g.consumers:
             g.consumers.remove(c)
+            c.removed = True  # a sliced flush under way skips it
             bs = self.groups[g.encoding]
             if not any(b.consumers for b in bs):
                 for b in bs:
@@ -496,53 +529,84 @@ class LiveSource:
             self.bytes_out += n
         c.sink.writelines(parts)
 
-    def _flush_group(self, g: ConsumerGroup) -> None:
+    def _flush_group(self, g: ConsumerGroup, whole: bool = False) -> None:
+        """Write what arrived since g's last flush to its consumers: one shared batch to each
+        player that is caught up, the catch-up/drop rules to the others. FLUSH_SLICE consumers per
+        call (`whole`: all of them); the rest are scheduled for the next turn of the loop, so one
+        bucket of thousands never holds the loop for the whole fan-out."""
         g.handle = None
-        g.starving = False
-        start, end = g.flushed, self.end
-        low = end
-        if start < end and g.consumers:
-            enc = g.encoding
-            if start < self.base:
-                start = self.base
-            batch = b"".join(wire_parts(self.ring[start - self.base:], enc))
-            n = len(batch)
-            now = time.monotonic()
-            flushed = g.flushed
-            players = 0
-            for c in list(g.consumers):
-                if c.pos == flushed and not c.paused:
-                    c.sink.write(batch)
-                    c.sent_bytes += n
-                    players += not c.internal  # a pull is counted where its players are
-                    c.pos = end
-                    continue
-                if c.paused:
-                    stalled = now - c.paused_since
-                    limit = max(self.queue_length, 1.0) if c.stall_timeout is None else c.stall_timeout
-                    if stalled > limit:
-                        what = "queue_length" if c.stall_timeout is None else "limit"
-                        c.sink.close_slow(f"{c.label} stalled for {stalled:.1f}s ({what} {limit:g}s)")
-                    elif c.pos < self.end and (c.pos < self.base or self._too_old(c)):
-                        self._skip(c)  # bound the ring: paused players lose whole GOPs
-                else:
-                    self.catch_up(c, upto=end)
-                if c.pos < low:
-                    low = c.pos
-            self.bytes_out += n * players
-        else:
-            for c in g.consumers:
-                if c.pos < low:
-                    low = c.pos
-        g.flushed = end
-        g.low = low
+        f = g.flush
+        if f is None:
+            g.starving = False
+            start, end = g.flushed, self.end
+            if not (start < end and g.consumers):
+                low = end
+                for c in g.consumers:
+                    if c.pos < low:
+                        low = c.pos
+                g.flushed = end
+                g.low = low
+                self._trim()
+                return
+            first = max(start, self.base)
+            batch = b"".join(wire_parts(self.ring[first - self.base:], g.encoding))
+            f = g.flush = _Flush(batch, start, end, list(g.consumers))
+            g.flushed = end  # a player joining meanwhile is caught up to here; g.low holds the ring
+        i = f.next
+        stop = len(f.consumers) if whole else min(len(f.consumers), i + FLUSH_SLICE)
+        self._flush_slice(g, f, i, stop)
+        f.next = stop
+        if stop < len(f.consumers):
+            g.handle = self.loop.call_soon(self._flush_group, g)
+            g.timed = False
+            return
+        g.flush = None
+        self.bytes_out += len(f.batch) * f.players
+        g.low = f.low
         self._trim()
+        if self.end > g.flushed and g.consumers and not whole:
+            # messages came while it was sliced: flush them on their own schedule
+            due, g.due = g.due, False
+            self._arm(g, due or self.upstream_merged or not self.mw_latency or g.prompt)
+        g.due = False
+
+    def _flush_slice(self, g: ConsumerGroup, f: _Flush, i: int, stop: int) -> None:
+        batch, start, end = f.batch, f.start, f.end
+        n = len(batch)
+        now = time.monotonic()
+        low = f.low
+        players = 0
+        for c in f.consumers[i:stop]:
+            if c.removed:  # left since the flush began
+                continue
+            if c.pos == start and not c.paused:
+                c.sink.write(batch)
+                c.sent_bytes += n
+                players += not c.internal  # a pull is counted where its players are
+                c.pos = end
+                continue
+            if c.paused:
+                stalled = now - c.paused_since
+                limit = max(self.queue_length, 1.0) if c.stall_timeout is None else c.stall_timeout
+                if stalled > limit:
+                    what = "queue_length" if c.stall_timeout is None else "limit"
+                    c.sink.close_slow(f"{c.label} stalled for {stalled:.1f}s ({what} {limit:g}s)")
+                elif c.pos < self.end and (c.pos < self.base or self._too_old(c)):
+                    self._skip(c)  # bound the ring: paused players lose whole GOPs
+            else:
+                self.catch_up(c, upto=end)
+            if c.pos < low:
+                low = c.pos
+        f.low = low
+        f.players += players
 
     def flush_all(self) -> None:
         for g in self.buckets():
             if g.handle is not None:
                 g.handle.cancel()
-            self._flush_group(g)
+            if g.flush is not None:  # finish the sliced flush under way first
+                self._flush_group(g, whole=True)
+            self._flush_group(g, whole=True)
 
     def _trim(self) -> None:
         keep = self.end if self.gop_start is None else self.gop_start
