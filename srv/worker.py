@@ -3,7 +3,9 @@
 Forked by the master; it builds a fresh event loop (it never touches anything loop-related of
 its parent), serves RTMP and HTTP on its slot's SO_REUSEPORT sockets, and an internal unix
 socket on which other workers pull the streams published here. It heart-beats the master from
-inside its loop, so a stuck loop is noticed and the worker replaced.
+inside its loop, so a stuck loop is noticed and the worker replaced; a slow one (a turn of the
+loop longer than the master's patience, on a starved core) beats from inside that turn
+(`srv/net/pulse.py`) and is kept.
 
 Signals (sent by the master; the SIGNALS table, dispatched to `handle_<sig>` like the master's):
 QUIT graceful stop — keep accepting for `grace_start_wait`, then close the listeners and let
@@ -38,7 +40,7 @@ from srv.conf.listen import ListenSpec
 from srv.conf.model import ServerConfig
 from srv.http.hls_serve import expire_viewers
 from srv.http.server import HttpConnection
-from srv.net import dvr, hooks
+from srv.net import dvr, hooks, pulse
 from srv.net.context import ClientQuery
 from srv.net.edge import EdgePull, EdgePush
 from srv.net.forward import Forwarder
@@ -283,10 +285,16 @@ class Worker:
     async def heartbeat(self) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time()
+        pulse.bind(lambda: self.channel.send(m.Heartbeat(dict(self.ctx.counters))))
         while True:
             late = loop.time() - due
+            inside = pulse.timer_beat()
             if late > STALL_WARNING:  # the master kills at worker_timeout: say it before that
-                log.warning("worker %d: event loop held for %.1fs (heartbeat late)", self.slot, late)
+                if inside:  # callbacks kept running: a slow loop (a starved core), not a stuck one
+                    log.warning("worker %d: event loop held for %.1fs (heartbeat late; %d heartbeats "
+                                "sent from inside the long turn: slow, not stuck)", self.slot, late, inside)
+                else:
+                    log.warning("worker %d: event loop held for %.1fs (heartbeat late)", self.slot, late)
             self.hub.sample_rates()
             self.ctx.refresh_bytes()
             expire_viewers(self.ctx)

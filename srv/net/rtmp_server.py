@@ -33,7 +33,7 @@ from srv.app.hub import stream_key
 from srv.app.packet import rtmp_encoding
 from srv.app.source import Consumer, LiveSource
 from srv.conf.model import VhostConfig
-from srv.net import edge, hooks
+from srv.net import edge, hooks, pulse
 from srv.net.context import ConnectionContext, IpSlot
 from srv.net.flow import MergedRead, tune_player_transport
 from srv.net.forward import ask_backends
@@ -122,6 +122,7 @@ class RtmpServerProtocol(asyncio.Protocol):
     # ---- asyncio callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:  # asyncio or uvloop transport
+        pulse.beat()  # a connect storm is a long turn of these: slow, not stuck
         self.transport = transport  # type: ignore[assignment]
         ctx = self.ctx
         self.cid = ctx.new_cid()
@@ -166,6 +167,7 @@ class RtmpServerProtocol(asyncio.Protocol):
             transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        pulse.beat()
         if self.closed:
             return
         if self.held_data is not None:  # the master is deciding (per_ip): keep it, bounded
@@ -271,6 +273,7 @@ class RtmpServerProtocol(asyncio.Protocol):
             self.consumer.pause()
 
     def resume_writing(self) -> None:
+        pulse.beat()
         if self.consumer is not None:
             self.consumer.resume()
 
