@@ -39,6 +39,7 @@ from srv.cluster.role import ProxyRole
 from srv.conf.listen import ListenSpec
 from srv.conf.model import ServerConfig
 from srv.http.hls_serve import expire_viewers
+from srv.http.openfiles import FILES as OPEN_FILES
 from srv.http.server import HttpConnection
 from srv.net import dvr, hooks, pulse
 from srv.net.context import ClientQuery
@@ -298,6 +299,7 @@ class Worker:
             self.hub.sample_rates()
             self.ctx.refresh_bytes()
             expire_viewers(self.ctx)
+            OPEN_FILES.expire()
             for slot, sent in self.ctx.hls.take_all_pending().items():
                 self.channel.send(m.HlsBytes(slot, sent))
             self.channel.send(m.Heartbeat(dict(self.ctx.counters)))

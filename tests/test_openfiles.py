@@ -124,6 +124,10 @@ def test_held_files_are_bounded_closed_when_unused_and_never_under_a_send(tmp_pa
     assert body(serve(files, root, "/s-0.ts")) == bytes([0]) * 1000  # the unused ones close
     assert list(files.entries) == [str(root / "s-0.ts")]
     assert sum(fds_of(root / f"s-{i}.ts") for i in range(1, 10)) == 0
+    time.sleep(0.6)
+    files.expire()  # the worker's heartbeat: an unused file closes with no request
+    assert not files.entries and fds_of(root / "s-0.ts") == 0
+    assert body(serve(files, root, "/s-0.ts")) == bytes([0]) * 1000
     # a file evicted while a response sends it stays open until that response is done
     found = static.resolve_open(str(root), "/s-0.ts", files)
     assert found.held is not None and found.fd >= 0

@@ -17,7 +17,8 @@ asks for the same few files, so `OpenFiles` keeps them open, keyed by the path t
 - the stat is the request's: a file written again in place (same inode) gets its new size and
   validators;
 - at most `limit` files are held (least recently used out first), and one not asked for during
-  `inactive` seconds is closed (a segment that HLS cleanup deleted stops holding disk space);
+  `inactive` seconds is closed (`expire`, also from the worker's heartbeat: a segment that HLS
+  cleanup deleted stops holding disk space even when no request comes);
 - a file being sent when it is evicted is closed when the last response that borrowed it
   gives it back (`OpenFile.release`): a descriptor is never closed, or reused, under a `sendfile`.
 
@@ -71,7 +72,7 @@ class OpenFiles:
         `OpenFile.release`); None when none is held or the path names something else now."""
         held = self.entries.get(path)
         now = time.monotonic()
-        self._expire(now)
+        self.expire(now)
         if held is None:
             self.misses += 1
             return None
@@ -104,7 +105,10 @@ class OpenFiles:
         for path in list(self.entries):
             self._evict(path)
 
-    def _expire(self, now: float) -> None:
+    def expire(self, now: float | None = None) -> None:
+        """Close the files not asked for during `inactive` seconds (at each request, and once a
+        second from the worker's heartbeat: a worker that gets no request lets go of them too)."""
+        now = time.monotonic() if now is None else now
         while self.entries:
             path, oldest = next(iter(self.entries.items()))
             if now - oldest.used < self.inactive:
