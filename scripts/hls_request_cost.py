@@ -2,10 +2,11 @@
 
 Each server (srv, `srv@<dir>`: another tree's srv, nginx) is started with HLS on and no
 publisher; a playlist (~400 bytes) and one MPEG-TS segment (540 KB) are written into its
-`hls_path`. C keep-alive connections then ask, each in turn, for the playlist and the segment,
-R requests in all; the server's process tree's user and system CPU over those requests (psutil),
-per request, in microseconds. Servers take turns in each repeat (A/B in the same run); the
-server is pinned to core 0 and this client to core 1, as in scripts/bench.
+`hls_path` (their mtime touched every 2 s: nginx-rtmp's cleanup deletes old .ts files). C
+keep-alive connections then ask, each in turn, for the playlist and the segment, R requests in
+all; the server's process tree's user and system CPU over those requests (psutil), per request,
+in microseconds. Servers take turns in each repeat (A/B in the same run); the server is pinned
+to core 0 and this client to core 1, as in scripts/bench.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 from bench_lib import servers as sv
@@ -52,10 +54,24 @@ async def connection(port: int, app: str, count: list[int], stop: int) -> None:
         writer.close()
 
 
-async def requests(port: int, app: str, conns: int, n: int) -> float:
+async def fresh(folder: Path) -> None:
+    """Keep the files' mtime recent: nginx-rtmp's `hls_cleanup` deletes .ts files older than
+    its playlist's length (both servers see the same touches)."""
+    while True:
+        await asyncio.sleep(2)
+        for name in ("s.m3u8", "s-1.ts"):
+            os.utime(folder / name)
+
+
+async def requests(port: int, app: str, conns: int, n: int, folder: Path | None = None) -> float:
     count = [0]
+    toucher = asyncio.ensure_future(fresh(folder)) if folder is not None else None
     t0 = time.monotonic()
-    await asyncio.gather(*(connection(port, app, count, n) for _ in range(conns)))
+    try:
+        await asyncio.gather(*(connection(port, app, count, n) for _ in range(conns)))
+    finally:
+        if toucher is not None:
+            toucher.cancel()
     return time.monotonic() - t0
 
 
@@ -81,9 +97,9 @@ async def measure(name: str, conns: int, n: int) -> dict[str, Any]:
                 break
             except (OSError, RuntimeError, asyncio.IncompleteReadError):
                 await asyncio.sleep(0.2)
-        await requests(server.http_port, server.app, conns, n // 10)  # warm up
+        await requests(server.http_port, server.app, conns, n // 10, folder)  # warm up
         u0, s0 = cpu(server)
-        seconds = await requests(server.http_port, server.app, conns, n)
+        seconds = await requests(server.http_port, server.app, conns, n, folder)
         u1, s1 = cpu(server)
     finally:
         server.stop()
