@@ -5,8 +5,10 @@ publisher; a playlist (~400 bytes) and one MPEG-TS segment (540 KB) are written 
 `hls_path` (their mtime touched every 2 s: nginx-rtmp's cleanup deletes old .ts files). C
 keep-alive connections then ask, each in turn, for the playlist and the segment, R requests in
 all; the server's process tree's user and system CPU over those requests (psutil), per request,
-in microseconds. Servers take turns in each repeat (A/B in the same run); the server is pinned
-to core 0 and this client to core 1, as in scripts/bench.
+in microseconds. `floor` is `hls_request_floor.py`, the least Python + uvloop can do per request
+(what srv's layers add is srv's figure minus the floor's). Servers take turns in each repeat
+(A/B in the same run); the server is pinned to core 0 and this client to core 1, as in
+scripts/bench.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import os
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +86,23 @@ def cpu(server: sv.Server) -> tuple[float, float]:
     return user, system
 
 
+@dataclass
+class FloorServer(sv.Server):
+    """`hls_request_floor.py`: a bare uvloop protocol answering the same files (the floor)."""
+
+    name: str = "floor"
+
+    def start(self) -> None:
+        self.http_port = self.port
+        super().start()
+
+    def command(self) -> list[str]:
+        return [str(sv.TOP / "objs" / "venv" / "bin" / "python"), str(Path(__file__).with_name("hls_request_floor.py")),
+                str(self.port), str(self.workdir / "html")]
+
+
 async def measure(name: str, conns: int, n: int) -> dict[str, Any]:
-    server = sv.make(name, core="0", hls=True)
+    server = FloorServer(name="floor", core="0") if name == "floor" else sv.make(name, core="0", hls=True)
     server.start()
     try:
         folder = server.workdir / "html" / server.app
@@ -123,7 +141,8 @@ async def main_async(opts: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--server", default="srv,nginx", help="comma-separated: srv, srv@<dir>, nginx")
+    ap.add_argument("--server", default="srv,nginx",
+                    help="comma-separated: srv, srv@<dir>, nginx, floor (a bare uvloop protocol: hls_request_floor.py)")
     ap.add_argument("--conns", type=int, default=20, help="keep-alive connections")
     ap.add_argument("--requests", type=int, default=20000, help="requests measured per server and run")
     ap.add_argument("--repeat", type=int, default=3)
