@@ -19,10 +19,12 @@ counting player sends an RTMP Acknowledgement (type 3, total bytes received, han
 every time the server's Window Acknowledgement Size worth of bytes has arrived.
 
 Latency: ``Publisher`` publishes an FLV file itself (paced by tag timestamps, looped) and
-remembers when it wrote each video message; a ``parse=True`` player matches the video payloads
-it receives against that table. Latency = receive time of the player's read that completes the
-message minus the publisher's ``transport.write`` time, same clock, same process, via loopback.
-Messages sent before the player's Play.Start (GOP cache) are not counted.
+remembers when it wrote each video message; ``TimedProbe`` players match the video payloads they
+receive against that table and time each three ways: the kernel's arrival stamp of the read
+(``SO_TIMESTAMPNS``), when their loop got to the socket, and when the message was parsed, each
+minus the publisher's write (``CLOCK_MONOTONIC``: one clock for every process). scripts/bench
+runs them in a process of their own (``--probe-publish``) and, for comparison, inside its load
+client. Messages sent before the probe's Play.Start (GOP cache) are not counted.
 
 Use as a library (scripts/bench) or from the command line::
 
@@ -143,19 +145,17 @@ class Player(asyncio.BufferedProtocol):
 
 
 class RtmpPlayer(Player):
-    """RTMP play session; with ``parse=True`` it parses everything (latency probes)."""
+    """RTMP play session; with ``parse=True`` it parses everything (counts media payload bytes)."""
 
-    def __init__(self, url: RtmpUrl, parse: bool = False, publisher: Publisher | None = None):
+    def __init__(self, url: RtmpUrl, parse: bool = False):
         super().__init__()
         self.url = url
         self.parse = parse
         if parse:
             self.lowat = 0
-        self.publisher = publisher
         self.session = ClientSession(url.app, url.tc_url)
         self.window = 0
         self.acked = 0
-        self.latencies: list[float] = []
         self.media_bytes = 0  # parse=True: audio/video payload bytes after Play.Start
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -212,12 +212,6 @@ class RtmpPlayer(Player):
             msg = e.message
             if msg.type_id in (MessageType.AUDIO, MessageType.VIDEO):
                 self.media_bytes += len(msg.payload)
-            if self.publisher is None:
-                return
-            if msg.type_id == MessageType.VIDEO:
-                sent = self.publisher.sent.get(latency_key(msg.payload))
-                if sent is not None and sent >= self.started_at:
-                    self.latencies.append(time.monotonic() - sent)
 
 
 class FlvPlayer(Player):
