@@ -286,7 +286,10 @@ class Worker:
     async def heartbeat(self) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time()
-        pulse.bind(lambda: self.channel.send(m.Heartbeat(dict(self.ctx.counters))))
+        def send() -> None:
+            self.channel.send(m.Heartbeat(dict(self.ctx.counters)))
+
+        pulse.bind(send)  # the same heartbeat, from inside a long turn of the loop
         while True:
             late = loop.time() - due
             inside = pulse.timer_beat()
@@ -302,7 +305,7 @@ class Worker:
             OPEN_FILES.expire()
             for slot, sent in self.ctx.hls.take_all_pending().items():
                 self.channel.send(m.HlsBytes(slot, sent))
-            self.channel.send(m.Heartbeat(dict(self.ctx.counters)))
+            send()
             due = loop.time() + HEARTBEAT_INTERVAL
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 

@@ -564,11 +564,10 @@ class LiveSource:
         self.bytes_out += len(f.batch) * f.players
         g.low = f.low
         self._trim()
+        due, g.due = g.due, False
         if self.end > g.flushed and g.consumers and not whole:
             # messages came while it was sliced: flush them on their own schedule
-            due, g.due = g.due, False
             self._arm(g, due or self.upstream_merged or not self.mw_latency or g.prompt)
-        g.due = False
 
     def _flush_slice(self, g: ConsumerGroup, f: _Flush, i: int, stop: int) -> None:
         batch, start, end = f.batch, f.start, f.end
